@@ -1,0 +1,378 @@
+//! Job files and shared settings: TOML in, checked `JobSpec`s out, or every mistake at once.
+//!
+//! `validate`, `run` and the daemon all come through `load`, so they agree on what is valid.
+
+mod diag;
+mod file;
+mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use spec::*;
+
+use diag::Reporter;
+use chrono_tz::Tz;
+use file::Located;
+
+use crate::storage::Uri;
+
+/// The name of the shared settings file inside a jobs folder.
+pub const SETTINGS_FILE: &str = "nightshift.toml";
+
+/// Everything loaded from a jobs folder (or a list of files).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub jobs: Vec<JobSpec>,
+}
+
+impl Config {
+    pub fn job(&self, name: &str) -> anyhow::Result<&JobSpec> {
+        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            anyhow::anyhow!("no job named '{name}'; jobs found: {}", names.join(", "))
+        })
+    }
+}
+
+/// Loads and validates job files. Each path is a job file or a folder of them; a folder's
+/// `nightshift.toml` holds the shared settings. Returns every mistake of every file at once.
+pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
+    let mut diagnostics = Vec::new();
+    let mut settings = None;
+    let mut job_files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let settings_path = path.join(SETTINGS_FILE);
+            if settings_path.exists() && settings.is_none() {
+                settings = Some(settings_path);
+            }
+            match list_job_files(path) {
+                Ok(files) => job_files.extend(files),
+                Err(e) => diagnostics.push(io_diag(path, &e)),
+            }
+        } else if path.file_name().is_some_and(|n| n == SETTINGS_FILE) {
+            settings = Some(path.clone());
+        } else {
+            job_files.push(path.clone());
+            if settings.is_none() {
+                let beside = path.parent().unwrap_or(Path::new(".")).join(SETTINGS_FILE);
+                settings = beside.exists().then_some(beside);
+            }
+        }
+    }
+
+    let settings = match settings {
+        None => Settings::default(),
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(src) => {
+                let mut rep = Reporter::new(&path, &src);
+                let s = read_settings(&mut rep, &src);
+                diagnostics.extend(rep.diagnostics);
+                s.unwrap_or_default()
+            }
+            Err(e) => {
+                diagnostics.push(io_diag(&path, &e));
+                Settings::default()
+            }
+        },
+    };
+
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for path in &job_files {
+        let src = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => {
+                diagnostics.push(io_diag(path, &e));
+                continue;
+            }
+        };
+        let mut rep = Reporter::new(path, &src);
+        if let Some((job, name_span)) = read_job(&mut rep, path, &src) {
+            if let Some(other) = seen.get(&job.name) {
+                rep.error(
+                    name_span,
+                    format!("job name '{}' is already used by {}", job.name, other.display()),
+                );
+            } else {
+                seen.insert(job.name.clone(), path.clone());
+                jobs.push(job);
+            }
+        }
+        diagnostics.extend(rep.diagnostics);
+    }
+    if job_files.is_empty() && diagnostics.is_empty() {
+        let p = paths.first().cloned().unwrap_or_default();
+        diagnostics.push(Diagnostic { path: p, line: 1, col: 1, message: "no job files (*.toml) found".into() });
+    }
+    if diagnostics.is_empty() {
+        Ok(Config { settings, jobs })
+    } else {
+        Err(Diagnostics(diagnostics))
+    }
+}
+
+fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
+    Diagnostic { path: path.to_path_buf(), line: 1, col: 1, message: format!("cannot read: {e}") }
+}
+
+fn list_job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        let is_settings = path.file_name().is_some_and(|n| n == SETTINGS_FILE);
+        if path.is_file() && is_toml && !is_settings {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Replaces `${VAR}` with the environment variable's value, so secrets and per-machine values
+/// stay out of job files.
+fn interpolate(rep: &mut Reporter, s: &Located<String>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = s.value.as_str();
+    let mut ok = true;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            rep.error(s.span.clone(), "unclosed '${' in value");
+            return None;
+        };
+        let var = &rest[start + 2..start + len];
+        match std::env::var(var) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => {
+                rep.error(s.span.clone(), format!("environment variable '{var}' is not set"));
+                ok = false;
+            }
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    ok.then_some(out)
+}
+
+fn read_uri(rep: &mut Reporter, v: Option<Located<String>>) -> Option<Uri> {
+    let v = v?;
+    let s = interpolate(rep, &v)?;
+    match Uri::parse(&s) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            rep.error(v.span, format!("{e:#}"));
+            None
+        }
+    }
+}
+
+fn read_template(rep: &mut Reporter, v: Option<Located<String>>) -> Option<UriTemplate> {
+    let v = v?;
+    let s = interpolate(rep, &v)?;
+    let mut probe = s.clone();
+    for p in PLACEHOLDERS {
+        probe = probe.replace(p, "x");
+    }
+    if let Some(i) = probe.find('{') {
+        let end = probe[i..].find('}').map_or(probe.len(), |e| i + e + 1);
+        rep.error(
+            v.span,
+            format!("unknown placeholder '{}'; known: {}", &probe[i..end], PLACEHOLDERS.join(", ")),
+        );
+        return None;
+    }
+    if let Err(e) = Uri::parse(&probe) {
+        rep.error(v.span, format!("{e:#}"));
+        return None;
+    }
+    Some(UriTemplate(s))
+}
+
+fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
+    let mut root = file::parse(rep, src)?;
+    let defaults = Settings::default();
+    let registry = root.optional(rep, "registry");
+    let registry = read_uri(rep, registry).unwrap_or(defaults.registry);
+    let state = root.optional(rep, "state");
+    let state = read_uri(rep, state).unwrap_or(defaults.state);
+    let mut s3 = S3Settings::default();
+    if let Some(mut t) = root.table(rep, "s3") {
+        s3.endpoint_url = t.optional::<String>(rep, "endpoint_url").and_then(|v| interpolate(rep, &v));
+        s3.region = t.optional(rep, "region").map(|v| v.value);
+        s3.force_path_style = t.optional(rep, "force_path_style").map(|v| v.value);
+        s3.timeout_secs = t.optional(rep, "timeout_secs").map(|v| v.value);
+        s3.max_attempts = t.optional(rep, "max_attempts").map(|v| v.value);
+        t.finish(rep);
+    }
+    root.finish(rep);
+    Some(Settings { registry, state, s3 })
+}
+
+/// Reads one job file. Returns the job (if it has no errors) and the span of its name.
+fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, std::ops::Range<usize>)> {
+    let errors_before = rep.diagnostics.len();
+    let mut root = file::parse(rep, src)?;
+
+    let name: Option<Located<String>> = root.required(rep, "name", "");
+    if let Some(n) = &name {
+        let valid = !n.value.is_empty()
+            && n.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            rep.error(n.span.clone(), "job name must be non-empty and use only letters, digits, '_' and '-'");
+        }
+    }
+
+    let schedule = root.required::<String>(rep, "schedule", " (a 5-field cron expression, e.g. \"30 2 * * *\")");
+    let schedule = schedule.and_then(|s| match parse_cron(&s.value) {
+        Ok(cron) => Some(Schedule { expression: s.value, cron }),
+        Err(e) => {
+            rep.error(s.span, format!("invalid cron expression '{}': {e}", s.value));
+            None
+        }
+    });
+
+    let timezone = match root.optional::<String>(rep, "timezone") {
+        None => Some(Tz::UTC),
+        Some(tz) => match tz.value.parse::<Tz>() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                rep.error(tz.span, format!("unknown time zone '{}'; use an IANA name such as \"Europe/Berlin\" or \"UTC\"", tz.value));
+                None
+            }
+        },
+    };
+
+    let date = match root.optional::<String>(rep, "date") {
+        None => Some(DateRule { offset_days: -1 }),
+        Some(d) => DateRule::parse(&d.value).or_else(|| {
+            rep.error(d.span, format!("invalid date rule '{}'; use \"today\", \"yesterday\" or \"-Nd\"", d.value));
+            None
+        }),
+    };
+
+    let input = match root.table(rep, "input") {
+        Some(mut t) => {
+            let uri = {
+                let uri = t.required(rep, "uri", "");
+                read_template(rep, uri)
+            };
+            t.finish(rep);
+            uri
+        }
+        None => {
+            rep.error(0..0, "missing table [input]");
+            None
+        }
+    };
+
+    let model = match root.table(rep, "model") {
+        Some(mut t) => {
+            let name = t.required::<String>(rep, "name", "");
+            let version = t.required::<u32>(
+                rep,
+                "version",
+                ": a job must pin its model version (see `nightshift model list`)",
+            );
+            if let Some(v) = &version {
+                if v.value == 0 {
+                    rep.error(v.span.clone(), "model versions start at 1");
+                }
+            }
+            t.finish(rep);
+            match (name, version) {
+                (Some(n), Some(v)) => Some(ModelRef { name: n.value, version: v.value }),
+                _ => None,
+            }
+        }
+        None => {
+            rep.error(0..0, "missing table [model]");
+            None
+        }
+    };
+
+    let output = match root.table(rep, "output") {
+        Some(mut t) => {
+            let uri = {
+                let uri = t.required(rep, "uri", "");
+                read_template(rep, uri)
+            };
+            let quarantine = t.optional(rep, "quarantine_uri").map(|q| read_template(rep, Some(q)));
+            let passthrough: Option<Located<Vec<String>>> = t.optional(rep, "passthrough");
+            t.finish(rep);
+            let quarantine = match quarantine {
+                Some(q) => q,
+                None => uri.as_ref().map(UriTemplate::quarantine_sibling),
+            };
+            match (uri, quarantine) {
+                (Some(uri), Some(quarantine)) => Some(OutputSpec {
+                    uri,
+                    quarantine,
+                    passthrough: passthrough.map(|p| p.value).unwrap_or_default(),
+                }),
+                _ => None,
+            }
+        }
+        None => {
+            rep.error(0..0, "missing table [output]");
+            None
+        }
+    };
+
+    let mut run = RunSpec {
+        batch_rows: 65_536,
+        threads: 0,
+        on_bad_rows: BadRowPolicy::Quarantine,
+        max_bad_rows_fraction: 0.01,
+    };
+    if let Some(mut t) = root.table(rep, "run") {
+        if let Some(b) = t.optional::<usize>(rep, "batch_rows") {
+            if b.value == 0 || b.value > 16 * 1024 * 1024 {
+                rep.error(b.span, "batch_rows must be between 1 and 16777216");
+            }
+            run.batch_rows = b.value;
+        }
+        if let Some(n) = t.optional::<usize>(rep, "threads") {
+            run.threads = n.value;
+        }
+        if let Some(p) = t.optional(rep, "on_bad_rows") {
+            run.on_bad_rows = p.value;
+        }
+        if let Some(f) = t.optional::<f64>(rep, "max_bad_rows_fraction") {
+            if !(0.0..=1.0).contains(&f.value) {
+                rep.error(f.span, "max_bad_rows_fraction must be between 0 and 1");
+            }
+            run.max_bad_rows_fraction = f.value;
+        }
+        t.finish(rep);
+    }
+    root.finish(rep);
+
+    if rep.diagnostics.len() > errors_before {
+        return None;
+    }
+    let name = name?;
+    Some((
+        JobSpec {
+            name: name.value,
+            path: path.to_path_buf(),
+            schedule: schedule?,
+            timezone: timezone?,
+            date: date?,
+            input: input?,
+            model: model?,
+            output: output?,
+            run,
+        },
+        name.span,
+    ))
+}
+
+/// Standard 5-field cron (as crontab and Kubernetes take it), or 6 fields with seconds first.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::Cron::new(expr).with_seconds_optional().parse()
+}

@@ -1,0 +1,202 @@
+//! Validated, typed configuration: what the rest of nightshift works with. Nothing past
+//! `config` sees TOML.
+
+use std::path::PathBuf;
+
+use chrono::{Duration, NaiveDate};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::storage::Uri;
+
+/// One job, checked: schedule parsed, URIs parsed, model version pinned.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub schedule: Schedule,
+    pub timezone: Tz,
+    pub date: DateRule,
+    pub input: UriTemplate,
+    pub model: ModelRef,
+    pub output: OutputSpec,
+    pub run: RunSpec,
+}
+
+/// A cron expression, parsed once at validation.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expression: String,
+    pub cron: croner::Cron,
+}
+
+/// Which logical date a tick at local date D scores: D plus `offset_days` (yesterday = -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateRule {
+    pub offset_days: i64,
+}
+
+impl DateRule {
+    pub fn parse(s: &str) -> Option<Self> {
+        let offset_days = match s {
+            "today" => 0,
+            "yesterday" => -1,
+            _ => {
+                let n = s.strip_suffix('d')?;
+                let n: i64 = n.parse().ok()?;
+                if n > 0 || n < -3660 {
+                    return None;
+                }
+                n
+            }
+        };
+        Some(Self { offset_days })
+    }
+
+    pub fn logical_date(&self, local_day: NaiveDate) -> NaiveDate {
+        local_day + Duration::days(self.offset_days)
+    }
+}
+
+/// A pinned model version in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: u32,
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub uri: UriTemplate,
+    pub quarantine: UriTemplate,
+    pub passthrough: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub batch_rows: usize,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    pub on_bad_rows: BadRowPolicy,
+    pub max_bad_rows_fraction: f64,
+}
+
+impl RunSpec {
+    pub fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// What happens to a row the model cannot score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRowPolicy {
+    /// The first bad row fails the run.
+    Fail,
+    /// Bad rows are counted and dropped.
+    Skip,
+    /// Bad rows are counted and written, with their reason, to the quarantine location.
+    Quarantine,
+}
+
+/// A URI with `{date}` (YYYY-MM-DD) and `{job}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriTemplate(pub String);
+
+pub const PLACEHOLDERS: [&str; 2] = ["{date}", "{job}"];
+
+impl UriTemplate {
+    pub fn render(&self, job: &str, date: NaiveDate) -> String {
+        self.0.replace("{date}", &date.format("%Y-%m-%d").to_string()).replace("{job}", job)
+    }
+
+    /// Renders and parses; the template was checked at validation, so this only fails on
+    /// values that a date or job name cannot produce.
+    pub fn uri(&self, job: &str, date: NaiveDate) -> anyhow::Result<Uri> {
+        Uri::parse(&self.render(job, date))
+    }
+
+    /// The default quarantine location: a sibling of the output, never inside it. The first
+    /// path segment with a placeholder is where the per-run part starts; the directory just
+    /// above it gets a `_quarantine` suffix. `out/scores/churn/dt={date}/` gives
+    /// `out/scores/churn_quarantine/dt={date}/`.
+    pub fn quarantine_sibling(&self) -> UriTemplate {
+        let s = self.0.trim_end_matches('/');
+        let segments: Vec<&str> = s.split('/').collect();
+        let first_templated = segments.iter().position(|seg| seg.contains('{')).unwrap_or(segments.len());
+        let mut out: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+        let parent = first_templated.saturating_sub(1);
+        out[parent] = format!("{}_quarantine", out[parent]);
+        UriTemplate(format!("{}/", out.join("/")))
+    }
+}
+
+/// Settings shared by all jobs of a folder, from `nightshift.toml` beside the job files.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where model versions live.
+    pub registry: Uri,
+    /// Where run records live.
+    pub state: Uri,
+    /// S3 client settings, for every `s3://` URI.
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Settings {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub timeout_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            registry: Uri::parse(DEFAULT_REGISTRY).expect("default registry parses"),
+            state: Uri::parse(DEFAULT_STATE).expect("default state parses"),
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+pub const DEFAULT_REGISTRY: &str = "out/registry/";
+pub const DEFAULT_STATE: &str = "out/state/";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_rules() {
+        let d = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        assert_eq!(DateRule::parse("yesterday").unwrap().logical_date(d).to_string(), "2026-02-28");
+        assert_eq!(DateRule::parse("today").unwrap().logical_date(d), d);
+        assert_eq!(DateRule::parse("-3d").unwrap().logical_date(d).to_string(), "2026-02-26");
+        assert!(DateRule::parse("+3d").is_none());
+        assert!(DateRule::parse("3d").is_none());
+        assert!(DateRule::parse("tomorrow").is_none());
+    }
+
+    #[test]
+    fn quarantine_is_a_sibling_of_the_output() {
+        let t = UriTemplate("out/scores/churn/dt={date}/".into());
+        assert_eq!(t.quarantine_sibling().0, "out/scores/churn_quarantine/dt={date}/");
+        let t = UriTemplate("s3://b/scores/{job}/dt={date}".into());
+        assert_eq!(t.quarantine_sibling().0, "s3://b/scores_quarantine/{job}/dt={date}/");
+        let t = UriTemplate("out/scores/".into());
+        assert_eq!(t.quarantine_sibling().0, "out/scores_quarantine/");
+    }
+}

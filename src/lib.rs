@@ -1,0 +1,12 @@
+//! nightshift: scheduled batch scoring of machine-learning models over Parquet.
+//!
+//! A run flows one way, one module per stage:
+//! `config` (job files) -> `plan` (which objects for which date) -> `read` (Parquet batches)
+//! -> `score` (features -> model -> scores) -> `write` (atomic Parquet outputs)
+//! -> `record` (success manifest and run record). `run` drives the stages; `model` holds the
+//! registry and training; `storage` hides local files and S3 behind one interface.
+
+pub mod config;
+pub mod model;
+pub mod read;
+pub mod storage;

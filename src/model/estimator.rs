@@ -1,0 +1,273 @@
+//! The fitted models nightshift can train and score, all from linfa, all plain data (serde):
+//! loading an artifact cannot run code.
+
+use anyhow::{anyhow, bail, Result};
+use linfa::prelude::*;
+use linfa_bayes::{GaussianNb, NaiveBayes};
+use linfa_ensemble::EnsembleLearnerParams;
+use linfa_linear::{FittedLinearRegression, LinearRegression};
+use linfa_logistic::{FittedLogisticRegression, LogisticRegression, MultiFittedLogisticRegression, MultiLogisticRegression};
+use linfa_trees::DecisionTree;
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+/// The algorithms `model train --algorithm` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Logistic regression: binary, or multinomial for more than two classes.
+    Logistic,
+    /// One CART decision tree (Gini).
+    DecisionTree,
+    /// Bagged decision trees, each on a bootstrap sample and a random subset of features.
+    RandomForest,
+    /// Ordinary least squares regression.
+    Linear,
+    /// Gaussian naive Bayes.
+    GaussianNb,
+}
+
+impl Algorithm {
+    pub fn is_classifier(self) -> bool {
+        !matches!(self, Algorithm::Linear)
+    }
+
+    /// Whether inputs are standardised before fitting (helps the optimiser; trees and naive
+    /// Bayes do not need it).
+    pub fn wants_scaling(self) -> bool {
+        matches!(self, Algorithm::Logistic | Algorithm::Linear)
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Algorithm::Logistic => "logistic",
+            Algorithm::DecisionTree => "decision-tree",
+            Algorithm::RandomForest => "random-forest",
+            Algorithm::Linear => "linear",
+            Algorithm::GaussianNb => "gaussian-nb",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Hyperparameters, with defaults close to scikit-learn's where linfa allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    pub max_depth: Option<usize>,
+    pub trees: usize,
+    pub max_iterations: u64,
+    pub seed: u64,
+}
+
+impl Default for Hyperparameters {
+    fn default() -> Self {
+        Self { max_depth: Some(10), trees: 100, max_iterations: 100, seed: 42 }
+    }
+}
+
+/// A fitted model. Classes are indices into the manifest's class labels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "kebab-case")]
+pub enum Estimator {
+    Logistic { model: FittedLogisticRegression<f64, usize> },
+    MultinomialLogistic { model: MultiFittedLogisticRegression<f64, usize> },
+    DecisionTree { model: DecisionTree<f64, usize> },
+    /// linfa-ensemble's `RandomForest` has no serde support; its two fields are kept here.
+    RandomForest { trees: Vec<DecisionTree<f64, usize>>, tree_features: Vec<Vec<usize>> },
+    Linear { model: FittedLinearRegression<f64> },
+    GaussianNb { model: GaussianNb<f64, usize> },
+}
+
+/// Model output for a block of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Probability of the positive class (binary), of the predicted class (multiclass), or the
+    /// predicted value (regression).
+    pub score: Vec<f64>,
+    /// Predicted class index, for classifiers.
+    pub class: Option<Vec<usize>>,
+}
+
+pub enum Targets {
+    Classes { y: Array1<usize>, n_classes: usize },
+    Values(Array1<f64>),
+}
+
+impl Estimator {
+    pub fn fit(algorithm: Algorithm, x: Array2<f64>, targets: Targets, hp: &Hyperparameters) -> Result<Self> {
+        match (algorithm, targets) {
+            (Algorithm::Linear, Targets::Values(y)) => {
+                let ds = Dataset::new(x, y);
+                Ok(Self::Linear { model: LinearRegression::new().fit(&ds)? })
+            }
+            (Algorithm::Linear, Targets::Classes { .. }) => bail!("linear regression needs a numeric target"),
+            (_, Targets::Values(_)) => bail!("{algorithm} is a classifier and needs class labels"),
+            (alg, Targets::Classes { y, n_classes }) => {
+                if n_classes < 2 {
+                    bail!("the target has only one class; a classifier needs at least two");
+                }
+                let ds = Dataset::new(x, y);
+                let tree = || DecisionTree::params().max_depth(hp.max_depth);
+                Ok(match alg {
+                    Algorithm::Logistic if n_classes == 2 => Self::Logistic {
+                        model: LogisticRegression::default().max_iterations(hp.max_iterations).fit(&ds)?,
+                    },
+                    Algorithm::Logistic => Self::MultinomialLogistic {
+                        model: MultiLogisticRegression::default().max_iterations(hp.max_iterations).fit(&ds)?,
+                    },
+                    Algorithm::DecisionTree => Self::DecisionTree { model: tree().fit(&ds)? },
+                    Algorithm::RandomForest => {
+                        let rng = Xoshiro256PlusPlus::seed_from_u64(hp.seed);
+                        let features = ds.nfeatures() as f64;
+                        let forest = EnsembleLearnerParams::new_fixed_rng(tree(), rng)
+                            .ensemble_size(hp.trees)
+                            .bootstrap_proportion(1.0)
+                            .feature_proportion((features.sqrt() / features).max(0.5).min(1.0))
+                            .fit(&ds)?;
+                        Self::RandomForest { trees: forest.models, tree_features: forest.model_features }
+                    }
+                    Algorithm::GaussianNb => Self::GaussianNb { model: GaussianNb::params().fit(&ds)? },
+                    Algorithm::Linear => unreachable!("handled above"),
+                })
+            }
+        }
+    }
+
+    /// Scores rows. `n_classes` is the number of class labels (0 for regressors).
+    pub fn predict(&self, x: ArrayView2<f64>, n_classes: usize) -> Prediction {
+        let x = x.to_owned();
+        let positive = |p: &Array1<f64>| Prediction {
+            class: Some(p.iter().map(|&s| usize::from(s >= 0.5)).collect()),
+            score: p.to_vec(),
+        };
+        match self {
+            Self::Logistic { model } => positive(&model.predict_probabilities(&x)),
+            Self::MultinomialLogistic { model } => {
+                let p = model.predict_probabilities(&x);
+                let classes = model.classes();
+                from_probabilities(&p, |j| classes[j])
+            }
+            Self::GaussianNb { model } => {
+                let (p, labels) = model.predict_proba(x.view());
+                let labels: Vec<usize> = labels.into_iter().copied().collect();
+                if n_classes == 2 && labels == [0, 1] {
+                    positive(&p.column(1).to_owned())
+                } else {
+                    from_probabilities(&p, |j| labels[j])
+                }
+            }
+            Self::DecisionTree { model } => {
+                let class: Array1<usize> = model.predict(&x);
+                let score = class.iter().map(|&c| if n_classes == 2 { c as f64 } else { 1.0 }).collect();
+                Prediction { score, class: Some(class.to_vec()) }
+            }
+            Self::RandomForest { trees, tree_features } => {
+                // Each tree votes; the score is the share of votes (positive class for binary,
+                // winning class otherwise). Ties go to the lower class index.
+                let mut votes = Array2::<u32>::zeros((x.nrows(), n_classes.max(2)));
+                for (tree, features) in trees.iter().zip(tree_features) {
+                    let sub = x.select(Axis(1), features);
+                    let pred: Array1<usize> = tree.predict(&sub);
+                    for (i, c) in pred.iter().enumerate() {
+                        votes[[i, *c]] += 1;
+                    }
+                }
+                let total = trees.len() as f64;
+                let p = votes.mapv(|v| v as f64 / total);
+                if n_classes == 2 {
+                    positive(&p.column(1).to_owned())
+                } else {
+                    from_probabilities(&p, |j| j)
+                }
+            }
+            Self::Linear { model } => Prediction { score: model.predict(&x).to_vec(), class: None },
+        }
+    }
+}
+
+/// Picks the most probable class per row (first on ties).
+fn from_probabilities(p: &Array2<f64>, class_of_column: impl Fn(usize) -> usize) -> Prediction {
+    let mut score = Vec::with_capacity(p.nrows());
+    let mut class = Vec::with_capacity(p.nrows());
+    for row in p.rows() {
+        let (j, s) = row
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (j, &s)| if s > best.1 { (j, s) } else { best });
+        score.push(s);
+        class.push(class_of_column(j));
+    }
+    Prediction { score, class: Some(class) }
+}
+
+/// Holdout metrics, by name.
+pub fn metrics(pred: &Prediction, targets: &Targets) -> Result<Vec<(String, f64)>> {
+    match targets {
+        Targets::Classes { y, n_classes } => {
+            let class = pred.class.as_ref().ok_or_else(|| anyhow!("classifier gave no classes"))?;
+            let n = y.len().max(1) as f64;
+            let correct = class.iter().zip(y).filter(|(a, b)| a == b).count() as f64;
+            let mut out = vec![("accuracy".to_string(), correct / n)];
+            if *n_classes == 2 {
+                out.push(("auc".to_string(), auc(&pred.score, y)));
+            }
+            Ok(out)
+        }
+        Targets::Values(y) => {
+            let n = y.len().max(1) as f64;
+            let mean = y.mean().unwrap_or(0.0);
+            let sse: f64 = pred.score.iter().zip(y).map(|(p, t)| (p - t).powi(2)).sum();
+            let sst: f64 = y.iter().map(|t| (t - mean).powi(2)).sum();
+            let mae: f64 = pred.score.iter().zip(y).map(|(p, t)| (p - t).abs()).sum::<f64>() / n;
+            Ok(vec![
+                ("rmse".to_string(), (sse / n).sqrt()),
+                ("mae".to_string(), mae),
+                ("r2".to_string(), if sst > 0.0 { 1.0 - sse / sst } else { 0.0 }),
+            ])
+        }
+    }
+}
+
+/// Area under the ROC curve by the rank-sum formula, ties counted half.
+pub fn auc(score: &[f64], y: &Array1<usize>) -> f64 {
+    let mut idx: Vec<usize> = (0..score.len()).collect();
+    idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    let mut ranks = vec![0.0; score.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && score[idx[j + 1]] == score[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[idx[k]] = r;
+        }
+        i = j + 1;
+    }
+    let pos = y.iter().filter(|&&c| c == 1).count() as f64;
+    let neg = y.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    let rank_sum: f64 = ranks.iter().zip(y).filter(|(_, &c)| c == 1).map(|(r, _)| r).sum();
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn auc_of_perfect_and_reversed_rankings() {
+        let y = array![0, 0, 1, 1];
+        assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &y), 1.0);
+        assert_eq!(auc(&[0.9, 0.8, 0.2, 0.1], &y), 0.0);
+        assert_eq!(auc(&[0.5, 0.5, 0.5, 0.5], &y), 0.5);
+    }
+}

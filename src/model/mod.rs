@@ -1,0 +1,209 @@
+//! Models: preprocessing, linfa estimators, training, and the versioned registry.
+
+mod estimator;
+mod preprocess;
+mod registry;
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Float64Type};
+use ndarray::{Array1, Axis};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+pub use estimator::{Algorithm, Estimator, Hyperparameters, Prediction, Targets};
+pub use preprocess::{Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
+pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, SignatureField};
+
+use crate::read::{list_data_files, ParquetObject};
+use crate::storage::Location;
+
+/// What `model train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub data: Location,
+    pub target: String,
+    pub algorithm: Algorithm,
+    pub name: String,
+    /// Feature columns; `None` means every column but the target and `exclude`.
+    pub features: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+    /// Impute numeric nulls with the training mean (otherwise a null is a bad row).
+    pub impute: bool,
+    pub hyperparameters: Hyperparameters,
+    /// Share of rows held out for metrics.
+    pub holdout: f64,
+}
+
+impl LoadedModel {
+    /// Scores encoded rows.
+    pub fn predict(&self, x: ndarray::ArrayView2<f64>) -> Prediction {
+        self.estimator.predict(x, self.manifest.classes.len())
+    }
+}
+
+/// Reads the training data, fits preprocessing and the model on a seeded split, measures it on
+/// the holdout, and registers it as a new version.
+pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
+    if !req.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || req.name.is_empty() {
+        bail!("model name '{}' must use only letters, digits, '_' and '-'", req.name);
+    }
+    let files = list_data_files(&req.data)?;
+    if files.is_empty() {
+        bail!("no Parquet files at {}", req.data.uri());
+    }
+    let object = |meta: &crate::storage::ObjectMeta| {
+        let loc = Location { store: req.data.store.clone(), key: meta.key.clone() };
+        ParquetObject::open(loc, meta.clone())
+    };
+    let features = match &req.features {
+        Some(f) => f.clone(),
+        None => object(&files[0])?
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| *n != req.target && !req.exclude.contains(n))
+            .collect(),
+    };
+    let mut columns = features.clone();
+    columns.push(req.target.clone());
+    let mut batches = Vec::new();
+    for meta in &files {
+        let obj = object(meta)?;
+        batches.extend(obj.read_all(&columns)?);
+    }
+    let Some(batch_schema) = batches.first().map(|b| b.schema()) else {
+        bail!("no rows in {}", req.data.uri());
+    };
+    let data = concat_batches(&batch_schema, &batches).context("training files have different schemas")?;
+    for f in &features {
+        let dt = data.column_by_name(f).expect("projected").data_type();
+        if FeatureKind::of(dt).is_none() {
+            bail!("feature column '{f}' has type {dt}, which no model takes; choose columns with --features or --exclude");
+        }
+    }
+
+    // Target: class labels (sorted, numerically for integers) or values.
+    let target = data.column_by_name(&req.target).expect("projected");
+    let label_type = match target.data_type() {
+        DataType::Boolean => LabelType::Boolean,
+        dt if dt.is_integer() => LabelType::Integer,
+        dt if dt.is_floating() => LabelType::Float,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => LabelType::String,
+        dt => bail!("target column '{}' has type {dt}", req.target),
+    };
+    let labels = cast(target, &DataType::Utf8)?;
+    let labels = labels.as_string::<i32>();
+    let mut classes: Vec<String> = Vec::new();
+    let mut values: Vec<f64> = Vec::new();
+    if req.algorithm.is_classifier() {
+        if label_type == LabelType::Float {
+            bail!("target '{}' is floating point; a classifier needs integer, boolean or string labels", req.target);
+        }
+        let mut set: Vec<String> = labels.iter().flatten().map(str::to_string).collect();
+        set.sort();
+        set.dedup();
+        if label_type == LabelType::Integer {
+            set.sort_by_key(|s| s.parse::<i64>().unwrap_or(0));
+        }
+        classes = set;
+    } else {
+        let v = cast(target, &DataType::Float64).context("a regression target must be numeric")?;
+        values = v.as_primitive::<Float64Type>().iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+    }
+
+    // Rows with a null target cannot be learned from.
+    let usable: Vec<u32> = (0..data.num_rows())
+        .filter(|&i| if req.algorithm.is_classifier() { labels.is_valid(i) } else { values[i].is_finite() })
+        .map(|i| i as u32)
+        .collect();
+    let mut dropped = (data.num_rows() - usable.len()) as u64;
+
+    let mut order = usable;
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(req.hyperparameters.seed));
+    let n_holdout = ((order.len() as f64) * req.holdout).round() as usize;
+    let (holdout_idx, train_idx) = order.split_at(n_holdout.min(order.len()));
+    if train_idx.len() < 2 {
+        bail!("too few usable training rows ({})", train_idx.len());
+    }
+    let pick = |idx: &[u32]| take_record_batch(&data, &UInt32Array::from(idx.to_vec()));
+    let train_batch = pick(train_idx)?;
+    let holdout_batch = pick(holdout_idx)?;
+
+    let prep = Preprocessing::fit(
+        &train_batch,
+        &features,
+        FitOptions { impute: req.impute, scale: req.algorithm.wants_scaling() },
+    )?;
+    let targets_for = |idx: &[u32]| -> Targets {
+        if req.algorithm.is_classifier() {
+            let y = idx
+                .iter()
+                .map(|&i| classes.binary_search_by(|c| cmp_label(c, labels.value(i as usize), label_type)).unwrap_or(0))
+                .collect();
+            Targets::Classes { y: Array1::from_vec(y), n_classes: classes.len() }
+        } else {
+            Targets::Values(idx.iter().map(|&i| values[i as usize]).collect())
+        }
+    };
+    let (x_train, y_train, bad_train) = encode_good(&prep, &train_batch, targets_for(train_idx))?;
+    let (x_hold, y_hold, bad_hold) = encode_good(&prep, &holdout_batch, targets_for(holdout_idx))?;
+    dropped += bad_train + bad_hold;
+    let training_rows = x_train.nrows() as u64;
+    let holdout_rows = x_hold.nrows() as u64;
+
+    let estimator = Estimator::fit(req.algorithm, x_train, y_train, &req.hyperparameters)
+        .with_context(|| format!("fitting {}", req.algorithm))?;
+    let metrics: BTreeMap<String, f64> = if holdout_rows > 0 {
+        estimator::metrics(&estimator.predict(x_hold.view(), classes.len()), &y_hold)?.into_iter().collect()
+    } else {
+        BTreeMap::new()
+    };
+
+    let manifest = ModelManifest {
+        name: req.name.clone(),
+        version: 0,
+        algorithm: req.algorithm,
+        signature: prep.features.iter().map(|f| SignatureField { name: f.name().to_string(), kind: f.kind() }).collect(),
+        preprocessing: prep,
+        target: req.target.clone(),
+        label_type,
+        classes,
+        hyperparameters: req.hyperparameters.clone(),
+        metrics,
+        training_rows,
+        holdout_rows,
+        dropped_rows: dropped,
+        training_data: req.data.uri().to_string(),
+        artifact: String::new(),
+        artifact_sha256: String::new(),
+        created_at: chrono::Utc::now(),
+        nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    registry.register(manifest, &estimator)
+}
+
+fn cmp_label(a: &str, b: &str, t: LabelType) -> std::cmp::Ordering {
+    match t {
+        LabelType::Integer => a.parse::<i64>().unwrap_or(0).cmp(&b.parse::<i64>().unwrap_or(0)),
+        _ => a.cmp(b),
+    }
+}
+
+/// Encodes rows and drops the ones that cannot be used (NaN, infinity, null without imputer).
+fn encode_good(prep: &Preprocessing, batch: &RecordBatch, targets: Targets) -> Result<(ndarray::Array2<f64>, Targets, u64)> {
+    let enc = prep.encode(batch)?;
+    let good: Vec<usize> = (0..enc.bad.len()).filter(|&i| enc.bad[i].is_none()).collect();
+    let bad = (enc.bad.len() - good.len()) as u64;
+    let x = enc.x.select(Axis(0), &good);
+    let targets = match targets {
+        Targets::Classes { y, n_classes } => Targets::Classes { y: y.select(Axis(0), &good), n_classes },
+        Targets::Values(y) => Targets::Values(y.select(Axis(0), &good)),
+    };
+    Ok((x, targets, bad))
+}

@@ -1,0 +1,266 @@
+//! Feature preprocessing, fitted on training data and stored with the model version.
+//!
+//! Training and scoring both call [`Preprocessing::encode`], so they cannot skew: the same
+//! imputation, scaling and one-hot encoding, in the same column order.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+/// The type a model expects of a feature column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKind {
+    /// Any integer or floating-point column, read as float64.
+    Numeric,
+    /// A string column, one-hot encoded.
+    Categorical,
+}
+
+impl FeatureKind {
+    /// The kind an Arrow type can feed, if any. Only safe casts to float64 count as numeric.
+    pub fn of(dt: &DataType) -> Option<Self> {
+        use DataType::*;
+        match dt {
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16 | Float32 | Float64 => {
+                Some(Self::Numeric)
+            }
+            Utf8 | LargeUtf8 | Utf8View => Some(Self::Categorical),
+            Dictionary(_, v) if matches!(**v, Utf8 | LargeUtf8 | Utf8View) => Some(Self::Categorical),
+            _ => None,
+        }
+    }
+}
+
+/// One fitted feature transform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum FeatureTransform {
+    Numeric {
+        name: String,
+        /// Value that replaces a null (the training mean); `None` makes a null a bad row.
+        impute: Option<f64>,
+        /// `(mean, std)` to standardise with, for algorithms that want scaled inputs.
+        scale: Option<(f64, f64)>,
+    },
+    Categorical {
+        name: String,
+        /// Categories seen in training, sorted; each gets one 0/1 column. A category not in
+        /// this list, or a null, encodes as all zeros and is counted as unknown.
+        categories: Vec<String>,
+    },
+}
+
+impl FeatureTransform {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Numeric { name, .. } | Self::Categorical { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> FeatureKind {
+        match self {
+            Self::Numeric { .. } => FeatureKind::Numeric,
+            Self::Categorical { .. } => FeatureKind::Categorical,
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            Self::Numeric { .. } => 1,
+            Self::Categorical { categories, .. } => categories.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    pub features: Vec<FeatureTransform>,
+}
+
+/// A batch turned into model input.
+#[derive(Debug)]
+pub struct Encoded {
+    /// One row per input row (bad rows hold zeros), one column per encoded feature.
+    pub x: Array2<f64>,
+    /// Why each row cannot be scored, `None` for good rows.
+    pub bad: Vec<Option<String>>,
+    /// Values of categorical features not seen in training (encoded as all zeros).
+    pub unknown_categories: u64,
+}
+
+impl Encoded {
+    pub fn bad_rows(&self) -> usize {
+        self.bad.iter().filter(|b| b.is_some()).count()
+    }
+}
+
+/// Options for fitting.
+#[derive(Debug, Clone, Copy)]
+pub struct FitOptions {
+    pub impute: bool,
+    pub scale: bool,
+}
+
+impl Preprocessing {
+    /// Fits imputation means, scaling and category lists on training columns (by name).
+    pub fn fit(batch: &RecordBatch, features: &[String], opts: FitOptions) -> Result<Self> {
+        let mut out = Vec::with_capacity(features.len());
+        for name in features {
+            let col = batch.column_by_name(name).with_context(|| format!("no column '{name}'"))?;
+            let Some(kind) = FeatureKind::of(col.data_type()) else {
+                bail!("column '{name}' has type {}, which is neither numeric nor string", col.data_type());
+            };
+            out.push(match kind {
+                FeatureKind::Numeric => {
+                    let v = to_f64(col)?;
+                    let finite: Vec<f64> = v.as_primitive::<Float64Type>().iter().flatten().filter(|x| x.is_finite()).collect();
+                    if finite.is_empty() {
+                        bail!("column '{name}' has no finite values to fit on");
+                    }
+                    let n = finite.len() as f64;
+                    let mean = finite.iter().sum::<f64>() / n;
+                    let var = finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+                    let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                    FeatureTransform::Numeric {
+                        name: name.clone(),
+                        impute: opts.impute.then_some(mean),
+                        scale: opts.scale.then_some((mean, std)),
+                    }
+                }
+                FeatureKind::Categorical => {
+                    let s = cast(col, &DataType::Utf8)?;
+                    let mut seen = BTreeMap::new();
+                    for v in s.as_string::<i32>().iter().flatten() {
+                        *seen.entry(v.to_string()).or_insert(0u64) += 1;
+                    }
+                    FeatureTransform::Categorical { name: name.clone(), categories: seen.into_keys().collect() }
+                }
+            });
+        }
+        Ok(Self { features: out })
+    }
+
+    /// Number of model input columns.
+    pub fn width(&self) -> usize {
+        self.features.iter().map(FeatureTransform::width).sum()
+    }
+
+    /// Names of the model input columns, e.g. `plan=basic` for one-hot columns.
+    pub fn encoded_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.features {
+            match f {
+                FeatureTransform::Numeric { name, .. } => out.push(name.clone()),
+                FeatureTransform::Categorical { name, categories } => {
+                    out.extend(categories.iter().map(|c| format!("{name}={c}")))
+                }
+            }
+        }
+        out
+    }
+
+    /// Encodes the feature columns of a batch (already checked against the signature).
+    pub fn encode(&self, batch: &RecordBatch) -> Result<Encoded> {
+        let n = batch.num_rows();
+        let mut x = Array2::<f64>::zeros((n, self.width()));
+        let mut bad: Vec<Option<String>> = vec![None; n];
+        let mut unknown_categories = 0u64;
+        let mut offset = 0;
+        for f in &self.features {
+            let col = batch
+                .column_by_name(f.name())
+                .with_context(|| format!("batch has no column '{}'", f.name()))?;
+            match f {
+                FeatureTransform::Numeric { name, impute, scale } => {
+                    let values = to_f64(col)?;
+                    let values = values.as_primitive::<Float64Type>();
+                    for (i, v) in values.iter().enumerate() {
+                        let v = match v {
+                            Some(v) if v.is_finite() => v,
+                            Some(v) => {
+                                let what = if v.is_nan() { "NaN" } else { "infinite" };
+                                bad[i].get_or_insert_with(|| format!("{name} is {what}"));
+                                continue;
+                            }
+                            None => match impute {
+                                Some(m) => *m,
+                                None => {
+                                    bad[i].get_or_insert_with(|| format!("{name} is null and the model has no imputer"));
+                                    continue;
+                                }
+                            },
+                        };
+                        x[[i, offset]] = match scale {
+                            Some((mean, std)) => (v - mean) / std,
+                            None => v,
+                        };
+                    }
+                }
+                FeatureTransform::Categorical { categories, .. } => {
+                    let s = cast(col, &DataType::Utf8)?;
+                    for (i, v) in s.as_string::<i32>().iter().enumerate() {
+                        match v.and_then(|v| categories.binary_search_by(|c| c.as_str().cmp(v)).ok()) {
+                            Some(j) => x[[i, offset + j]] = 1.0,
+                            None => unknown_categories += 1,
+                        }
+                    }
+                }
+            }
+            offset += f.width();
+        }
+        Ok(Encoded { x, bad, unknown_categories })
+    }
+}
+
+/// A numeric column as float64 (safe upcasts only; callers checked the type).
+pub fn to_f64(col: &ArrayRef) -> Result<ArrayRef> {
+    if FeatureKind::of(col.data_type()) != Some(FeatureKind::Numeric) {
+        bail!("type {} is not numeric", col.data_type());
+    }
+    Ok(cast(col, &DataType::Float64)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int32Array, StringArray};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("a", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0), Some(f64::NAN)])) as ArrayRef),
+            ("b", Arc::new(Int32Array::from(vec![1, 2, 3, 4])) as ArrayRef),
+            ("c", Arc::new(StringArray::from(vec![Some("x"), Some("y"), None, Some("x")])) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn fits_and_encodes_the_same_way() {
+        let b = batch();
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let p = Preprocessing::fit(&b, &names, FitOptions { impute: true, scale: false }).unwrap();
+        assert_eq!(p.encoded_names(), ["a", "b", "c=x", "c=y"]);
+        let e = p.encode(&b).unwrap();
+        assert_eq!(e.x.row(0).to_vec(), [1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(e.x.row(1).to_vec(), [2.0, 2.0, 0.0, 1.0], "null imputed with the mean of 1 and 3");
+        assert_eq!(e.bad[3].as_deref(), Some("a is NaN"));
+        assert_eq!(e.unknown_categories, 1, "the null category");
+        assert_eq!(e.bad_rows(), 1);
+    }
+
+    #[test]
+    fn null_without_imputer_is_a_bad_row() {
+        let b = batch();
+        let p = Preprocessing::fit(&b, &["a".to_string()], FitOptions { impute: false, scale: true }).unwrap();
+        let e = p.encode(&b).unwrap();
+        assert_eq!(e.bad[1].as_deref(), Some("a is null and the model has no imputer"));
+        assert!((e.x[[0, 0]] + 1.0).abs() < 1e-12, "scaled: (1 - 2) / 1");
+    }
+}

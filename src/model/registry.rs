@@ -1,0 +1,197 @@
+//! The model registry: immutable, checksummed model versions in the same storage as the data.
+//!
+//! Layout: `REGISTRY/NAME/VERSION/manifest.json` and, beside it, the artifact
+//! `model-SHA12.json` it names. The manifest is written last with a conditional create, so it
+//! is the commit point: a version exists once its manifest does, and no registration can take
+//! or overwrite a version another one took.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::estimator::{Algorithm, Estimator, Hyperparameters};
+use super::preprocess::{FeatureKind, Preprocessing};
+use crate::config::ModelRef;
+use crate::storage::{is_not_found, Location};
+
+/// One input column the model needs, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureField {
+    pub name: String,
+    pub kind: FeatureKind,
+}
+
+/// The Arrow type family of the training target, so predictions come back in the same type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelType {
+    Integer,
+    Boolean,
+    String,
+    Float,
+}
+
+/// Everything known about a model version, stored as `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    pub name: String,
+    pub version: u32,
+    pub algorithm: Algorithm,
+    pub signature: Vec<SignatureField>,
+    pub preprocessing: Preprocessing,
+    pub target: String,
+    pub label_type: LabelType,
+    /// Class labels in class-index order (sorted); empty for regressors.
+    pub classes: Vec<String>,
+    pub hyperparameters: Hyperparameters,
+    pub metrics: BTreeMap<String, f64>,
+    pub training_rows: u64,
+    pub holdout_rows: u64,
+    /// Training rows left out because a feature was NaN or infinite, or the target was null.
+    pub dropped_rows: u64,
+    pub training_data: String,
+    /// File name of the artifact, beside the manifest.
+    pub artifact: String,
+    pub artifact_sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub nightshift_version: String,
+}
+
+impl ModelManifest {
+    pub fn model_ref(&self) -> ModelRef {
+        ModelRef { name: self.name.clone(), version: self.version }
+    }
+
+    pub fn is_classifier(&self) -> bool {
+        !self.classes.is_empty()
+    }
+}
+
+/// A loaded, verified model version.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub manifest: ModelManifest,
+    pub estimator: Estimator,
+}
+
+pub struct Registry {
+    root: Location,
+}
+
+const MANIFEST: &str = "manifest.json";
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl Registry {
+    pub fn new(root: Location) -> Self {
+        Self { root }
+    }
+
+    fn version_dir(&self, name: &str, version: u32) -> Location {
+        self.root.join(name).join(&version.to_string())
+    }
+
+    /// Model names with at least one version.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .root
+            .store
+            .list(&self.root.key)?
+            .iter()
+            .filter_map(|o| {
+                let rel = self.root.relative(&o.key);
+                let mut parts = rel.split('/');
+                let (name, _v, file) = (parts.next()?, parts.next()?, parts.next()?);
+                (file == MANIFEST).then(|| name.to_string())
+            })
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Registered versions of a model, ascending.
+    pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        let dir = self.root.join(name);
+        let mut versions: Vec<u32> = dir
+            .store
+            .list(&dir.key)
+            .with_context(|| format!("listing {}", dir.uri()))?
+            .iter()
+            .filter_map(|o| {
+                let rel = dir.relative(&o.key);
+                let (v, file) = rel.split_once('/')?;
+                (file == MANIFEST).then(|| v.parse().ok()).flatten()
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    pub fn manifest(&self, model: &ModelRef) -> Result<ModelManifest> {
+        let loc = self.version_dir(&model.name, model.version).join(MANIFEST);
+        let bytes = match loc.store.get(&loc.key) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => {
+                let known = self.versions(&model.name).unwrap_or_default();
+                let known = if known.is_empty() {
+                    "no versions are registered under that name".to_string()
+                } else {
+                    format!("registered versions: {}", known.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+                };
+                bail!("model {model} is not in the registry at {} ({known})", self.root.uri());
+            }
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&bytes).with_context(|| format!("reading model manifest {}", loc.uri()))
+    }
+
+    /// Loads a version and checks its artifact against the manifest's checksum.
+    pub fn load(&self, model: &ModelRef) -> Result<LoadedModel> {
+        let manifest = self.manifest(model)?;
+        let loc = self.version_dir(&model.name, model.version).join(&manifest.artifact);
+        let bytes = loc.store.get(&loc.key).with_context(|| format!("reading model artifact for {model}"))?;
+        let actual = sha256_hex(&bytes);
+        if actual != manifest.artifact_sha256 {
+            bail!(
+                "model {model}: artifact {} has sha256 {actual}, but the manifest says {}; \
+                 it was changed after registration, refusing to load it",
+                loc.uri(),
+                manifest.artifact_sha256
+            );
+        }
+        let estimator = serde_json::from_slice(&bytes).with_context(|| format!("decoding model artifact {}", loc.uri()))?;
+        Ok(LoadedModel { manifest, estimator })
+    }
+
+    /// Registers a new version (the next free number) and returns its manifest.
+    pub fn register(&self, mut manifest: ModelManifest, estimator: &Estimator) -> Result<ModelManifest> {
+        let artifact = Bytes::from(serde_json::to_vec(estimator)?);
+        manifest.artifact_sha256 = sha256_hex(&artifact);
+        manifest.artifact = format!("model-{}.json", &manifest.artifact_sha256[..12]);
+        for _ in 0..20 {
+            let version = self.versions(&manifest.name)?.last().map_or(1, |v| v + 1);
+            manifest.version = version;
+            let dir = self.version_dir(&manifest.name, version);
+            let artifact_loc = dir.join(&manifest.artifact);
+            artifact_loc.store.put(&artifact_loc.key, artifact.clone())?;
+            let manifest_loc = dir.join(MANIFEST);
+            let body = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
+            if manifest_loc.store.put_if_absent(&manifest_loc.key, body)? {
+                return Ok(manifest);
+            }
+            // Another registration took this version first. The artifact name carries its
+            // checksum, so ours only overwrote an identical copy if it overwrote anything.
+            let theirs = self.manifest(&manifest.model_ref())?;
+            if theirs.artifact != manifest.artifact {
+                artifact_loc.store.delete(&artifact_loc.key)?;
+            }
+        }
+        bail!("could not register a version of '{}': too many concurrent registrations", manifest.name)
+    }
+}
