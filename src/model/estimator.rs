@@ -145,7 +145,15 @@ impl Estimator {
             score: p.to_vec(),
         };
         match self {
-            Self::Logistic { model } => positive(&model.predict_probabilities(&x)),
+            Self::Logistic { model } => {
+                // linfa's "positive" class is the more frequent one in training, not class 1.
+                let p = model.predict_probabilities(&x);
+                if model.labels().pos.class == 1 {
+                    positive(&p)
+                } else {
+                    positive(&p.mapv(|p| 1.0 - p))
+                }
+            }
             Self::MultinomialLogistic { model } => {
                 let p = model.predict_probabilities(&x);
                 let classes = model.classes();

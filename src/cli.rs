@@ -1,0 +1,327 @@
+//! The command line: argument types (clap) and what each command prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ModelRef, Settings};
+use crate::model::{self, Algorithm, Hyperparameters, ModelManifest, Registry, TrainRequest};
+use crate::record::RunRecord;
+use crate::run::{run_job, RunOptions};
+use crate::storage::{Stores, Uri};
+
+/// Scheduled batch scoring of machine-learning models over Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "nightshift", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log more: -v for debug, -vv for trace; errors show their whole chain.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check job files and print every error as path:line:col: message.
+    Validate {
+        /// Job files or folders of them (a folder's nightshift.toml holds shared settings).
+        #[arg(default_value = "jobs")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one job now for one logical date.
+    Run(RunArgs),
+    /// Train, list and inspect model versions in the registry.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name of the job (its `name` field).
+    pub job: String,
+    /// Logical date to score, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Folder of job files.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+    /// Worker threads (default: the job's `run.threads`, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rows per record batch (default: the job's `run.batch_rows`).
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry location (default: `registry` in JOBS/nightshift.toml, else out/registry/).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Folder of job files whose nightshift.toml names the registry.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Train a model on Parquet data and register it as a new immutable version.
+    Train(TrainArgs),
+    /// List models, or the versions of one model.
+    List {
+        name: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show one version: algorithm, signature, metrics, checksum.
+    Show {
+        /// NAME@VERSION
+        model: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data: a Parquet file or a prefix of them (local path, file:// or s3://).
+    #[arg(long)]
+    pub data: String,
+    /// Target column.
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, value_enum)]
+    pub algorithm: Algorithm,
+    /// Model name in the registry.
+    #[arg(long)]
+    pub name: String,
+    /// Feature columns, comma-separated (default: all but the target and --exclude).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+    /// Columns that are not features, comma-separated (for example an id).
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    pub exclude: Vec<String>,
+    /// Treat numeric nulls as bad rows instead of imputing the training mean.
+    #[arg(long)]
+    pub no_impute: bool,
+    /// Share of rows held out for the metrics.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout: f64,
+    /// Maximum tree depth (decision-tree, random-forest).
+    #[arg(long, default_value_t = 10)]
+    pub max_depth: usize,
+    /// Number of trees (random-forest).
+    #[arg(long, default_value_t = 100)]
+    pub trees: usize,
+    /// Optimiser iterations (logistic).
+    #[arg(long, default_value_t = 100)]
+    pub max_iterations: u64,
+    /// Seed for the holdout split and the forest's sampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("'{s}' is not a date in the form YYYY-MM-DD"))
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn execute(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { paths } => validate(&paths),
+        Command::Run(args) => run(&args),
+        Command::Model(ModelCommand::Train(args)) => train(&args),
+        Command::Model(ModelCommand::List { name, registry }) => list_models(name.as_deref(), &registry),
+        Command::Model(ModelCommand::Show { model, registry }) => show_model(&model, &registry),
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
+    match config::load(paths) {
+        Ok(cfg) => {
+            for j in &cfg.jobs {
+                println!("{}: ok ({}, schedule \"{}\" {}, model {})", j.path.display(), j.name, j.schedule.expression, j.timezone, j.model);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diags) => {
+            println!("{diags}");
+            let files: std::collections::BTreeSet<_> = diags.0.iter().map(|d| &d.path).collect();
+            eprintln!("{} error(s) in {} file(s)", diags.0.len(), files.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn load_config(jobs: &PathBuf) -> Result<Config> {
+    config::load(std::slice::from_ref(jobs)).map_err(|d| anyhow::anyhow!("invalid job files (run `nightshift validate {}`):\n{d}", jobs.display()))
+}
+
+fn run(args: &RunArgs) -> Result<ExitCode> {
+    let cfg = load_config(&args.jobs)?;
+    let job = cfg.job(&args.job)?;
+    let stores = Stores::new(&cfg.settings)?;
+    let opts = RunOptions { threads: args.threads, batch_rows: args.batch_rows };
+    match run_job(job, args.date, &cfg.settings, &stores, &opts) {
+        Ok(record) => {
+            print_summary(&record);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failed) => {
+            print_summary(&failed.record);
+            Err(failed.error)
+        }
+    }
+}
+
+/// The run summary users read after `run`.
+pub fn print_summary(r: &RunRecord) {
+    let c = &r.counts;
+    let status = format!("{:?}", r.status).to_lowercase();
+    println!("{} {} {status} (run {}, model {})", r.job, r.logical_date, r.run_id, r.model);
+    println!("  partitions        {:>12}", r.partitions);
+    println!("  rows read         {:>12}", c.rows_in);
+    println!("  rows scored       {:>12}", c.rows_scored);
+    let q = r.quarantine.as_deref().filter(|_| c.rows_quarantined > 0).map(|q| format!("  -> {q}")).unwrap_or_default();
+    println!("  rows quarantined  {:>12}{q}", c.rows_quarantined);
+    println!("  rows skipped      {:>12}", c.rows_skipped);
+    if c.unknown_categories > 0 {
+        println!("  unknown categories{:>12}  (encoded as all zeros)", c.unknown_categories);
+    }
+    println!("  seconds           {:>12.3}  ({:.0} rows/s)", r.seconds, r.rows_per_second());
+    if let Some(o) = &r.output {
+        println!("  output            {o}");
+    }
+}
+
+fn registry(args: &RegistryArgs) -> Result<(Registry, Settings)> {
+    let settings = if args.jobs.join(config::SETTINGS_FILE).exists() {
+        load_config(&args.jobs).map(|c| c.settings).or_else(|e| {
+            // A model can be trained before any job file exists.
+            if args.jobs.read_dir().map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml") && e.file_name() != config::SETTINGS_FILE))).unwrap_or(false) {
+                Err(e)
+            } else {
+                Ok(Settings::default())
+            }
+        })?
+    } else {
+        Settings::default()
+    };
+    let uri = match &args.registry {
+        Some(r) => Uri::parse(r)?,
+        None => settings.registry.clone(),
+    };
+    let stores = Stores::new(&settings)?;
+    Ok((Registry::new(stores.locate(&uri)?), settings))
+}
+
+fn train(args: &TrainArgs) -> Result<ExitCode> {
+    let (registry, settings) = registry(&args.registry)?;
+    let stores = Stores::new(&settings)?;
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!("--holdout must be at least 0 and below 1");
+    }
+    let req = TrainRequest {
+        data: stores.locate(&Uri::parse(&args.data)?)?,
+        target: args.target.clone(),
+        algorithm: args.algorithm,
+        name: args.name.clone(),
+        features: args.features.clone(),
+        exclude: args.exclude.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        impute: !args.no_impute,
+        hyperparameters: Hyperparameters {
+            max_depth: Some(args.max_depth),
+            trees: args.trees,
+            max_iterations: args.max_iterations,
+            seed: args.seed,
+        },
+        holdout: args.holdout,
+    };
+    let m = model::train(&registry, &req).with_context(|| format!("training {} on {}", args.name, args.data))?;
+    eprintln!(
+        "trained {} on {} rows ({} held out, {} dropped): {}",
+        m.algorithm,
+        m.training_rows,
+        m.holdout_rows,
+        m.dropped_rows,
+        metrics_line(&m)
+    );
+    println!("{}@{}", m.name, m.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn metrics_line(m: &ModelManifest) -> String {
+    m.metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
+}
+
+fn list_models(name: Option<&str>, args: &RegistryArgs) -> Result<ExitCode> {
+    let (registry, _) = registry(args)?;
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => registry.names()?,
+    };
+    println!("{:<20} {:>7}  {:<14} {:>9}  {:<32} CREATED", "MODEL", "VERSION", "ALGORITHM", "ROWS", "HOLDOUT METRICS");
+    for n in names {
+        let versions = registry.versions(&n)?;
+        if versions.is_empty() {
+            bail!("no model named '{n}' in the registry");
+        }
+        for v in versions {
+            let m = registry.manifest(&ModelRef { name: n.clone(), version: v })?;
+            println!(
+                "{:<20} {:>7}  {:<14} {:>9}  {:<32} {}",
+                m.name,
+                m.version,
+                m.algorithm.to_string(),
+                m.training_rows,
+                metrics_line(&m),
+                m.created_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_model(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
+    let Some((name, version)) = spec.split_once('@') else {
+        bail!("expected NAME@VERSION, for example churn@1");
+    };
+    let version: u32 = version.parse().with_context(|| format!("'{version}' is not a version number"))?;
+    let (registry, _) = registry(args)?;
+    let m = registry.load(&ModelRef { name: name.to_string(), version })?.manifest;
+    println!("model       {}@{}", m.name, m.version);
+    println!("algorithm   {}", m.algorithm);
+    println!("target      {} ({:?}){}", m.target, m.label_type, if m.classes.is_empty() { String::new() } else { format!(", classes {}", m.classes.join(", ")) });
+    println!("trained on  {} ({} rows, {} held out, {} dropped)", m.training_data, m.training_rows, m.holdout_rows, m.dropped_rows);
+    println!("metrics     {}", metrics_line(&m));
+    println!("artifact    {} sha256 {} (verified)", m.artifact, m.artifact_sha256);
+    println!("created     {}", m.created_at.to_rfc3339());
+    println!("signature");
+    for f in &m.preprocessing.features {
+        let detail = match f {
+            model::FeatureTransform::Numeric { impute, scale, .. } => format!(
+                "numeric{}{}",
+                impute.map(|m| format!(", nulls -> {m:.4}")).unwrap_or_else(|| ", nulls are bad rows".into()),
+                scale.map(|(m, s)| format!(", scaled (x - {m:.4}) / {s:.4}")).unwrap_or_default()
+            ),
+            model::FeatureTransform::Categorical { categories, .. } => format!("categorical, one-hot of {}", categories.join(", ")),
+        };
+        println!("  {:<24} {detail}", f.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,138 @@
+//! What a run leaves behind besides its outputs: the `_SUCCESS` manifest in the output prefix
+//! (written last, so its presence means the set of outputs is complete) and a run record in
+//! the state location for every run, successful or not.
+//!
+//! Run records live at `STATE/runs/JOB/DATE/RUN_ID.json`.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::score::Counts;
+use crate::storage::{Location, ObjectMeta};
+
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// One input object as it was read, so a later run can tell whether the input changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFingerprint {
+    pub uri: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub etag: String,
+}
+
+impl InputFingerprint {
+    pub fn of(loc: &Location, meta: &ObjectMeta) -> Self {
+        Self {
+            uri: loc.store.uri(&meta.key).to_string(),
+            size: meta.size,
+            last_modified: meta.last_modified,
+            etag: meta.etag.clone(),
+        }
+    }
+}
+
+/// One output file of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Name relative to the output prefix.
+    pub name: String,
+    pub rows: u64,
+    pub input: InputFingerprint,
+    /// Quarantine file for this input, relative to the quarantine prefix, if it had bad rows.
+    pub quarantine: Option<String>,
+    pub rows_quarantined: u64,
+}
+
+/// The `_SUCCESS` manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub job: String,
+    pub logical_date: NaiveDate,
+    pub run_id: String,
+    pub model_name: String,
+    pub model_version: u32,
+    pub model_sha256: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub counts: Counts,
+    pub files: Vec<OutputFile>,
+    pub quarantine_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+}
+
+/// What every run records, successful or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub job: String,
+    pub logical_date: NaiveDate,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub seconds: f64,
+    pub model: String,
+    pub partitions: usize,
+    pub counts: Counts,
+    pub output: Option<String>,
+    pub quarantine: Option<String>,
+    /// The error chain, for failed runs.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub fn rows_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.counts.rows_in as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Reads and writes run records under the state location.
+pub struct RunHistory {
+    root: Location,
+}
+
+impl RunHistory {
+    pub fn new(state: Location) -> Self {
+        Self { root: state.join("runs") }
+    }
+
+    pub fn write(&self, record: &RunRecord) -> Result<Location> {
+        let loc = self
+            .root
+            .join(&record.job)
+            .join(&record.logical_date.to_string())
+            .join(&format!("{}.json", record.run_id));
+        let body = Bytes::from(serde_json::to_vec_pretty(record)?);
+        loc.store.put(&loc.key, body).with_context(|| format!("writing run record {}", loc.uri()))?;
+        Ok(loc)
+    }
+
+    /// Every record of a job, oldest first.
+    pub fn list(&self, job: &str) -> Result<Vec<RunRecord>> {
+        let dir = self.root.join(job);
+        let mut out = Vec::new();
+        for o in dir.store.list(&dir.key)? {
+            if !o.key.ends_with(".json") {
+                continue;
+            }
+            let bytes = dir.store.get(&o.key)?;
+            let rec: RunRecord =
+                serde_json::from_slice(&bytes).with_context(|| format!("reading run record {}", dir.store.uri(&o.key)))?;
+            out.push(rec);
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        Ok(out)
+    }
+}

@@ -1,0 +1,201 @@
+//! Scoring one record batch: features -> preprocessing -> model -> the output batch, with the
+//! rows that cannot be scored split off with their reasons.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
+};
+use arrow::compute::take;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use ndarray::Axis;
+
+use crate::config::BadRowPolicy;
+use crate::model::{LabelType, LoadedModel};
+
+/// Row counts of a batch, a file or a run. Always `rows_in = rows_scored + rows_quarantined +
+/// rows_skipped`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub rows_in: u64,
+    pub rows_scored: u64,
+    pub rows_quarantined: u64,
+    pub rows_skipped: u64,
+    /// Categorical values (or nulls) not seen in training, encoded as all zeros.
+    pub unknown_categories: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.rows_in += o.rows_in;
+        self.rows_scored += o.rows_scored;
+        self.rows_quarantined += o.rows_quarantined;
+        self.rows_skipped += o.rows_skipped;
+        self.unknown_categories += o.unknown_categories;
+    }
+
+    pub fn bad_rows(&self) -> u64 {
+        self.rows_quarantined + self.rows_skipped
+    }
+}
+
+/// The result of scoring one input batch.
+#[derive(Debug)]
+pub struct ScoredBatch {
+    pub output: RecordBatch,
+    /// Bad rows with their reasons, when the policy is to quarantine them.
+    pub quarantine: Option<RecordBatch>,
+    pub counts: Counts,
+}
+
+/// Everything needed to score batches of one run; shared by the worker threads.
+pub struct Scorer {
+    pub model: Arc<LoadedModel>,
+    pub passthrough: Vec<String>,
+    pub run_id: String,
+    pub scored_at: DateTime<Utc>,
+    pub policy: BadRowPolicy,
+    output_schema: SchemaRef,
+}
+
+/// Where a batch came from, for quarantine rows and error messages.
+pub struct BatchOrigin<'a> {
+    pub uri: &'a str,
+    /// Row number (0-based, within the object) of the batch's first row.
+    pub first_row: u64,
+}
+
+impl Scorer {
+    pub fn new(
+        model: Arc<LoadedModel>,
+        input_schema: &Schema,
+        passthrough: Vec<String>,
+        run_id: String,
+        scored_at: DateTime<Utc>,
+        policy: BadRowPolicy,
+    ) -> Result<Self> {
+        let mut fields: Vec<Field> = Vec::new();
+        for p in &passthrough {
+            fields.push(input_schema.field_with_name(p)?.clone());
+        }
+        fields.push(Field::new("score", DataType::Float64, false));
+        if model.manifest.is_classifier() {
+            fields.push(Field::new("prediction", prediction_type(model.manifest.label_type), false));
+        }
+        fields.push(Field::new("model_name", DataType::Utf8, false));
+        fields.push(Field::new("model_version", DataType::Int32, false));
+        fields.push(Field::new("run_id", DataType::Utf8, false));
+        fields.push(Field::new("scored_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
+        Ok(Self { model, passthrough, run_id, scored_at, policy, output_schema: Arc::new(Schema::new(fields)) })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    /// Columns to read from each input object: features, then passthrough (no duplicates).
+    pub fn input_columns(&self) -> Vec<String> {
+        let mut cols: Vec<String> = self.model.manifest.signature.iter().map(|f| f.name.clone()).collect();
+        for p in &self.passthrough {
+            if !cols.contains(p) {
+                cols.push(p.clone());
+            }
+        }
+        cols
+    }
+
+    pub fn score(&self, batch: &RecordBatch, origin: &BatchOrigin) -> Result<ScoredBatch> {
+        let enc = self.model.manifest.preprocessing.encode(batch)?;
+        let n = batch.num_rows();
+        let good: Vec<usize> = (0..n).filter(|&i| enc.bad[i].is_none()).collect();
+        let n_bad = (n - good.len()) as u64;
+        let mut counts = Counts { rows_in: n as u64, unknown_categories: enc.unknown_categories, ..Counts::default() };
+
+        if n_bad > 0 && self.policy == BadRowPolicy::Fail {
+            let i = enc.bad.iter().position(Option::is_some).expect("a bad row");
+            bail!(
+                "row {} of {} cannot be scored: {} (the job has on_bad_rows = \"fail\")",
+                origin.first_row + i as u64,
+                origin.uri,
+                enc.bad[i].as_deref().unwrap_or_default()
+            );
+        }
+
+        let x = if n_bad == 0 { enc.x } else { enc.x.select(Axis(0), &good) };
+        let prediction = self.model.predict(x.view());
+        counts.rows_scored = good.len() as u64;
+
+        let good_idx = UInt32Array::from(good.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        let rows = good.len();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for p in &self.passthrough {
+            let col = batch.column_by_name(p).expect("passthrough column was projected");
+            columns.push(if n_bad == 0 { col.clone() } else { take(col, &good_idx, None)? });
+        }
+        columns.push(Arc::new(Float64Array::from(prediction.score)));
+        if let Some(classes) = &prediction.class {
+            columns.push(self.labels(classes)?);
+        }
+        let m = &self.model.manifest;
+        columns.push(Arc::new(StringArray::from(vec![m.name.as_str(); rows])));
+        columns.push(Arc::new(Int32Array::from(vec![m.version as i32; rows])));
+        columns.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); rows])));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![self.scored_at.timestamp_micros(); rows]).with_timezone("UTC"),
+        ));
+        let output = RecordBatch::try_new(self.output_schema.clone(), columns)?;
+
+        let quarantine = if n_bad > 0 && self.policy == BadRowPolicy::Quarantine {
+            counts.rows_quarantined = n_bad;
+            Some(self.quarantine_batch(batch, &enc.bad, origin)?)
+        } else {
+            counts.rows_skipped = n_bad;
+            None
+        };
+        Ok(ScoredBatch { output, quarantine, counts })
+    }
+
+    /// Class indices as the training target's type.
+    fn labels(&self, classes: &[usize]) -> Result<ArrayRef> {
+        let labels = &self.model.manifest.classes;
+        Ok(match self.model.manifest.label_type {
+            LabelType::Integer => {
+                let parsed: Vec<i64> = labels.iter().map(|l| l.parse()).collect::<Result<_, _>>()?;
+                Arc::new(Int64Array::from_iter_values(classes.iter().map(|&c| parsed[c])))
+            }
+            LabelType::Boolean => Arc::new(BooleanArray::from(classes.iter().map(|&c| labels[c] == "true").collect::<Vec<_>>())),
+            LabelType::String | LabelType::Float => {
+                Arc::new(StringArray::from_iter_values(classes.iter().map(|&c| labels[c].as_str())))
+            }
+        })
+    }
+
+    /// The bad rows: every input column read, plus why, where from, and which run.
+    fn quarantine_batch(&self, batch: &RecordBatch, bad: &[Option<String>], origin: &BatchOrigin) -> Result<RecordBatch> {
+        let idx: Vec<u32> = (0..bad.len()).filter(|&i| bad[i].is_some()).map(|i| i as u32).collect();
+        let take_idx = UInt32Array::from(idx.clone());
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let mut columns: Vec<ArrayRef> =
+            batch.columns().iter().map(|c| take(c, &take_idx, None)).collect::<Result<_, _>>()?;
+        fields.push(Field::new("reason", DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from_iter_values(idx.iter().map(|&i| bad[i as usize].as_deref().unwrap_or_default()))));
+        fields.push(Field::new("source_file", DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(vec![origin.uri; idx.len()])));
+        fields.push(Field::new("source_row", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(idx.iter().map(|&i| (origin.first_row + i as u64) as i64))));
+        fields.push(Field::new("run_id", DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); idx.len()])));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    }
+}
+
+fn prediction_type(t: LabelType) -> DataType {
+    match t {
+        LabelType::Integer => DataType::Int64,
+        LabelType::Boolean => DataType::Boolean,
+        LabelType::String | LabelType::Float => DataType::Utf8,
+    }
+}

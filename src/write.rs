@@ -1,0 +1,60 @@
+//! Writing Parquet outputs: zstd, streamed to the store, visible only when complete.
+//!
+//! Output keys are derived from input keys, so a rerun of a date writes the same names and
+//! replaces them instead of adding new ones.
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::storage::{Location, ObjectSink};
+
+/// Rows per row group in outputs.
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("nightshift {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One Parquet object being written. Dropped without [`ParquetOutput::finish`], it is aborted:
+/// nothing appears under its key.
+pub struct ParquetOutput {
+    writer: ArrowWriter<Box<dyn ObjectSink>>,
+    loc: Location,
+    rows: u64,
+}
+
+impl ParquetOutput {
+    pub fn create(loc: Location, schema: SchemaRef) -> Result<Self> {
+        let sink = loc.store.create(&loc.key)?;
+        let writer = ArrowWriter::try_new(sink, schema, Some(properties()))
+            .with_context(|| format!("starting {}", loc.uri()))?;
+        Ok(Self { writer, loc, rows: 0 })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch).with_context(|| format!("writing {}", self.loc.uri()))
+    }
+
+    /// Writes the footer and makes the object visible. Returns its row count.
+    pub fn finish(self) -> Result<u64> {
+        let uri = self.loc.uri();
+        let sink = self.writer.into_inner().with_context(|| format!("finishing {uri}"))?;
+        sink.commit().with_context(|| format!("committing {uri}"))?;
+        Ok(self.rows)
+    }
+}
+
+/// The output key for an input object: its path relative to the input prefix, so
+/// `features/dt=D/part-0.parquet` becomes `OUT/part-0.parquet`.
+pub fn output_name(input_prefix: &Location, input_key: &str) -> String {
+    input_prefix.relative(input_key).to_string()
+}
