@@ -137,7 +137,8 @@ pub struct TrainArgs {
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("'{s}' is not a date in the form YYYY-MM-DD"))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("'{s}' is not a date in the form YYYY-MM-DD"))
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -146,7 +147,9 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Validate { paths } => validate(&paths),
         Command::Run(args) => run(&args),
         Command::Model(ModelCommand::Train(args)) => train(&args),
-        Command::Model(ModelCommand::List { name, registry }) => list_models(name.as_deref(), &registry),
+        Command::Model(ModelCommand::List { name, registry }) => {
+            list_models(name.as_deref(), &registry)
+        }
         Command::Model(ModelCommand::Show { model, registry }) => show_model(&model, &registry),
     }
 }
@@ -155,7 +158,14 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     match config::load(paths) {
         Ok(cfg) => {
             for j in &cfg.jobs {
-                println!("{}: ok ({}, schedule \"{}\" {}, model {})", j.path.display(), j.name, j.schedule.expression, j.timezone, j.model);
+                println!(
+                    "{}: ok ({}, schedule \"{}\" {}, model {})",
+                    j.path.display(),
+                    j.name,
+                    j.schedule.expression,
+                    j.timezone,
+                    j.model
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -169,14 +179,22 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
 }
 
 fn load_config(jobs: &PathBuf) -> Result<Config> {
-    config::load(std::slice::from_ref(jobs)).map_err(|d| anyhow::anyhow!("invalid job files (run `nightshift validate {}`):\n{d}", jobs.display()))
+    config::load(std::slice::from_ref(jobs)).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid job files (run `nightshift validate {}`):\n{d}",
+            jobs.display()
+        )
+    })
 }
 
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
     let stores = Stores::new(&cfg.settings)?;
-    let opts = RunOptions { threads: args.threads, batch_rows: args.batch_rows };
+    let opts = RunOptions {
+        threads: args.threads,
+        batch_rows: args.batch_rows,
+    };
     match run_job(job, args.date, &cfg.settings, &stores, &opts) {
         Ok(record) => {
             print_summary(&record);
@@ -193,17 +211,32 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
 pub fn print_summary(r: &RunRecord) {
     let c = &r.counts;
     let status = format!("{:?}", r.status).to_lowercase();
-    println!("{} {} {status} (run {}, model {})", r.job, r.logical_date, r.run_id, r.model);
+    println!(
+        "{} {} {status} (run {}, model {})",
+        r.job, r.logical_date, r.run_id, r.model
+    );
     println!("  partitions        {:>12}", r.partitions);
     println!("  rows read         {:>12}", c.rows_in);
     println!("  rows scored       {:>12}", c.rows_scored);
-    let q = r.quarantine.as_deref().filter(|_| c.rows_quarantined > 0).map(|q| format!("  -> {q}")).unwrap_or_default();
+    let q = r
+        .quarantine
+        .as_deref()
+        .filter(|_| c.rows_quarantined > 0)
+        .map(|q| format!("  -> {q}"))
+        .unwrap_or_default();
     println!("  rows quarantined  {:>12}{q}", c.rows_quarantined);
     println!("  rows skipped      {:>12}", c.rows_skipped);
     if c.unknown_categories > 0 {
-        println!("  unknown categories{:>12}  (encoded as all zeros)", c.unknown_categories);
+        println!(
+            "  unknown categories{:>12}  (encoded as all zeros)",
+            c.unknown_categories
+        );
     }
-    println!("  seconds           {:>12.3}  ({:.0} rows/s)", r.seconds, r.rows_per_second());
+    println!(
+        "  seconds           {:>12.3}  ({:.0} rows/s)",
+        r.seconds,
+        r.rows_per_second()
+    );
     if let Some(o) = &r.output {
         println!("  output            {o}");
     }
@@ -213,7 +246,19 @@ fn registry(args: &RegistryArgs) -> Result<(Registry, Settings)> {
     let settings = if args.jobs.join(config::SETTINGS_FILE).exists() {
         load_config(&args.jobs).map(|c| c.settings).or_else(|e| {
             // A model can be trained before any job file exists.
-            if args.jobs.read_dir().map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml") && e.file_name() != config::SETTINGS_FILE))).unwrap_or(false) {
+            if args
+                .jobs
+                .read_dir()
+                .map(|mut d| {
+                    d.any(|e| {
+                        e.is_ok_and(|e| {
+                            e.path().extension().is_some_and(|x| x == "toml")
+                                && e.file_name() != config::SETTINGS_FILE
+                        })
+                    })
+                })
+                .unwrap_or(false)
+            {
                 Err(e)
             } else {
                 Ok(Settings::default())
@@ -242,7 +287,12 @@ fn train(args: &TrainArgs) -> Result<ExitCode> {
         algorithm: args.algorithm,
         name: args.name.clone(),
         features: args.features.clone(),
-        exclude: args.exclude.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        exclude: args
+            .exclude
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
         impute: !args.no_impute,
         hyperparameters: Hyperparameters {
             max_depth: Some(args.max_depth),
@@ -252,7 +302,8 @@ fn train(args: &TrainArgs) -> Result<ExitCode> {
         },
         holdout: args.holdout,
     };
-    let m = model::train(&registry, &req).with_context(|| format!("training {} on {}", args.name, args.data))?;
+    let m = model::train(&registry, &req)
+        .with_context(|| format!("training {} on {}", args.name, args.data))?;
     eprintln!(
         "trained {} on {} rows ({} held out, {} dropped): {}",
         m.algorithm,
@@ -266,7 +317,11 @@ fn train(args: &TrainArgs) -> Result<ExitCode> {
 }
 
 fn metrics_line(m: &ModelManifest) -> String {
-    m.metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
+    m.metrics
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn list_models(name: Option<&str>, args: &RegistryArgs) -> Result<ExitCode> {
@@ -275,14 +330,20 @@ fn list_models(name: Option<&str>, args: &RegistryArgs) -> Result<ExitCode> {
         Some(n) => vec![n.to_string()],
         None => registry.names()?,
     };
-    println!("{:<20} {:>7}  {:<14} {:>9}  {:<32} CREATED", "MODEL", "VERSION", "ALGORITHM", "ROWS", "HOLDOUT METRICS");
+    println!(
+        "{:<20} {:>7}  {:<14} {:>9}  {:<32} CREATED",
+        "MODEL", "VERSION", "ALGORITHM", "ROWS", "HOLDOUT METRICS"
+    );
     for n in names {
         let versions = registry.versions(&n)?;
         if versions.is_empty() {
             bail!("no model named '{n}' in the registry");
         }
         for v in versions {
-            let m = registry.manifest(&ModelRef { name: n.clone(), version: v })?;
+            let m = registry.manifest(&ModelRef {
+                name: n.clone(),
+                version: v,
+            })?;
             println!(
                 "{:<20} {:>7}  {:<14} {:>9}  {:<32} {}",
                 m.name,
@@ -301,25 +362,53 @@ fn show_model(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
     let Some((name, version)) = spec.split_once('@') else {
         bail!("expected NAME@VERSION, for example churn@1");
     };
-    let version: u32 = version.parse().with_context(|| format!("'{version}' is not a version number"))?;
+    let version: u32 = version
+        .parse()
+        .with_context(|| format!("'{version}' is not a version number"))?;
     let (registry, _) = registry(args)?;
-    let m = registry.load(&ModelRef { name: name.to_string(), version })?.manifest;
+    let m = registry
+        .load(&ModelRef {
+            name: name.to_string(),
+            version,
+        })?
+        .manifest;
     println!("model       {}@{}", m.name, m.version);
     println!("algorithm   {}", m.algorithm);
-    println!("target      {} ({:?}){}", m.target, m.label_type, if m.classes.is_empty() { String::new() } else { format!(", classes {}", m.classes.join(", ")) });
-    println!("trained on  {} ({} rows, {} held out, {} dropped)", m.training_data, m.training_rows, m.holdout_rows, m.dropped_rows);
+    println!(
+        "target      {} ({:?}){}",
+        m.target,
+        m.label_type,
+        if m.classes.is_empty() {
+            String::new()
+        } else {
+            format!(", classes {}", m.classes.join(", "))
+        }
+    );
+    println!(
+        "trained on  {} ({} rows, {} held out, {} dropped)",
+        m.training_data, m.training_rows, m.holdout_rows, m.dropped_rows
+    );
     println!("metrics     {}", metrics_line(&m));
-    println!("artifact    {} sha256 {} (verified)", m.artifact, m.artifact_sha256);
+    println!(
+        "artifact    {} sha256 {} (verified)",
+        m.artifact, m.artifact_sha256
+    );
     println!("created     {}", m.created_at.to_rfc3339());
     println!("signature");
     for f in &m.preprocessing.features {
         let detail = match f {
             model::FeatureTransform::Numeric { impute, scale, .. } => format!(
                 "numeric{}{}",
-                impute.map(|m| format!(", nulls -> {m:.4}")).unwrap_or_else(|| ", nulls are bad rows".into()),
-                scale.map(|(m, s)| format!(", scaled (x - {m:.4}) / {s:.4}")).unwrap_or_default()
+                impute
+                    .map(|m| format!(", nulls -> {m:.4}"))
+                    .unwrap_or_else(|| ", nulls are bad rows".into()),
+                scale
+                    .map(|(m, s)| format!(", scaled (x - {m:.4}) / {s:.4}"))
+                    .unwrap_or_default()
             ),
-            model::FeatureTransform::Categorical { categories, .. } => format!("categorical, one-hot of {}", categories.join(", ")),
+            model::FeatureTransform::Categorical { categories, .. } => {
+                format!("categorical, one-hot of {}", categories.join(", "))
+            }
         };
         println!("  {:<24} {detail}", f.name());
     }

@@ -6,13 +6,13 @@
 //! -> `record` (success manifest and run record). `run` drives the stages; `model` holds the
 //! registry and training; `storage` hides local files and S3 behind one interface.
 
+pub mod cli;
 pub mod config;
 pub mod model;
-pub mod read;
-pub mod storage;
 pub mod plan;
+pub mod read;
 pub mod record;
 pub mod run;
 pub mod score;
+pub mod storage;
 pub mod write;
-pub mod cli;

@@ -26,13 +26,24 @@ impl PartitionPlan {
         let quarantine = stores.locate(&job.output.quarantine.uri(&job.name, date)?)?;
         let objects = list_data_files(&input)?;
         if objects.is_empty() {
-            bail!("no Parquet files for {date} at {}: nothing to score", input.uri());
+            bail!(
+                "no Parquet files for {date} at {}: nothing to score",
+                input.uri()
+            );
         }
-        Ok(Self { job: job.name.clone(), date, input, output, quarantine, objects })
+        Ok(Self {
+            job: job.name.clone(),
+            date,
+            input,
+            output,
+            quarantine,
+            objects,
+        })
     }
 }
 
 /// The logical date a tick at `now` scores, by the job's time zone and date rule.
 pub fn logical_date(job: &JobSpec, now: DateTime<Utc>) -> NaiveDate {
-    job.date.logical_date(now.with_timezone(&job.timezone).date_naive())
+    job.date
+        .logical_date(now.with_timezone(&job.timezone).date_naive())
 }

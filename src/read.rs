@@ -11,7 +11,9 @@ use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::{Buf, Bytes};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::{ChunkReader, Length};
@@ -34,7 +36,9 @@ pub struct ParquetObject {
 /// (Hive and Spark conventions: `_SUCCESS`, `_tmp.*`, `.crc`).
 pub fn is_data_file(relative_key: &str) -> bool {
     relative_key.ends_with(".parquet")
-        && relative_key.split('/').all(|seg| !seg.starts_with('_') && !seg.starts_with('.'))
+        && relative_key
+            .split('/')
+            .all(|seg| !seg.starts_with('_') && !seg.starts_with('.'))
 }
 
 impl ParquetObject {
@@ -46,12 +50,16 @@ impl ParquetObject {
             bail!("{uri} is not a Parquet file ({size} bytes)");
         }
         let guess = size.min(FOOTER_GUESS);
-        let tail = loc.store.get_ranges(&loc.key, &[size - guess..size])?.remove(0);
+        let tail = loc
+            .store
+            .get_ranges(&loc.key, &[size - guess..size])?
+            .remove(0);
         let n = tail.len();
         if &tail[n - 4..] != b"PAR1" {
             bail!("{uri} is not a Parquet file (no PAR1 magic at its end)");
         }
-        let metadata_len = u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
+        let metadata_len =
+            u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
         if metadata_len + 8 > size {
             bail!("{uri} has a corrupt Parquet footer");
         }
@@ -59,13 +67,21 @@ impl ParquetObject {
             ParquetMetaDataReader::decode_metadata(&tail[n - 8 - metadata_len as usize..n - 8])
         } else {
             let start = size - 8 - metadata_len;
-            let buf = loc.store.get_ranges(&loc.key, &[start..size - 8])?.remove(0);
+            let buf = loc
+                .store
+                .get_ranges(&loc.key, &[start..size - 8])?
+                .remove(0);
             ParquetMetaDataReader::decode_metadata(&buf)
         }
         .with_context(|| format!("reading the Parquet footer of {uri}"))?;
-        let reader_meta = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
-            .with_context(|| format!("reading the Arrow schema of {uri}"))?;
-        Ok(Self { loc, meta, reader_meta })
+        let reader_meta =
+            ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+                .with_context(|| format!("reading the Arrow schema of {uri}"))?;
+        Ok(Self {
+            loc,
+            meta,
+            reader_meta,
+        })
     }
 
     pub fn uri(&self) -> Uri {
@@ -77,7 +93,11 @@ impl ParquetObject {
     }
 
     pub fn num_rows(&self) -> u64 {
-        self.reader_meta.metadata().file_metadata().num_rows().max(0) as u64
+        self.reader_meta
+            .metadata()
+            .file_metadata()
+            .num_rows()
+            .max(0) as u64
     }
 
     pub fn num_row_groups(&self) -> usize {
@@ -95,7 +115,11 @@ impl ParquetObject {
         let schema_descr = self.reader_meta.metadata().file_metadata().schema_descr();
         let mut roots = Vec::with_capacity(columns.len());
         for c in columns {
-            roots.push(self.schema().index_of(c).with_context(|| format!("column '{c}' is missing from {uri}"))?);
+            roots.push(
+                self.schema()
+                    .index_of(c)
+                    .with_context(|| format!("column '{c}' is missing from {uri}"))?,
+            );
         }
         let rg = self.reader_meta.metadata().row_group(row_group);
         let ranges: Vec<Range<u64>> = (0..schema_descr.num_columns())
@@ -110,12 +134,13 @@ impl ParquetObject {
             len: self.meta.size,
             pieces: ranges.iter().map(|r| r.start).zip(pieces).collect(),
         };
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, self.reader_meta.clone())
-            .with_row_groups(vec![row_group])
-            .with_projection(ProjectionMask::roots(schema_descr, roots))
-            .with_batch_size(batch_rows)
-            .build()
-            .with_context(|| format!("reading row group {row_group} of {uri}"))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, self.reader_meta.clone())
+                .with_row_groups(vec![row_group])
+                .with_projection(ProjectionMask::roots(schema_descr, roots))
+                .with_batch_size(batch_rows)
+                .build()
+                .with_context(|| format!("reading row group {row_group} of {uri}"))?;
         Ok(reader.map(move |b| b.with_context(|| format!("decoding {uri}"))))
     }
 
@@ -143,7 +168,9 @@ impl FetchedChunks {
             .iter()
             .find(|(s, b)| *s <= start && start < s + b.len() as u64)
             .map(|(s, b)| b.slice((start - s) as usize..))
-            .ok_or_else(|| parquet::errors::ParquetError::General(format!("byte {start} was not fetched")))
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!("byte {start} was not fetched"))
+            })
     }
 }
 
@@ -163,7 +190,9 @@ impl ChunkReader for FetchedChunks {
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         let piece = self.piece(start)?;
         if piece.len() < length {
-            return Err(parquet::errors::ParquetError::General(format!("bytes {start}+{length} were not fetched")));
+            return Err(parquet::errors::ParquetError::General(format!(
+                "bytes {start}+{length} were not fetched"
+            )));
         }
         Ok(piece.slice(..length))
     }
@@ -172,18 +201,32 @@ impl ChunkReader for FetchedChunks {
 /// Checks an object's schema against the model signature and the passthrough columns.
 /// Extra columns are fine; missing ones and types the model cannot take are errors naming the
 /// column and the object.
-pub fn check_schema(schema: &Schema, signature: &[SignatureField], passthrough: &[String], uri: &Uri) -> Result<()> {
+pub fn check_schema(
+    schema: &Schema,
+    signature: &[SignatureField],
+    passthrough: &[String],
+    uri: &Uri,
+) -> Result<()> {
     let mut problems = Vec::new();
     for f in signature {
         match schema.field_with_name(&f.name) {
-            Err(_) => problems.push(format!("column '{}' is missing (the model needs it)", f.name)),
+            Err(_) => problems.push(format!(
+                "column '{}' is missing (the model needs it)",
+                f.name
+            )),
             Ok(field) => {
                 if FeatureKind::of(field.data_type()) != Some(f.kind) {
                     let expected = match f.kind {
-                        FeatureKind::Numeric => "a number (int8..int64, uint8..uint32, float16..float64)",
+                        FeatureKind::Numeric => {
+                            "a number (int8..int64, uint8..uint32, float16..float64)"
+                        }
                         FeatureKind::Categorical => "a string",
                     };
-                    problems.push(format!("column '{}' has type {}, but the model expects {expected}", f.name, field.data_type()));
+                    problems.push(format!(
+                        "column '{}' has type {}, but the model expects {expected}",
+                        f.name,
+                        field.data_type()
+                    ));
                 }
             }
         }
@@ -196,7 +239,10 @@ pub fn check_schema(schema: &Schema, signature: &[SignatureField], passthrough: 
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("{uri} does not match the model signature: {}", problems.join("; "))
+        bail!(
+            "{uri} does not match the model signature: {}",
+            problems.join("; ")
+        )
     }
 }
 
@@ -207,8 +253,14 @@ pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
             return Ok(vec![meta]);
         }
     }
-    let all = loc.store.list(&loc.key).with_context(|| format!("listing {}", loc.uri()))?;
-    Ok(all.into_iter().filter(|o| is_data_file(loc.relative(&o.key))).collect())
+    let all = loc
+        .store
+        .list(&loc.key)
+        .with_context(|| format!("listing {}", loc.uri()))?;
+    Ok(all
+        .into_iter()
+        .filter(|o| is_data_file(loc.relative(&o.key)))
+        .collect())
 }
 
 #[cfg(test)]

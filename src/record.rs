@@ -105,7 +105,9 @@ pub struct RunHistory {
 
 impl RunHistory {
     pub fn new(state: Location) -> Self {
-        Self { root: state.join("runs") }
+        Self {
+            root: state.join("runs"),
+        }
     }
 
     pub fn write(&self, record: &RunRecord) -> Result<Location> {
@@ -115,7 +117,9 @@ impl RunHistory {
             .join(&record.logical_date.to_string())
             .join(&format!("{}.json", record.run_id));
         let body = Bytes::from(serde_json::to_vec_pretty(record)?);
-        loc.store.put(&loc.key, body).with_context(|| format!("writing run record {}", loc.uri()))?;
+        loc.store
+            .put(&loc.key, body)
+            .with_context(|| format!("writing run record {}", loc.uri()))?;
         Ok(loc)
     }
 
@@ -128,8 +132,8 @@ impl RunHistory {
                 continue;
             }
             let bytes = dir.store.get(&o.key)?;
-            let rec: RunRecord =
-                serde_json::from_slice(&bytes).with_context(|| format!("reading run record {}", dir.store.uri(&o.key)))?;
+            let rec: RunRecord = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading run record {}", dir.store.uri(&o.key)))?;
             out.push(rec);
         }
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at));

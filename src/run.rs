@@ -20,7 +20,9 @@ use crate::config::{JobSpec, Settings};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
 use crate::read::{check_schema, is_data_file, ParquetObject};
-use crate::record::{InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER};
+use crate::record::{
+    InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER,
+};
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
 use crate::storage::{Location, Stores};
 use crate::write::{output_name, ParquetOutput};
@@ -41,7 +43,11 @@ pub struct RunFailed {
 
 impl std::fmt::Display for RunFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "run {} of {} for {} failed: {:#}", self.record.run_id, self.record.job, self.record.logical_date, self.error)
+        write!(
+            f,
+            "run {} of {} for {} failed: {:#}",
+            self.record.run_id, self.record.job, self.record.logical_date, self.error
+        )
     }
 }
 
@@ -57,7 +63,11 @@ pub fn run_job(
 ) -> Result<RunRecord, Box<RunFailed>> {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let run_id = format!("{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let run_id = format!(
+        "{}-{}",
+        started_at.format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
     let span = info_span!("run", job = %job.name, run_id = %run_id, date = %date);
     let _entered = span.enter();
     info!(model = %job.model, "Run started.");
@@ -84,7 +94,14 @@ pub fn run_job(
         record.quarantine = Some(plan.quarantine.uri().to_string());
         let registry = Registry::new(stores.locate(&settings.registry)?);
         let model = Arc::new(registry.load(&job.model)?);
-        let run = Run { job, plan: &plan, model, run_id: &run_id, started_at, opts };
+        let run = Run {
+            job,
+            plan: &plan,
+            model,
+            run_id: &run_id,
+            started_at,
+            opts,
+        };
         let result = run.execute();
         if result.is_err() {
             run.clean_up();
@@ -109,10 +126,19 @@ pub fn run_job(
     let c = &record.counts;
     match (&error, recorded) {
         (None, Ok(_)) => {
-            info!(rows_in = c.rows_in, rows_scored = c.rows_scored, rows_quarantined = c.rows_quarantined, seconds = record.seconds, "Run committed.");
+            info!(
+                rows_in = c.rows_in,
+                rows_scored = c.rows_scored,
+                rows_quarantined = c.rows_quarantined,
+                seconds = record.seconds,
+                "Run committed."
+            );
             Ok(record)
         }
-        (None, Err(e)) => Err(Box::new(RunFailed { error: e.context("the run succeeded but its run record could not be written"), record })),
+        (None, Err(e)) => Err(Box::new(RunFailed {
+            error: e.context("the run succeeded but its run record could not be written"),
+            record,
+        })),
         (Some(_), recorded) => {
             if let Err(e) = recorded {
                 warn!(error = %format!("{e:#}"), "Could not write the record of a failed run.");
@@ -150,9 +176,17 @@ impl Run<'_> {
         let mut objects = Vec::with_capacity(plan.objects.len());
         let mut scorers = Vec::with_capacity(plan.objects.len());
         for meta in &plan.objects {
-            let loc = Location { store: plan.input.store.clone(), key: meta.key.clone() };
+            let loc = Location {
+                store: plan.input.store.clone(),
+                key: meta.key.clone(),
+            };
             let obj = ParquetObject::open(loc, meta.clone())?;
-            check_schema(obj.schema(), &self.model.manifest.signature, &job.output.passthrough, &obj.uri())?;
+            check_schema(
+                obj.schema(),
+                &self.model.manifest.signature,
+                &job.output.passthrough,
+                &obj.uri(),
+            )?;
             scorers.push(Scorer::new(
                 self.model.clone(),
                 obj.schema(),
@@ -173,13 +207,24 @@ impl Run<'_> {
         for (i, obj) in objects.iter().enumerate() {
             let mut first_row = 0;
             for rg in 0..obj.num_row_groups() {
-                units.push(Unit { object: i, row_group: rg, first_row });
+                units.push(Unit {
+                    object: i,
+                    row_group: rg,
+                    first_row,
+                });
                 first_row += obj.reader_meta.metadata().row_group(rg).num_rows() as u64;
             }
         }
-        let threads = self.opts.threads.unwrap_or_else(|| job.run.worker_threads()).max(1);
+        let threads = self
+            .opts
+            .threads
+            .unwrap_or_else(|| job.run.worker_threads())
+            .max(1);
         let batch_rows = self.opts.batch_rows.unwrap_or(job.run.batch_rows).max(1);
-        let columns = scorers.first().map(Scorer::input_columns).unwrap_or_default();
+        let columns = scorers
+            .first()
+            .map(Scorer::input_columns)
+            .unwrap_or_default();
 
         let mut senders: Vec<Mutex<Option<SyncSender<Message>>>> = Vec::with_capacity(units.len());
         let mut receivers: Vec<Receiver<Message>> = Vec::with_capacity(units.len());
@@ -205,15 +250,33 @@ impl Run<'_> {
                         if i >= units.len() || cancelled.load(Ordering::SeqCst) {
                             break;
                         }
-                        let tx = senders[i].lock().expect("sender lock").take().expect("each unit is taken once");
+                        let tx = senders[i]
+                            .lock()
+                            .expect("sender lock")
+                            .take()
+                            .expect("each unit is taken once");
                         let u = &units[i];
-                        if let Err(e) = score_unit(&objects[u.object], &scorers[u.object], u, &columns, batch_rows, &tx) {
+                        if let Err(e) = score_unit(
+                            &objects[u.object],
+                            &scorers[u.object],
+                            u,
+                            &columns,
+                            batch_rows,
+                            &tx,
+                        ) {
                             let _ = tx.send(Err(e));
                         }
                     }
                 });
             }
-            let result = self.write_outputs(&objects, &scorers, &units, receivers, &mut files, &mut counts);
+            let result = self.write_outputs(
+                &objects,
+                &scorers,
+                &units,
+                receivers,
+                &mut files,
+                &mut counts,
+            );
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
             }
@@ -232,8 +295,15 @@ impl Run<'_> {
         }
 
         // A rerun replaces the date: outputs of input files that are gone now are stale.
-        let keep: HashSet<String> = files.iter().map(|f| plan.output.join(&f.name).key).collect();
-        let keep_q: HashSet<String> = files.iter().filter_map(|f| f.quarantine.as_ref()).map(|q| plan.quarantine.join(q).key).collect();
+        let keep: HashSet<String> = files
+            .iter()
+            .map(|f| plan.output.join(&f.name).key)
+            .collect();
+        let keep_q: HashSet<String> = files
+            .iter()
+            .filter_map(|f| f.quarantine.as_ref())
+            .map(|q| plan.quarantine.join(q).key)
+            .collect();
         remove_data_files(&plan.output, |k| !keep.contains(k))?;
         remove_data_files(&plan.quarantine, |k| !keep_q.contains(k))?;
 
@@ -250,7 +320,10 @@ impl Run<'_> {
             files,
             quarantine_prefix: plan.quarantine.uri().to_string(),
         };
-        marker.store.put(&marker.key, Bytes::from(serde_json::to_vec_pretty(&manifest)?))?;
+        marker.store.put(
+            &marker.key,
+            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+        )?;
         Ok(manifest)
     }
 
@@ -268,7 +341,8 @@ impl Run<'_> {
         let mut receivers = units.iter().zip(receivers).peekable();
         for (i, obj) in objects.iter().enumerate() {
             let name = output_name(&self.plan.input, &obj.meta.key);
-            let mut output = ParquetOutput::create(self.plan.output.join(&name), scorers[i].output_schema())?;
+            let mut output =
+                ParquetOutput::create(self.plan.output.join(&name), scorers[i].output_schema())?;
             let mut quarantine: Option<ParquetOutput> = None;
             let mut file_counts = Counts::default();
             while let Some((_, rx)) = receivers.next_if(|(u, _)| u.object == i) {
@@ -330,7 +404,13 @@ fn score_unit(
     for batch in obj.read_row_group(unit.row_group, columns, batch_rows)? {
         let batch = batch?;
         let scored = scorer
-            .score(&batch, &BatchOrigin { uri: &uri, first_row })
+            .score(
+                &batch,
+                &BatchOrigin {
+                    uri: &uri,
+                    first_row,
+                },
+            )
             .with_context(|| format!("scoring {uri}"))?;
         first_row += batch.num_rows() as u64;
         if tx.send(Ok(scored)).is_err() {

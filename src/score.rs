@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -83,13 +83,28 @@ impl Scorer {
         }
         fields.push(Field::new("score", DataType::Float64, false));
         if model.manifest.is_classifier() {
-            fields.push(Field::new("prediction", prediction_type(model.manifest.label_type), false));
+            fields.push(Field::new(
+                "prediction",
+                prediction_type(model.manifest.label_type),
+                false,
+            ));
         }
         fields.push(Field::new("model_name", DataType::Utf8, false));
         fields.push(Field::new("model_version", DataType::Int32, false));
         fields.push(Field::new("run_id", DataType::Utf8, false));
-        fields.push(Field::new("scored_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
-        Ok(Self { model, passthrough, run_id, scored_at, policy, output_schema: Arc::new(Schema::new(fields)) })
+        fields.push(Field::new(
+            "scored_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ));
+        Ok(Self {
+            model,
+            passthrough,
+            run_id,
+            scored_at,
+            policy,
+            output_schema: Arc::new(Schema::new(fields)),
+        })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -98,7 +113,13 @@ impl Scorer {
 
     /// Columns to read from each input object: features, then passthrough (no duplicates).
     pub fn input_columns(&self) -> Vec<String> {
-        let mut cols: Vec<String> = self.model.manifest.signature.iter().map(|f| f.name.clone()).collect();
+        let mut cols: Vec<String> = self
+            .model
+            .manifest
+            .signature
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
         for p in &self.passthrough {
             if !cols.contains(p) {
                 cols.push(p.clone());
@@ -112,7 +133,11 @@ impl Scorer {
         let n = batch.num_rows();
         let good: Vec<usize> = (0..n).filter(|&i| enc.bad[i].is_none()).collect();
         let n_bad = (n - good.len()) as u64;
-        let mut counts = Counts { rows_in: n as u64, unknown_categories: enc.unknown_categories, ..Counts::default() };
+        let mut counts = Counts {
+            rows_in: n as u64,
+            unknown_categories: enc.unknown_categories,
+            ..Counts::default()
+        };
 
         if n_bad > 0 && self.policy == BadRowPolicy::Fail {
             let i = enc.bad.iter().position(Option::is_some).expect("a bad row");
@@ -124,7 +149,11 @@ impl Scorer {
             );
         }
 
-        let x = if n_bad == 0 { enc.x } else { enc.x.select(Axis(0), &good) };
+        let x = if n_bad == 0 {
+            enc.x
+        } else {
+            enc.x.select(Axis(0), &good)
+        };
         let prediction = self.model.predict(x.view());
         counts.rows_scored = good.len() as u64;
 
@@ -132,8 +161,14 @@ impl Scorer {
         let rows = good.len();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for p in &self.passthrough {
-            let col = batch.column_by_name(p).expect("passthrough column was projected");
-            columns.push(if n_bad == 0 { col.clone() } else { take(col, &good_idx, None)? });
+            let col = batch
+                .column_by_name(p)
+                .expect("passthrough column was projected");
+            columns.push(if n_bad == 0 {
+                col.clone()
+            } else {
+                take(col, &good_idx, None)?
+            });
         }
         columns.push(Arc::new(Float64Array::from(prediction.score)));
         if let Some(classes) = &prediction.class {
@@ -142,9 +177,13 @@ impl Scorer {
         let m = &self.model.manifest;
         columns.push(Arc::new(StringArray::from(vec![m.name.as_str(); rows])));
         columns.push(Arc::new(Int32Array::from(vec![m.version as i32; rows])));
-        columns.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); rows])));
+        columns.push(Arc::new(StringArray::from(vec![
+            self.run_id.as_str();
+            rows
+        ])));
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![self.scored_at.timestamp_micros(); rows]).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![self.scored_at.timestamp_micros(); rows])
+                .with_timezone("UTC"),
         ));
         let output = RecordBatch::try_new(self.output_schema.clone(), columns)?;
 
@@ -155,7 +194,11 @@ impl Scorer {
             counts.rows_skipped = n_bad;
             None
         };
-        Ok(ScoredBatch { output, quarantine, counts })
+        Ok(ScoredBatch {
+            output,
+            quarantine,
+            counts,
+        })
     }
 
     /// Class indices as the training target's type.
@@ -163,32 +206,67 @@ impl Scorer {
         let labels = &self.model.manifest.classes;
         Ok(match self.model.manifest.label_type {
             LabelType::Integer => {
-                let parsed: Vec<i64> = labels.iter().map(|l| l.parse()).collect::<Result<_, _>>()?;
-                Arc::new(Int64Array::from_iter_values(classes.iter().map(|&c| parsed[c])))
+                let parsed: Vec<i64> =
+                    labels.iter().map(|l| l.parse()).collect::<Result<_, _>>()?;
+                Arc::new(Int64Array::from_iter_values(
+                    classes.iter().map(|&c| parsed[c]),
+                ))
             }
-            LabelType::Boolean => Arc::new(BooleanArray::from(classes.iter().map(|&c| labels[c] == "true").collect::<Vec<_>>())),
-            LabelType::String | LabelType::Float => {
-                Arc::new(StringArray::from_iter_values(classes.iter().map(|&c| labels[c].as_str())))
-            }
+            LabelType::Boolean => Arc::new(BooleanArray::from(
+                classes
+                    .iter()
+                    .map(|&c| labels[c] == "true")
+                    .collect::<Vec<_>>(),
+            )),
+            LabelType::String | LabelType::Float => Arc::new(StringArray::from_iter_values(
+                classes.iter().map(|&c| labels[c].as_str()),
+            )),
         })
     }
 
     /// The bad rows: every input column read, plus why, where from, and which run.
-    fn quarantine_batch(&self, batch: &RecordBatch, bad: &[Option<String>], origin: &BatchOrigin) -> Result<RecordBatch> {
-        let idx: Vec<u32> = (0..bad.len()).filter(|&i| bad[i].is_some()).map(|i| i as u32).collect();
+    fn quarantine_batch(
+        &self,
+        batch: &RecordBatch,
+        bad: &[Option<String>],
+        origin: &BatchOrigin,
+    ) -> Result<RecordBatch> {
+        let idx: Vec<u32> = (0..bad.len())
+            .filter(|&i| bad[i].is_some())
+            .map(|i| i as u32)
+            .collect();
         let take_idx = UInt32Array::from(idx.clone());
-        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-        let mut columns: Vec<ArrayRef> =
-            batch.columns().iter().map(|c| take(c, &take_idx, None)).collect::<Result<_, _>>()?;
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &take_idx, None))
+            .collect::<Result<_, _>>()?;
         fields.push(Field::new("reason", DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from_iter_values(idx.iter().map(|&i| bad[i as usize].as_deref().unwrap_or_default()))));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            idx.iter()
+                .map(|&i| bad[i as usize].as_deref().unwrap_or_default()),
+        )));
         fields.push(Field::new("source_file", DataType::Utf8, false));
         columns.push(Arc::new(StringArray::from(vec![origin.uri; idx.len()])));
         fields.push(Field::new("source_row", DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from_iter_values(idx.iter().map(|&i| (origin.first_row + i as u64) as i64))));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            idx.iter().map(|&i| (origin.first_row + i as u64) as i64),
+        )));
         fields.push(Field::new("run_id", DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); idx.len()])));
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        columns.push(Arc::new(StringArray::from(vec![
+            self.run_id.as_str();
+            idx.len()
+        ])));
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 }
 

@@ -17,7 +17,9 @@ const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 fn properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("nightshift {}", env!("CARGO_PKG_VERSION")))
         .build()
@@ -36,18 +38,27 @@ impl ParquetOutput {
         let sink = loc.store.create(&loc.key)?;
         let writer = ArrowWriter::try_new(sink, schema, Some(properties()))
             .with_context(|| format!("starting {}", loc.uri()))?;
-        Ok(Self { writer, loc, rows: 0 })
+        Ok(Self {
+            writer,
+            loc,
+            rows: 0,
+        })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
-        self.writer.write(batch).with_context(|| format!("writing {}", self.loc.uri()))
+        self.writer
+            .write(batch)
+            .with_context(|| format!("writing {}", self.loc.uri()))
     }
 
     /// Writes the footer and makes the object visible. Returns its row count.
     pub fn finish(self) -> Result<u64> {
         let uri = self.loc.uri();
-        let sink = self.writer.into_inner().with_context(|| format!("finishing {uri}"))?;
+        let sink = self
+            .writer
+            .into_inner()
+            .with_context(|| format!("finishing {uri}"))?;
         sink.commit().with_context(|| format!("committing {uri}"))?;
         Ok(self.rows)
     }

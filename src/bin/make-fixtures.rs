@@ -12,7 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, Int8Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, Int8Array, RecordBatch,
+    StringArray,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -45,8 +48,18 @@ fn pick<'a>(rng: &mut impl Rng, items: &[&'a str], weights: &[f64]) -> &'a str {
     items[items.len() - 1]
 }
 
-fn make(rng: &mut Xoshiro256PlusPlus, n: usize, id0: i64, day: &Day, with_label: bool) -> Result<RecordBatch> {
-    let plan_weights = if day.drifted { [0.25; 4] } else { [0.4, 0.3, 0.2, 0.1] };
+fn make(
+    rng: &mut Xoshiro256PlusPlus,
+    n: usize,
+    id0: i64,
+    day: &Day,
+    with_label: bool,
+) -> Result<RecordBatch> {
+    let plan_weights = if day.drifted {
+        [0.25; 4]
+    } else {
+        [0.4, 0.3, 0.2, 0.1]
+    };
     let mut id = Vec::with_capacity(n);
     let mut tenure = Vec::with_capacity(n);
     let mut charges = Vec::with_capacity(n);
@@ -70,7 +83,11 @@ fn make(rng: &mut Xoshiro256PlusPlus, n: usize, id0: i64, day: &Day, with_label:
         tenure.push(t);
         charges.push((rng.gen::<f64>() >= 0.01).then_some(c));
         calls.push(k);
-        data_gb.push((rng.gen::<f64>() >= 0.01).then_some(if i < day.nan_rows { f32::NAN } else { g }));
+        data_gb.push((rng.gen::<f64>() >= 0.01).then_some(if i < day.nan_rows {
+            f32::NAN
+        } else {
+            g
+        }));
         plan.push(p);
         region.push(r);
         label.push(y as i8);
@@ -104,22 +121,51 @@ fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "fixtures/churn".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fixtures/churn".into());
     let out = Path::new(&out);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(20261101);
-    let clean = Day { drifted: false, nan_rows: 0 };
-    write(&out.join("train/train.parquet"), &make(&mut rng, 4000, 0, &clean, true)?)?;
+    let clean = Day {
+        drifted: false,
+        nan_rows: 0,
+    };
+    write(
+        &out.join("train/train.parquet"),
+        &make(&mut rng, 4000, 0, &clean, true)?,
+    )?;
     let days = [
-        ("2026-11-01", Day { drifted: false, nan_rows: 0 }),
-        ("2026-11-02", Day { drifted: false, nan_rows: 3 }),
-        ("2026-11-03", Day { drifted: true, nan_rows: 0 }),
+        (
+            "2026-11-01",
+            Day {
+                drifted: false,
+                nan_rows: 0,
+            },
+        ),
+        (
+            "2026-11-02",
+            Day {
+                drifted: false,
+                nan_rows: 3,
+            },
+        ),
+        (
+            "2026-11-03",
+            Day {
+                drifted: true,
+                nan_rows: 0,
+            },
+        ),
     ];
     let mut id0 = 100_000;
     for (date, day) in &days {
         for part in 0..2 {
             let batch = make(&mut rng, 1000, id0, day, false)?;
             id0 += 1000;
-            write(&out.join(format!("features/dt={date}/part-{part:05}.parquet")), &batch)?;
+            write(
+                &out.join(format!("features/dt={date}/part-{part:05}.parquet")),
+                &batch,
+            )?;
         }
     }
     println!("wrote {}", out.display());

@@ -15,7 +15,14 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.col,
+            self.message
+        )
     }
 }
 
@@ -46,7 +53,11 @@ pub struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     pub fn new(path: &'a Path, source: &'a str) -> Self {
-        Self { path, source, diagnostics: Vec::new() }
+        Self {
+            path,
+            source,
+            diagnostics: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {

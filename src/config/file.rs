@@ -34,7 +34,16 @@ pub struct Table<'i> {
 impl<'i> Table<'i> {
     pub fn root(doc: Spanned<DeTable<'i>>) -> Self {
         let span = doc.span();
-        Self { name: String::new(), table: doc.into_inner(), span, known: Vec::new() }
+        Self {
+            name: String::new(),
+            table: doc.into_inner(),
+            span,
+            known: Vec::new(),
+        }
+    }
+
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
     }
 
     fn key_name(&self, key: &str) -> String {
@@ -46,7 +55,10 @@ impl<'i> Table<'i> {
     }
 
     fn entry(&self, key: &str) -> Option<&Spanned<DeValue<'i>>> {
-        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v)
     }
 
     /// An optional field.
@@ -62,7 +74,10 @@ impl<'i> Table<'i> {
             Ok(v) => Some(Located { value: v, span }),
             Err(e) => {
                 let at = e.span().unwrap_or(span);
-                rep.error(at, format!("field '{}': {}", self.key_name(key), e.message().trim()));
+                rep.error(
+                    at,
+                    format!("field '{}': {}", self.key_name(key), e.message().trim()),
+                );
                 None
             }
         }
@@ -78,8 +93,15 @@ impl<'i> Table<'i> {
         let present = self.entry(key).is_some();
         let v = self.optional(rep, key);
         if !present {
-            let scope = if self.name.is_empty() { String::new() } else { format!(" in [{}]", self.name) };
-            rep.error(self.span.clone(), format!("missing field '{key}'{scope}{why}"));
+            let scope = if self.name.is_empty() {
+                String::new()
+            } else {
+                format!(" in [{}]", self.name)
+            };
+            rep.error(
+                self.span.clone(),
+                format!("missing field '{key}'{scope}{why}"),
+            );
         }
         v
     }
@@ -90,9 +112,21 @@ impl<'i> Table<'i> {
         let value = self.entry(key)?.clone();
         let span = value.span();
         match value.into_inner() {
-            DeValue::Table(t) => Some(Table { name: self.key_name(key), table: t, span, known: Vec::new() }),
+            DeValue::Table(t) => Some(Table {
+                name: self.key_name(key),
+                table: t,
+                span,
+                known: Vec::new(),
+            }),
             other => {
-                rep.error(span, format!("'{}' must be a table, found {}", self.key_name(key), other.type_str()));
+                rep.error(
+                    span,
+                    format!(
+                        "'{}' must be a table, found {}",
+                        self.key_name(key),
+                        other.type_str()
+                    ),
+                );
                 None
             }
         }
@@ -120,8 +154,17 @@ pub fn parse<'i>(rep: &mut Reporter, source: &'i str) -> Option<Table<'i>> {
     match DeTable::parse(source) {
         Ok(doc) => Some(Table::root(doc)),
         Err(e) => {
-            let first_line = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
-            rep.error(e.span().unwrap_or(0..0), format!("invalid TOML: {first_line}"));
+            let first_line = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .trim()
+                .to_string();
+            rep.error(
+                e.span().unwrap_or(0..0),
+                format!("invalid TOML: {first_line}"),
+            );
             None
         }
     }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use spec::*;
 
-use diag::Reporter;
 use chrono_tz::Tz;
+use diag::Reporter;
 use file::Located;
 
 use crate::storage::Uri;
@@ -95,7 +95,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
             if let Some(other) = seen.get(&job.name) {
                 rep.error(
                     name_span,
-                    format!("job name '{}' is already used by {}", job.name, other.display()),
+                    format!(
+                        "job name '{}' is already used by {}",
+                        job.name,
+                        other.display()
+                    ),
                 );
             } else {
                 seen.insert(job.name.clone(), path.clone());
@@ -106,7 +110,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
     }
     if job_files.is_empty() && diagnostics.is_empty() {
         let p = paths.first().cloned().unwrap_or_default();
-        diagnostics.push(Diagnostic { path: p, line: 1, col: 1, message: "no job files (*.toml) found".into() });
+        diagnostics.push(Diagnostic {
+            path: p,
+            line: 1,
+            col: 1,
+            message: "no job files (*.toml) found".into(),
+        });
     }
     if diagnostics.is_empty() {
         Ok(Config { settings, jobs })
@@ -116,7 +125,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
 }
 
 fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
-    Diagnostic { path: path.to_path_buf(), line: 1, col: 1, message: format!("cannot read: {e}") }
+    Diagnostic {
+        path: path.to_path_buf(),
+        line: 1,
+        col: 1,
+        message: format!("cannot read: {e}"),
+    }
 }
 
 fn list_job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -149,7 +163,10 @@ fn interpolate(rep: &mut Reporter, s: &Located<String>) -> Option<String> {
         match std::env::var(var) {
             Ok(v) => out.push_str(&v),
             Err(_) => {
-                rep.error(s.span.clone(), format!("environment variable '{var}' is not set"));
+                rep.error(
+                    s.span.clone(),
+                    format!("environment variable '{var}' is not set"),
+                );
                 ok = false;
             }
         }
@@ -182,7 +199,11 @@ fn read_template(rep: &mut Reporter, v: Option<Located<String>>) -> Option<UriTe
         let end = probe[i..].find('}').map_or(probe.len(), |e| i + e + 1);
         rep.error(
             v.span,
-            format!("unknown placeholder '{}'; known: {}", &probe[i..end], PLACEHOLDERS.join(", ")),
+            format!(
+                "unknown placeholder '{}'; known: {}",
+                &probe[i..end],
+                PLACEHOLDERS.join(", ")
+            ),
         );
         return None;
     }
@@ -202,7 +223,9 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
     let state = read_uri(rep, state).unwrap_or(defaults.state);
     let mut s3 = S3Settings::default();
     if let Some(mut t) = root.table(rep, "s3") {
-        s3.endpoint_url = t.optional::<String>(rep, "endpoint_url").and_then(|v| interpolate(rep, &v));
+        s3.endpoint_url = t
+            .optional::<String>(rep, "endpoint_url")
+            .and_then(|v| interpolate(rep, &v));
         s3.region = t.optional(rep, "region").map(|v| v.value);
         s3.force_path_style = t.optional(rep, "force_path_style").map(|v| v.value);
         s3.timeout_secs = t.optional(rep, "timeout_secs").map(|v| v.value);
@@ -210,28 +233,51 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
         t.finish(rep);
     }
     root.finish(rep);
-    Some(Settings { registry, state, s3 })
+    Some(Settings {
+        registry,
+        state,
+        s3,
+    })
 }
 
 /// Reads one job file. Returns the job (if it has no errors) and the span of its name.
-fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, std::ops::Range<usize>)> {
+fn read_job(
+    rep: &mut Reporter,
+    path: &Path,
+    src: &str,
+) -> Option<(JobSpec, std::ops::Range<usize>)> {
     let errors_before = rep.diagnostics.len();
     let mut root = file::parse(rep, src)?;
 
     let name: Option<Located<String>> = root.required(rep, "name", "");
     if let Some(n) = &name {
         let valid = !n.value.is_empty()
-            && n.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && n.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
-            rep.error(n.span.clone(), "job name must be non-empty and use only letters, digits, '_' and '-'");
+            rep.error(
+                n.span.clone(),
+                "job name must be non-empty and use only letters, digits, '_' and '-'",
+            );
         }
     }
 
-    let schedule = root.required::<String>(rep, "schedule", " (a 5-field cron expression, e.g. \"30 2 * * *\")");
+    let schedule = root.required::<String>(
+        rep,
+        "schedule",
+        " (a 5-field cron expression, e.g. \"30 2 * * *\")",
+    );
     let schedule = schedule.and_then(|s| match parse_cron(&s.value) {
-        Ok(cron) => Some(Schedule { expression: s.value, cron }),
+        Ok(cron) => Some(Schedule {
+            expression: s.value,
+            cron,
+        }),
         Err(e) => {
-            rep.error(s.span, format!("invalid cron expression '{}': {e}", s.value));
+            rep.error(
+                s.span,
+                format!("invalid cron expression '{}': {e}", s.value),
+            );
             None
         }
     });
@@ -250,7 +296,13 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, std:
     let date = match root.optional::<String>(rep, "date") {
         None => Some(DateRule { offset_days: -1 }),
         Some(d) => DateRule::parse(&d.value).or_else(|| {
-            rep.error(d.span, format!("invalid date rule '{}'; use \"today\", \"yesterday\" or \"-Nd\"", d.value));
+            rep.error(
+                d.span,
+                format!(
+                    "invalid date rule '{}'; use \"today\", \"yesterday\" or \"-Nd\"",
+                    d.value
+                ),
+            );
             None
         }),
     };
@@ -285,7 +337,10 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, std:
             }
             t.finish(rep);
             match (name, version) {
-                (Some(n), Some(v)) => Some(ModelRef { name: n.value, version: v.value }),
+                (Some(n), Some(v)) => Some(ModelRef {
+                    name: n.value,
+                    version: v.value,
+                }),
                 _ => None,
             }
         }
@@ -297,17 +352,27 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, std:
 
     let output = match root.table(rep, "output") {
         Some(mut t) => {
+            let t_span = t.span();
             let uri = {
                 let uri = t.required(rep, "uri", "");
                 read_template(rep, uri)
             };
-            let quarantine = t.optional(rep, "quarantine_uri").map(|q| read_template(rep, Some(q)));
+            let quarantine = t
+                .optional(rep, "quarantine_uri")
+                .map(|q| read_template(rep, Some(q)));
             let passthrough: Option<Located<Vec<String>>> = t.optional(rep, "passthrough");
             t.finish(rep);
             let quarantine = match quarantine {
                 Some(q) => q,
                 None => uri.as_ref().map(UriTemplate::quarantine_sibling),
             };
+            // Reruns replace a date's outputs and clear what a failed run left, so every date
+            // needs a prefix of its own.
+            for (field, t) in [("uri", &uri), ("quarantine_uri", &quarantine)] {
+                if t.as_ref().is_some_and(|t| !t.0.contains("{date}")) {
+                    rep.error(t_span.clone(), format!("output.{field} must contain {{date}}, so that each logical date has a prefix of its own"));
+                }
+            }
             match (uri, quarantine) {
                 (Some(uri), Some(quarantine)) => Some(OutputSpec {
                     uri,

@@ -118,7 +118,9 @@ pub const PLACEHOLDERS: [&str; 2] = ["{date}", "{job}"];
 
 impl UriTemplate {
     pub fn render(&self, job: &str, date: NaiveDate) -> String {
-        self.0.replace("{date}", &date.format("%Y-%m-%d").to_string()).replace("{job}", job)
+        self.0
+            .replace("{date}", &date.format("%Y-%m-%d").to_string())
+            .replace("{job}", job)
     }
 
     /// Renders and parses; the template was checked at validation, so this only fails on
@@ -134,7 +136,10 @@ impl UriTemplate {
     pub fn quarantine_sibling(&self) -> UriTemplate {
         let s = self.0.trim_end_matches('/');
         let segments: Vec<&str> = s.split('/').collect();
-        let first_templated = segments.iter().position(|seg| seg.contains('{')).unwrap_or(segments.len());
+        let first_templated = segments
+            .iter()
+            .position(|seg| seg.contains('{'))
+            .unwrap_or(segments.len());
         let mut out: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
         let parent = first_templated.saturating_sub(1);
         out[parent] = format!("{}_quarantine", out[parent]);
@@ -182,9 +187,18 @@ mod tests {
     #[test]
     fn date_rules() {
         let d = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
-        assert_eq!(DateRule::parse("yesterday").unwrap().logical_date(d).to_string(), "2026-02-28");
+        assert_eq!(
+            DateRule::parse("yesterday")
+                .unwrap()
+                .logical_date(d)
+                .to_string(),
+            "2026-02-28"
+        );
         assert_eq!(DateRule::parse("today").unwrap().logical_date(d), d);
-        assert_eq!(DateRule::parse("-3d").unwrap().logical_date(d).to_string(), "2026-02-26");
+        assert_eq!(
+            DateRule::parse("-3d").unwrap().logical_date(d).to_string(),
+            "2026-02-26"
+        );
         assert!(DateRule::parse("+3d").is_none());
         assert!(DateRule::parse("3d").is_none());
         assert!(DateRule::parse("tomorrow").is_none());
@@ -193,9 +207,15 @@ mod tests {
     #[test]
     fn quarantine_is_a_sibling_of_the_output() {
         let t = UriTemplate("out/scores/churn/dt={date}/".into());
-        assert_eq!(t.quarantine_sibling().0, "out/scores/churn_quarantine/dt={date}/");
+        assert_eq!(
+            t.quarantine_sibling().0,
+            "out/scores/churn_quarantine/dt={date}/"
+        );
         let t = UriTemplate("s3://b/scores/{job}/dt={date}".into());
-        assert_eq!(t.quarantine_sibling().0, "s3://b/scores_quarantine/{job}/dt={date}/");
+        assert_eq!(
+            t.quarantine_sibling().0,
+            "s3://b/scores_quarantine/{job}/dt={date}/"
+        );
         let t = UriTemplate("out/scores/".into());
         assert_eq!(t.quarantine_sibling().0, "out/scores_quarantine/");
     }

@@ -6,7 +6,10 @@ use linfa::prelude::*;
 use linfa_bayes::{GaussianNb, NaiveBayes};
 use linfa_ensemble::EnsembleLearnerParams;
 use linfa_linear::{FittedLinearRegression, LinearRegression};
-use linfa_logistic::{FittedLogisticRegression, LogisticRegression, MultiFittedLogisticRegression, MultiLogisticRegression};
+use linfa_logistic::{
+    FittedLogisticRegression, LogisticRegression, MultiFittedLogisticRegression,
+    MultiLogisticRegression,
+};
 use linfa_trees::DecisionTree;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
@@ -65,7 +68,12 @@ pub struct Hyperparameters {
 
 impl Default for Hyperparameters {
     fn default() -> Self {
-        Self { max_depth: Some(10), trees: 100, max_iterations: 100, seed: 42 }
+        Self {
+            max_depth: Some(10),
+            trees: 100,
+            max_iterations: 100,
+            seed: 42,
+        }
     }
 }
 
@@ -73,13 +81,26 @@ impl Default for Hyperparameters {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "algorithm", rename_all = "kebab-case")]
 pub enum Estimator {
-    Logistic { model: FittedLogisticRegression<f64, usize> },
-    MultinomialLogistic { model: MultiFittedLogisticRegression<f64, usize> },
-    DecisionTree { model: DecisionTree<f64, usize> },
+    Logistic {
+        model: FittedLogisticRegression<f64, usize>,
+    },
+    MultinomialLogistic {
+        model: MultiFittedLogisticRegression<f64, usize>,
+    },
+    DecisionTree {
+        model: DecisionTree<f64, usize>,
+    },
     /// linfa-ensemble's `RandomForest` has no serde support; its two fields are kept here.
-    RandomForest { trees: Vec<DecisionTree<f64, usize>>, tree_features: Vec<Vec<usize>> },
-    Linear { model: FittedLinearRegression<f64> },
-    GaussianNb { model: GaussianNb<f64, usize> },
+    RandomForest {
+        trees: Vec<DecisionTree<f64, usize>>,
+        tree_features: Vec<Vec<usize>>,
+    },
+    Linear {
+        model: FittedLinearRegression<f64>,
+    },
+    GaussianNb {
+        model: GaussianNb<f64, usize>,
+    },
 }
 
 /// Model output for a block of rows.
@@ -98,13 +119,22 @@ pub enum Targets {
 }
 
 impl Estimator {
-    pub fn fit(algorithm: Algorithm, x: Array2<f64>, targets: Targets, hp: &Hyperparameters) -> Result<Self> {
+    pub fn fit(
+        algorithm: Algorithm,
+        x: Array2<f64>,
+        targets: Targets,
+        hp: &Hyperparameters,
+    ) -> Result<Self> {
         match (algorithm, targets) {
             (Algorithm::Linear, Targets::Values(y)) => {
                 let ds = Dataset::new(x, y);
-                Ok(Self::Linear { model: LinearRegression::new().fit(&ds)? })
+                Ok(Self::Linear {
+                    model: LinearRegression::new().fit(&ds)?,
+                })
             }
-            (Algorithm::Linear, Targets::Classes { .. }) => bail!("linear regression needs a numeric target"),
+            (Algorithm::Linear, Targets::Classes { .. }) => {
+                bail!("linear regression needs a numeric target")
+            }
             (_, Targets::Values(_)) => bail!("{algorithm} is a classifier and needs class labels"),
             (alg, Targets::Classes { y, n_classes }) => {
                 if n_classes < 2 {
@@ -114,12 +144,18 @@ impl Estimator {
                 let tree = || DecisionTree::params().max_depth(hp.max_depth);
                 Ok(match alg {
                     Algorithm::Logistic if n_classes == 2 => Self::Logistic {
-                        model: LogisticRegression::default().max_iterations(hp.max_iterations).fit(&ds)?,
+                        model: LogisticRegression::default()
+                            .max_iterations(hp.max_iterations)
+                            .fit(&ds)?,
                     },
                     Algorithm::Logistic => Self::MultinomialLogistic {
-                        model: MultiLogisticRegression::default().max_iterations(hp.max_iterations).fit(&ds)?,
+                        model: MultiLogisticRegression::default()
+                            .max_iterations(hp.max_iterations)
+                            .fit(&ds)?,
                     },
-                    Algorithm::DecisionTree => Self::DecisionTree { model: tree().fit(&ds)? },
+                    Algorithm::DecisionTree => Self::DecisionTree {
+                        model: tree().fit(&ds)?,
+                    },
                     Algorithm::RandomForest => {
                         let rng = Xoshiro256PlusPlus::seed_from_u64(hp.seed);
                         let features = ds.nfeatures() as f64;
@@ -128,9 +164,14 @@ impl Estimator {
                             .bootstrap_proportion(1.0)
                             .feature_proportion((features.sqrt() / features).max(0.5).min(1.0))
                             .fit(&ds)?;
-                        Self::RandomForest { trees: forest.models, tree_features: forest.model_features }
+                        Self::RandomForest {
+                            trees: forest.models,
+                            tree_features: forest.model_features,
+                        }
                     }
-                    Algorithm::GaussianNb => Self::GaussianNb { model: GaussianNb::params().fit(&ds)? },
+                    Algorithm::GaussianNb => Self::GaussianNb {
+                        model: GaussianNb::params().fit(&ds)?,
+                    },
                     Algorithm::Linear => unreachable!("handled above"),
                 })
             }
@@ -170,10 +211,19 @@ impl Estimator {
             }
             Self::DecisionTree { model } => {
                 let class: Array1<usize> = model.predict(&x);
-                let score = class.iter().map(|&c| if n_classes == 2 { c as f64 } else { 1.0 }).collect();
-                Prediction { score, class: Some(class.to_vec()) }
+                let score = class
+                    .iter()
+                    .map(|&c| if n_classes == 2 { c as f64 } else { 1.0 })
+                    .collect();
+                Prediction {
+                    score,
+                    class: Some(class.to_vec()),
+                }
             }
-            Self::RandomForest { trees, tree_features } => {
+            Self::RandomForest {
+                trees,
+                tree_features,
+            } => {
                 // Each tree votes; the score is the share of votes (positive class for binary,
                 // winning class otherwise). Ties go to the lower class index.
                 let mut votes = Array2::<u32>::zeros((x.nrows(), n_classes.max(2)));
@@ -192,7 +242,10 @@ impl Estimator {
                     from_probabilities(&p, |j| j)
                 }
             }
-            Self::Linear { model } => Prediction { score: model.predict(&x).to_vec(), class: None },
+            Self::Linear { model } => Prediction {
+                score: model.predict(&x).to_vec(),
+                class: None,
+            },
         }
     }
 }
@@ -205,18 +258,30 @@ fn from_probabilities(p: &Array2<f64>, class_of_column: impl Fn(usize) -> usize)
         let (j, s) = row
             .iter()
             .enumerate()
-            .fold((0, f64::NEG_INFINITY), |best, (j, &s)| if s > best.1 { (j, s) } else { best });
+            .fold((0, f64::NEG_INFINITY), |best, (j, &s)| {
+                if s > best.1 {
+                    (j, s)
+                } else {
+                    best
+                }
+            });
         score.push(s);
         class.push(class_of_column(j));
     }
-    Prediction { score, class: Some(class) }
+    Prediction {
+        score,
+        class: Some(class),
+    }
 }
 
 /// Holdout metrics, by name.
 pub fn metrics(pred: &Prediction, targets: &Targets) -> Result<Vec<(String, f64)>> {
     match targets {
         Targets::Classes { y, n_classes } => {
-            let class = pred.class.as_ref().ok_or_else(|| anyhow!("classifier gave no classes"))?;
+            let class = pred
+                .class
+                .as_ref()
+                .ok_or_else(|| anyhow!("classifier gave no classes"))?;
             let n = y.len().max(1) as f64;
             let correct = class.iter().zip(y).filter(|(a, b)| a == b).count() as f64;
             let mut out = vec![("accuracy".to_string(), correct / n)];
@@ -230,11 +295,20 @@ pub fn metrics(pred: &Prediction, targets: &Targets) -> Result<Vec<(String, f64)
             let mean = y.mean().unwrap_or(0.0);
             let sse: f64 = pred.score.iter().zip(y).map(|(p, t)| (p - t).powi(2)).sum();
             let sst: f64 = y.iter().map(|t| (t - mean).powi(2)).sum();
-            let mae: f64 = pred.score.iter().zip(y).map(|(p, t)| (p - t).abs()).sum::<f64>() / n;
+            let mae: f64 = pred
+                .score
+                .iter()
+                .zip(y)
+                .map(|(p, t)| (p - t).abs())
+                .sum::<f64>()
+                / n;
             Ok(vec![
                 ("rmse".to_string(), (sse / n).sqrt()),
                 ("mae".to_string(), mae),
-                ("r2".to_string(), if sst > 0.0 { 1.0 - sse / sst } else { 0.0 }),
+                (
+                    "r2".to_string(),
+                    if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
+                ),
             ])
         }
     }
@@ -262,7 +336,12 @@ pub fn auc(score: &[f64], y: &Array1<usize>) -> f64 {
     if pos == 0.0 || neg == 0.0 {
         return f64::NAN;
     }
-    let rank_sum: f64 = ranks.iter().zip(y).filter(|(_, &c)| c == 1).map(|(r, _)| r).sum();
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(y)
+        .filter(|(_, &c)| c == 1)
+        .map(|(r, _)| r)
+        .sum();
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 

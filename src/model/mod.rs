@@ -49,15 +49,26 @@ impl LoadedModel {
 /// Reads the training data, fits preprocessing and the model on a seeded split, measures it on
 /// the holdout, and registers it as a new version.
 pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
-    if !req.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || req.name.is_empty() {
-        bail!("model name '{}' must use only letters, digits, '_' and '-'", req.name);
+    if !req
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || req.name.is_empty()
+    {
+        bail!(
+            "model name '{}' must use only letters, digits, '_' and '-'",
+            req.name
+        );
     }
     let files = list_data_files(&req.data)?;
     if files.is_empty() {
         bail!("no Parquet files at {}", req.data.uri());
     }
     let object = |meta: &crate::storage::ObjectMeta| {
-        let loc = Location { store: req.data.store.clone(), key: meta.key.clone() };
+        let loc = Location {
+            store: req.data.store.clone(),
+            key: meta.key.clone(),
+        };
         ParquetObject::open(loc, meta.clone())
     };
     let features = match &req.features {
@@ -80,7 +91,8 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     let Some(batch_schema) = batches.first().map(|b| b.schema()) else {
         bail!("no rows in {}", req.data.uri());
     };
-    let data = concat_batches(&batch_schema, &batches).context("training files have different schemas")?;
+    let data =
+        concat_batches(&batch_schema, &batches).context("training files have different schemas")?;
     for f in &features {
         let dt = data.column_by_name(f).expect("projected").data_type();
         if FeatureKind::of(dt).is_none() {
@@ -94,7 +106,9 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         DataType::Boolean => LabelType::Boolean,
         dt if dt.is_integer() => LabelType::Integer,
         dt if dt.is_floating() => LabelType::Float,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => LabelType::String,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            LabelType::String
+        }
         dt => bail!("target column '{}' has type {dt}", req.target),
     };
     let labels = cast(target, &DataType::Utf8)?;
@@ -114,18 +128,30 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         classes = set;
     } else {
         let v = cast(target, &DataType::Float64).context("a regression target must be numeric")?;
-        values = v.as_primitive::<Float64Type>().iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+        values = v
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|x| x.unwrap_or(f64::NAN))
+            .collect();
     }
 
     // Rows with a null target cannot be learned from.
     let usable: Vec<u32> = (0..data.num_rows())
-        .filter(|&i| if req.algorithm.is_classifier() { labels.is_valid(i) } else { values[i].is_finite() })
+        .filter(|&i| {
+            if req.algorithm.is_classifier() {
+                labels.is_valid(i)
+            } else {
+                values[i].is_finite()
+            }
+        })
         .map(|i| i as u32)
         .collect();
     let mut dropped = (data.num_rows() - usable.len()) as u64;
 
     let mut order = usable;
-    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(req.hyperparameters.seed));
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(
+        req.hyperparameters.seed,
+    ));
     let n_holdout = ((order.len() as f64) * req.holdout).round() as usize;
     let (holdout_idx, train_idx) = order.split_at(n_holdout.min(order.len()));
     if train_idx.len() < 2 {
@@ -138,15 +164,25 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     let prep = Preprocessing::fit(
         &train_batch,
         &features,
-        FitOptions { impute: req.impute, scale: req.algorithm.wants_scaling() },
+        FitOptions {
+            impute: req.impute,
+            scale: req.algorithm.wants_scaling(),
+        },
     )?;
     let targets_for = |idx: &[u32]| -> Targets {
         if req.algorithm.is_classifier() {
             let y = idx
                 .iter()
-                .map(|&i| classes.binary_search_by(|c| cmp_label(c, labels.value(i as usize), label_type)).unwrap_or(0))
+                .map(|&i| {
+                    classes
+                        .binary_search_by(|c| cmp_label(c, labels.value(i as usize), label_type))
+                        .unwrap_or(0)
+                })
                 .collect();
-            Targets::Classes { y: Array1::from_vec(y), n_classes: classes.len() }
+            Targets::Classes {
+                y: Array1::from_vec(y),
+                n_classes: classes.len(),
+            }
         } else {
             Targets::Values(idx.iter().map(|&i| values[i as usize]).collect())
         }
@@ -160,7 +196,9 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     let estimator = Estimator::fit(req.algorithm, x_train, y_train, &req.hyperparameters)
         .with_context(|| format!("fitting {}", req.algorithm))?;
     let metrics: BTreeMap<String, f64> = if holdout_rows > 0 {
-        estimator::metrics(&estimator.predict(x_hold.view(), classes.len()), &y_hold)?.into_iter().collect()
+        estimator::metrics(&estimator.predict(x_hold.view(), classes.len()), &y_hold)?
+            .into_iter()
+            .collect()
     } else {
         BTreeMap::new()
     };
@@ -169,7 +207,14 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         name: req.name.clone(),
         version: 0,
         algorithm: req.algorithm,
-        signature: prep.features.iter().map(|f| SignatureField { name: f.name().to_string(), kind: f.kind() }).collect(),
+        signature: prep
+            .features
+            .iter()
+            .map(|f| SignatureField {
+                name: f.name().to_string(),
+                kind: f.kind(),
+            })
+            .collect(),
         preprocessing: prep,
         target: req.target.clone(),
         label_type,
@@ -190,19 +235,31 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
 
 fn cmp_label(a: &str, b: &str, t: LabelType) -> std::cmp::Ordering {
     match t {
-        LabelType::Integer => a.parse::<i64>().unwrap_or(0).cmp(&b.parse::<i64>().unwrap_or(0)),
+        LabelType::Integer => a
+            .parse::<i64>()
+            .unwrap_or(0)
+            .cmp(&b.parse::<i64>().unwrap_or(0)),
         _ => a.cmp(b),
     }
 }
 
 /// Encodes rows and drops the ones that cannot be used (NaN, infinity, null without imputer).
-fn encode_good(prep: &Preprocessing, batch: &RecordBatch, targets: Targets) -> Result<(ndarray::Array2<f64>, Targets, u64)> {
+fn encode_good(
+    prep: &Preprocessing,
+    batch: &RecordBatch,
+    targets: Targets,
+) -> Result<(ndarray::Array2<f64>, Targets, u64)> {
     let enc = prep.encode(batch)?;
-    let good: Vec<usize> = (0..enc.bad.len()).filter(|&i| enc.bad[i].is_none()).collect();
+    let good: Vec<usize> = (0..enc.bad.len())
+        .filter(|&i| enc.bad[i].is_none())
+        .collect();
     let bad = (enc.bad.len() - good.len()) as u64;
     let x = enc.x.select(Axis(0), &good);
     let targets = match targets {
-        Targets::Classes { y, n_classes } => Targets::Classes { y: y.select(Axis(0), &good), n_classes },
+        Targets::Classes { y, n_classes } => Targets::Classes {
+            y: y.select(Axis(0), &good),
+            n_classes,
+        },
         Targets::Values(y) => Targets::Values(y.select(Axis(0), &good)),
     };
     Ok((x, targets, bad))

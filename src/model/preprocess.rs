@@ -27,11 +27,12 @@ impl FeatureKind {
     pub fn of(dt: &DataType) -> Option<Self> {
         use DataType::*;
         match dt {
-            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16 | Float32 | Float64 => {
-                Some(Self::Numeric)
-            }
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16 | Float32
+            | Float64 => Some(Self::Numeric),
             Utf8 | LargeUtf8 | Utf8View => Some(Self::Categorical),
-            Dictionary(_, v) if matches!(**v, Utf8 | LargeUtf8 | Utf8View) => Some(Self::Categorical),
+            Dictionary(_, v) if matches!(**v, Utf8 | LargeUtf8 | Utf8View) => {
+                Some(Self::Categorical)
+            }
             _ => None,
         }
     }
@@ -112,14 +113,24 @@ impl Preprocessing {
     pub fn fit(batch: &RecordBatch, features: &[String], opts: FitOptions) -> Result<Self> {
         let mut out = Vec::with_capacity(features.len());
         for name in features {
-            let col = batch.column_by_name(name).with_context(|| format!("no column '{name}'"))?;
+            let col = batch
+                .column_by_name(name)
+                .with_context(|| format!("no column '{name}'"))?;
             let Some(kind) = FeatureKind::of(col.data_type()) else {
-                bail!("column '{name}' has type {}, which is neither numeric nor string", col.data_type());
+                bail!(
+                    "column '{name}' has type {}, which is neither numeric nor string",
+                    col.data_type()
+                );
             };
             out.push(match kind {
                 FeatureKind::Numeric => {
                     let v = to_f64(col)?;
-                    let finite: Vec<f64> = v.as_primitive::<Float64Type>().iter().flatten().filter(|x| x.is_finite()).collect();
+                    let finite: Vec<f64> = v
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .flatten()
+                        .filter(|x| x.is_finite())
+                        .collect();
                     if finite.is_empty() {
                         bail!("column '{name}' has no finite values to fit on");
                     }
@@ -139,7 +150,10 @@ impl Preprocessing {
                     for v in s.as_string::<i32>().iter().flatten() {
                         *seen.entry(v.to_string()).or_insert(0u64) += 1;
                     }
-                    FeatureTransform::Categorical { name: name.clone(), categories: seen.into_keys().collect() }
+                    FeatureTransform::Categorical {
+                        name: name.clone(),
+                        categories: seen.into_keys().collect(),
+                    }
                 }
             });
         }
@@ -177,7 +191,11 @@ impl Preprocessing {
                 .column_by_name(f.name())
                 .with_context(|| format!("batch has no column '{}'", f.name()))?;
             match f {
-                FeatureTransform::Numeric { name, impute, scale } => {
+                FeatureTransform::Numeric {
+                    name,
+                    impute,
+                    scale,
+                } => {
                     let values = to_f64(col)?;
                     let values = values.as_primitive::<Float64Type>();
                     for (i, v) in values.iter().enumerate() {
@@ -191,7 +209,9 @@ impl Preprocessing {
                             None => match impute {
                                 Some(m) => *m,
                                 None => {
-                                    bad[i].get_or_insert_with(|| format!("{name} is null and the model has no imputer"));
+                                    bad[i].get_or_insert_with(|| {
+                                        format!("{name} is null and the model has no imputer")
+                                    });
                                     continue;
                                 }
                             },
@@ -205,7 +225,9 @@ impl Preprocessing {
                 FeatureTransform::Categorical { categories, .. } => {
                     let s = cast(col, &DataType::Utf8)?;
                     for (i, v) in s.as_string::<i32>().iter().enumerate() {
-                        match v.and_then(|v| categories.binary_search_by(|c| c.as_str().cmp(v)).ok()) {
+                        match v
+                            .and_then(|v| categories.binary_search_by(|c| c.as_str().cmp(v)).ok())
+                        {
                             Some(j) => x[[i, offset + j]] = 1.0,
                             None => unknown_categories += 1,
                         }
@@ -214,7 +236,11 @@ impl Preprocessing {
             }
             offset += f.width();
         }
-        Ok(Encoded { x, bad, unknown_categories })
+        Ok(Encoded {
+            x,
+            bad,
+            unknown_categories,
+        })
     }
 }
 
@@ -234,9 +260,28 @@ mod tests {
 
     fn batch() -> RecordBatch {
         RecordBatch::try_from_iter([
-            ("a", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0), Some(f64::NAN)])) as ArrayRef),
-            ("b", Arc::new(Int32Array::from(vec![1, 2, 3, 4])) as ArrayRef),
-            ("c", Arc::new(StringArray::from(vec![Some("x"), Some("y"), None, Some("x")])) as ArrayRef),
+            (
+                "a",
+                Arc::new(Float64Array::from(vec![
+                    Some(1.0),
+                    None,
+                    Some(3.0),
+                    Some(f64::NAN),
+                ])) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(Int32Array::from(vec![1, 2, 3, 4])) as ArrayRef,
+            ),
+            (
+                "c",
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    Some("y"),
+                    None,
+                    Some("x"),
+                ])) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -245,11 +290,23 @@ mod tests {
     fn fits_and_encodes_the_same_way() {
         let b = batch();
         let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let p = Preprocessing::fit(&b, &names, FitOptions { impute: true, scale: false }).unwrap();
+        let p = Preprocessing::fit(
+            &b,
+            &names,
+            FitOptions {
+                impute: true,
+                scale: false,
+            },
+        )
+        .unwrap();
         assert_eq!(p.encoded_names(), ["a", "b", "c=x", "c=y"]);
         let e = p.encode(&b).unwrap();
         assert_eq!(e.x.row(0).to_vec(), [1.0, 1.0, 1.0, 0.0]);
-        assert_eq!(e.x.row(1).to_vec(), [2.0, 2.0, 0.0, 1.0], "null imputed with the mean of 1 and 3");
+        assert_eq!(
+            e.x.row(1).to_vec(),
+            [2.0, 2.0, 0.0, 1.0],
+            "null imputed with the mean of 1 and 3"
+        );
         assert_eq!(e.bad[3].as_deref(), Some("a is NaN"));
         assert_eq!(e.unknown_categories, 1, "the null category");
         assert_eq!(e.bad_rows(), 1);
@@ -258,9 +315,20 @@ mod tests {
     #[test]
     fn null_without_imputer_is_a_bad_row() {
         let b = batch();
-        let p = Preprocessing::fit(&b, &["a".to_string()], FitOptions { impute: false, scale: true }).unwrap();
+        let p = Preprocessing::fit(
+            &b,
+            &["a".to_string()],
+            FitOptions {
+                impute: false,
+                scale: true,
+            },
+        )
+        .unwrap();
         let e = p.encode(&b).unwrap();
-        assert_eq!(e.bad[1].as_deref(), Some("a is null and the model has no imputer"));
+        assert_eq!(
+            e.bad[1].as_deref(),
+            Some("a is null and the model has no imputer")
+        );
         assert!((e.x[[0, 0]] + 1.0).abs() < 1e-12, "scaled: (1 - 2) / 1");
     }
 }

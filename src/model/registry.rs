@@ -63,7 +63,10 @@ pub struct ModelManifest {
 
 impl ModelManifest {
     pub fn model_ref(&self) -> ModelRef {
-        ModelRef { name: self.name.clone(), version: self.version }
+        ModelRef {
+            name: self.name.clone(),
+            version: self.version,
+        }
     }
 
     pub fn is_classifier(&self) -> bool {
@@ -142,20 +145,36 @@ impl Registry {
                 let known = if known.is_empty() {
                     "no versions are registered under that name".to_string()
                 } else {
-                    format!("registered versions: {}", known.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "registered versions: {}",
+                        known
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 };
-                bail!("model {model} is not in the registry at {} ({known})", self.root.uri());
+                bail!(
+                    "model {model} is not in the registry at {} ({known})",
+                    self.root.uri()
+                );
             }
             Err(e) => return Err(e),
         };
-        serde_json::from_slice(&bytes).with_context(|| format!("reading model manifest {}", loc.uri()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading model manifest {}", loc.uri()))
     }
 
     /// Loads a version and checks its artifact against the manifest's checksum.
     pub fn load(&self, model: &ModelRef) -> Result<LoadedModel> {
         let manifest = self.manifest(model)?;
-        let loc = self.version_dir(&model.name, model.version).join(&manifest.artifact);
-        let bytes = loc.store.get(&loc.key).with_context(|| format!("reading model artifact for {model}"))?;
+        let loc = self
+            .version_dir(&model.name, model.version)
+            .join(&manifest.artifact);
+        let bytes = loc
+            .store
+            .get(&loc.key)
+            .with_context(|| format!("reading model artifact for {model}"))?;
         let actual = sha256_hex(&bytes);
         if actual != manifest.artifact_sha256 {
             bail!(
@@ -165,12 +184,20 @@ impl Registry {
                 manifest.artifact_sha256
             );
         }
-        let estimator = serde_json::from_slice(&bytes).with_context(|| format!("decoding model artifact {}", loc.uri()))?;
-        Ok(LoadedModel { manifest, estimator })
+        let estimator = serde_json::from_slice(&bytes)
+            .with_context(|| format!("decoding model artifact {}", loc.uri()))?;
+        Ok(LoadedModel {
+            manifest,
+            estimator,
+        })
     }
 
     /// Registers a new version (the next free number) and returns its manifest.
-    pub fn register(&self, mut manifest: ModelManifest, estimator: &Estimator) -> Result<ModelManifest> {
+    pub fn register(
+        &self,
+        mut manifest: ModelManifest,
+        estimator: &Estimator,
+    ) -> Result<ModelManifest> {
         let artifact = Bytes::from(serde_json::to_vec(estimator)?);
         manifest.artifact_sha256 = sha256_hex(&artifact);
         manifest.artifact = format!("model-{}.json", &manifest.artifact_sha256[..12]);
@@ -179,7 +206,9 @@ impl Registry {
             manifest.version = version;
             let dir = self.version_dir(&manifest.name, version);
             let artifact_loc = dir.join(&manifest.artifact);
-            artifact_loc.store.put(&artifact_loc.key, artifact.clone())?;
+            artifact_loc
+                .store
+                .put(&artifact_loc.key, artifact.clone())?;
             let manifest_loc = dir.join(MANIFEST);
             let body = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
             if manifest_loc.store.put_if_absent(&manifest_loc.key, body)? {
@@ -192,6 +221,9 @@ impl Registry {
                 artifact_loc.store.delete(&artifact_loc.key)?;
             }
         }
-        bail!("could not register a version of '{}': too many concurrent registrations", manifest.name)
+        bail!(
+            "could not register a version of '{}': too many concurrent registrations",
+            manifest.name
+        )
     }
 }

@@ -20,8 +20,14 @@ pub const TEMP_PREFIX: &str = "_tmp.";
 pub struct LocalStorage;
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{TEMP_PREFIX}{name}.{}", uuid::Uuid::now_v7().simple()))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{TEMP_PREFIX}{name}.{}",
+        uuid::Uuid::now_v7().simple()
+    ))
 }
 
 fn not_found(path: &Path, e: io::Error) -> anyhow::Error {
@@ -70,7 +76,9 @@ impl Storage for LocalStorage {
 
     fn get(&self, key: &str) -> Result<Bytes> {
         let path = Path::new(key);
-        fs::read(path).map(Bytes::from).map_err(|e| not_found(path, e))
+        fs::read(path)
+            .map(Bytes::from)
+            .map_err(|e| not_found(path, e))
     }
 
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -100,7 +108,8 @@ impl Storage for LocalStorage {
 
     fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let mut sink = self.create(key)?;
-        sink.write_all(&data).with_context(|| format!("writing {key}"))?;
+        sink.write_all(&data)
+            .with_context(|| format!("writing {key}"))?;
         sink.commit()
     }
 
@@ -136,7 +145,11 @@ impl Storage for LocalStorage {
         }
         let tmp = temp_path(&path);
         let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(Box::new(LocalSink { file: Some(BufWriter::with_capacity(1 << 20, file)), tmp, path }))
+        Ok(Box::new(LocalSink {
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            path,
+        }))
     }
 
     fn delete(&self, key: &str) -> Result<()> {
@@ -171,8 +184,12 @@ impl Write for LocalSink {
 impl ObjectSink for LocalSink {
     fn commit(mut self: Box<Self>) -> Result<()> {
         let file = self.file.take().expect("sink is open");
-        let file = file.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", self.tmp.display()))?;
-        file.sync_all().with_context(|| format!("syncing {}", self.tmp.display()))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
         fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))
     }
@@ -198,7 +215,11 @@ mod tests {
     #[test]
     fn sink_is_invisible_until_commit_and_gone_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("a/b.parquet").to_string_lossy().into_owned();
+        let key = dir
+            .path()
+            .join("a/b.parquet")
+            .to_string_lossy()
+            .into_owned();
         let s = LocalStorage;
         let mut sink = s.create(&key).unwrap();
         sink.write_all(b"hello").unwrap();
@@ -217,8 +238,12 @@ mod tests {
     fn put_if_absent_never_overwrites() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("v/1.json").to_string_lossy().into_owned();
-        assert!(LocalStorage.put_if_absent(&key, Bytes::from_static(b"one")).unwrap());
-        assert!(!LocalStorage.put_if_absent(&key, Bytes::from_static(b"two")).unwrap());
+        assert!(LocalStorage
+            .put_if_absent(&key, Bytes::from_static(b"one"))
+            .unwrap());
+        assert!(!LocalStorage
+            .put_if_absent(&key, Bytes::from_static(b"two"))
+            .unwrap());
         assert_eq!(LocalStorage.get(&key).unwrap(), Bytes::from_static(b"one"));
     }
 }

@@ -36,17 +36,24 @@ impl Uri {
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
             if !valid_bucket {
                 bail!("invalid S3 bucket name '{bucket}' in '{s}' (3 to 63 lowercase letters, digits, '-' or '.')");
             }
-            return Ok(Uri::S3 { bucket: bucket.to_string(), key: key.to_string() });
+            return Ok(Uri::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
         }
         if let Some(path) = s.strip_prefix("file://") {
             return Ok(Uri::Local(PathBuf::from(path)));
         }
         if let Some((scheme, _)) = s.split_once("://") {
-            bail!("unsupported URI scheme '{scheme}://' in '{s}'; use a local path, file:// or s3://");
+            bail!(
+                "unsupported URI scheme '{scheme}://' in '{s}'; use a local path, file:// or s3://"
+            );
         }
         Ok(Uri::Local(PathBuf::from(s)))
     }
@@ -63,7 +70,10 @@ impl Uri {
     pub fn join(&self, name: &str) -> Uri {
         match self {
             Uri::Local(p) => Uri::Local(p.join(name)),
-            Uri::S3 { bucket, key } => Uri::S3 { bucket: bucket.clone(), key: join_key(key, name) },
+            Uri::S3 { bucket, key } => Uri::S3 {
+                bucket: bucket.clone(),
+                key: join_key(key, name),
+            },
         }
     }
 }
@@ -105,7 +115,12 @@ pub enum StorageError {
 
 /// True when the error chain says the object does not exist.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| matches!(c.downcast_ref::<StorageError>(), Some(StorageError::NotFound(_))))
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<StorageError>(),
+            Some(StorageError::NotFound(_))
+        )
+    })
 }
 
 /// The storage operations nightshift needs, blocking. Keys are full keys inside the store.
@@ -152,16 +167,23 @@ impl Location {
 
     pub fn join(&self, name: &str) -> Location {
         let key = match self.uri() {
-            Uri::Local(_) => PathBuf::from(&self.key).join(name).to_string_lossy().into_owned(),
+            Uri::Local(_) => PathBuf::from(&self.key)
+                .join(name)
+                .to_string_lossy()
+                .into_owned(),
             Uri::S3 { .. } => join_key(&self.key, name),
         };
-        Location { store: Arc::clone(&self.store), key }
+        Location {
+            store: Arc::clone(&self.store),
+            key,
+        }
     }
 
     /// The key of an object relative to this prefix.
     pub fn relative<'k>(&self, key: &'k str) -> &'k str {
         let prefix = self.key.trim_end_matches('/');
-        key.strip_prefix(prefix).map_or(key, |r| r.trim_start_matches('/'))
+        key.strip_prefix(prefix)
+            .map_or(key, |r| r.trim_start_matches('/'))
     }
 }
 
@@ -173,7 +195,9 @@ pub struct Stores {
 
 impl Default for Stores {
     fn default() -> Self {
-        Self { local: Arc::new(LocalStorage) }
+        Self {
+            local: Arc::new(LocalStorage),
+        }
     }
 }
 
@@ -215,12 +239,21 @@ mod tests {
     fn parses_uris() {
         assert_eq!(
             Uri::parse("s3://my-bucket/a/b/").unwrap(),
-            Uri::S3 { bucket: "my-bucket".into(), key: "a/b/".into() }
+            Uri::S3 {
+                bucket: "my-bucket".into(),
+                key: "a/b/".into()
+            }
         );
-        assert_eq!(Uri::parse("file:///tmp/x").unwrap(), Uri::Local("/tmp/x".into()));
+        assert_eq!(
+            Uri::parse("file:///tmp/x").unwrap(),
+            Uri::Local("/tmp/x".into())
+        );
         assert_eq!(Uri::parse("out/x").unwrap(), Uri::Local("out/x".into()));
         assert!(Uri::parse("gs://b/x").is_err());
         assert!(Uri::parse("s3://B/x").is_err());
-        assert_eq!(Uri::parse("s3://bkt/a").unwrap().join("b").to_string(), "s3://bkt/a/b");
+        assert_eq!(
+            Uri::parse("s3://bkt/a").unwrap().join("b").to_string(),
+            "s3://bkt/a/b"
+        );
     }
 }

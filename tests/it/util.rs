@@ -1,0 +1,161 @@
+//! Test helpers: each test gets its own folder with job files, a registry and outputs, and
+//! runs the real binary or the library against the bundled fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/churn");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    /// A folder with `jobs/nightshift.toml` pointing the registry and state inside it.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        std::fs::write(
+            dir.path().join("jobs/nightshift.toml"),
+            "registry = \"out/registry/\"\nstate = \"out/state/\"\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, body: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    /// Runs `nightshift ARGS` in the test folder.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("NIGHTSHIFT_LOG")
+            .output()
+            .expect("nightshift runs");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "nightshift {args:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    /// Registers the fixture model (logistic regression on the training file) as churn@1.
+    pub fn train_churn(&self) {
+        copy_registry(&self.path("out/registry"));
+    }
+
+    /// A job file scoring `input` (a template) with churn@1.
+    pub fn job(&self, name: &str, input: &str, extra_run: &str) -> PathBuf {
+        self.write(
+            &format!("jobs/{name}.toml"),
+            &format!(
+                r#"name = "{name}"
+schedule = "30 2 * * *"
+timezone = "Europe/Berlin"
+date = "yesterday"
+
+[input]
+uri = "{input}"
+
+[model]
+name = "churn"
+version = 1
+
+[output]
+uri = "out/scores/{name}/dt={{date}}/"
+passthrough = ["id"]
+
+[run]
+{extra_run}
+"#
+            ),
+        )
+    }
+}
+
+/// Trains churn@1 once per test process and copies that registry into each test's folder, so
+/// tests do not pay for training (nor depend on its timing) more than once.
+fn copy_registry(to: &Path) {
+    static TRAINED: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let trained = TRAINED.get_or_init(|| {
+        let env = Env::new();
+        env.ok(&[
+            "model", "train", "--data", &format!("{FIXTURES}/train/train.parquet"), "--target", "churned",
+            "--algorithm", "logistic", "--name", "churn", "--exclude", "id",
+        ]);
+        env.dir
+    });
+    copy_dir(&trained.path().join("out/registry"), to);
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Reads a Parquet file with the parquet crate's own reader (not nightshift's).
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let schema = b.schema().clone();
+    let batches: Vec<RecordBatch> = b.build().unwrap().map(Result::unwrap).collect();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// Files (not folders) under a folder, relative and sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
