@@ -5,6 +5,7 @@
 //! visible under its name only once complete.
 
 mod local;
+mod s3;
 
 use std::fmt;
 use std::io::Write;
@@ -17,6 +18,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 pub use local::LocalStorage;
+pub use s3::{
+    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Storage, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_TIMEOUT_SECS, MIN_PART_SIZE,
+};
 
 /// Where an object or prefix lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -187,23 +192,31 @@ impl Location {
     }
 }
 
-/// Opens the store for URIs, one client per kind, shared by all jobs.
+/// Opens the store for URIs, one client per kind, shared by all jobs. Clones share everything.
 #[derive(Debug, Clone)]
 pub struct Stores {
     local: Arc<LocalStorage>,
+    s3: Arc<s3::S3Stores>,
 }
 
 impl Default for Stores {
     fn default() -> Self {
-        Self {
-            local: Arc::new(LocalStorage),
-        }
+        Self::with_s3_settings(crate::config::S3Settings::default())
     }
 }
 
 impl Stores {
-    pub fn new(_settings: &crate::config::Settings) -> Result<Self> {
-        Ok(Self::default())
+    /// Keeps the S3 settings; the S3 client and its runtime start on the first `s3://` URI, so
+    /// purely local setups never pay for them.
+    pub fn new(settings: &crate::config::Settings) -> Result<Self> {
+        Ok(Self::with_s3_settings(settings.s3.clone()))
+    }
+
+    fn with_s3_settings(s3: crate::config::S3Settings) -> Self {
+        Self {
+            local: Arc::new(LocalStorage),
+            s3: Arc::new(s3::S3Stores::new(s3)),
+        }
     }
 
     pub fn locate(&self, uri: &Uri) -> Result<Location> {
@@ -212,8 +225,17 @@ impl Stores {
                 store: self.local.clone(),
                 key: p.to_string_lossy().into_owned(),
             }),
-            Uri::S3 { .. } => bail!("{uri}: S3 storage is not available in this build yet"),
+            Uri::S3 { bucket, key } => Ok(Location {
+                store: self.s3.bucket(bucket)?,
+                key: key.clone(),
+            }),
         }
+    }
+
+    /// A handle on the S3 store of one bucket (sharing the client, runtime and state of the
+    /// one `locate` hands out), for its S3-only knobs such as the part size.
+    pub fn s3(&self, bucket: &str) -> Result<S3Storage> {
+        Ok(S3Storage::clone(&*self.s3.bucket(bucket)?))
     }
 }
 
