@@ -1,0 +1,2 @@
+mod s3;
+mod util_s3;
