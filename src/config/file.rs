@@ -42,10 +42,6 @@ impl<'i> Table<'i> {
         }
     }
 
-    pub fn span(&self) -> Range<usize> {
-        self.span.clone()
-    }
-
     fn key_name(&self, key: &str) -> String {
         if self.name.is_empty() {
             key.to_string()

@@ -106,6 +106,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
                 jobs.push(job);
             }
         }
+        rep.diagnostics.sort_by_key(|d| (d.line, d.col));
         diagnostics.extend(rep.diagnostics);
     }
     if job_files.is_empty() && diagnostics.is_empty() {
@@ -188,9 +189,19 @@ fn read_uri(rep: &mut Reporter, v: Option<Located<String>>) -> Option<Uri> {
     }
 }
 
-fn read_template(rep: &mut Reporter, v: Option<Located<String>>) -> Option<UriTemplate> {
+fn read_template(
+    rep: &mut Reporter,
+    v: Option<Located<String>>,
+    per_date: bool,
+) -> Option<UriTemplate> {
     let v = v?;
     let s = interpolate(rep, &v)?;
+    // Reruns replace a date's outputs and a failed run clears them, so every date needs a
+    // prefix of its own.
+    if per_date && !s.contains("{date}") {
+        rep.error(v.span, "an output location must contain {date}, so that each logical date has a prefix of its own");
+        return None;
+    }
     let mut probe = s.clone();
     for p in PLACEHOLDERS {
         probe = probe.replace(p, "x");
@@ -208,7 +219,7 @@ fn read_template(rep: &mut Reporter, v: Option<Located<String>>) -> Option<UriTe
         return None;
     }
     if let Err(e) = Uri::parse(&probe) {
-        rep.error(v.span, format!("{e:#}"));
+        rep.error(v.span, format!("{e:#}").replace(&probe, &s));
         return None;
     }
     Some(UriTemplate(s))
@@ -276,7 +287,7 @@ fn read_job(
         Err(e) => {
             rep.error(
                 s.span,
-                format!("invalid cron expression '{}': {e}", s.value),
+                format!("invalid cron expression '{}': {e} (fields: minute hour day-of-month month day-of-week)", s.value),
             );
             None
         }
@@ -311,7 +322,7 @@ fn read_job(
         Some(mut t) => {
             let uri = {
                 let uri = t.required(rep, "uri", "");
-                read_template(rep, uri)
+                read_template(rep, uri, false)
             };
             t.finish(rep);
             uri
@@ -352,27 +363,19 @@ fn read_job(
 
     let output = match root.table(rep, "output") {
         Some(mut t) => {
-            let t_span = t.span();
             let uri = {
                 let uri = t.required(rep, "uri", "");
-                read_template(rep, uri)
+                read_template(rep, uri, true)
             };
             let quarantine = t
                 .optional(rep, "quarantine_uri")
-                .map(|q| read_template(rep, Some(q)));
+                .map(|q| read_template(rep, Some(q), true));
             let passthrough: Option<Located<Vec<String>>> = t.optional(rep, "passthrough");
             t.finish(rep);
             let quarantine = match quarantine {
                 Some(q) => q,
                 None => uri.as_ref().map(UriTemplate::quarantine_sibling),
             };
-            // Reruns replace a date's outputs and clear what a failed run left, so every date
-            // needs a prefix of its own.
-            for (field, t) in [("uri", &uri), ("quarantine_uri", &quarantine)] {
-                if t.as_ref().is_some_and(|t| !t.0.contains("{date}")) {
-                    rep.error(t_span.clone(), format!("output.{field} must contain {{date}}, so that each logical date has a prefix of its own"));
-                }
-            }
             match (uri, quarantine) {
                 (Some(uri), Some(quarantine)) => Some(OutputSpec {
                     uri,

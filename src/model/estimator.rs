@@ -78,8 +78,11 @@ impl Default for Hyperparameters {
 }
 
 /// A fitted model. Classes are indices into the manifest's class labels.
+///
+/// Adjacently tagged: an internally tagged enum would buffer the content and lose serde_json's
+/// integer map keys (naive Bayes keys its classes by index).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "algorithm", rename_all = "kebab-case")]
+#[serde(tag = "algorithm", content = "fitted", rename_all = "kebab-case")]
 pub enum Estimator {
     Logistic {
         model: FittedLogisticRegression<f64, usize>,

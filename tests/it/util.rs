@@ -49,24 +49,17 @@ impl Env {
 
     /// Runs `nightshift ARGS` in the test folder.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_nightshift"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("NIGHTSHIFT_LOG")
-            .output()
-            .expect("nightshift runs");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        nightshift_in(self.dir.path(), args)
     }
 
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
-        assert_eq!(out.code, 0, "nightshift {args:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "nightshift {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 
@@ -104,6 +97,22 @@ passthrough = ["id"]
     }
 }
 
+/// Runs `nightshift ARGS` in a folder.
+pub fn nightshift_in(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("NIGHTSHIFT_LOG")
+        .output()
+        .expect("nightshift runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Trains churn@1 once per test process and copies that registry into each test's folder, so
 /// tests do not pay for training (nor depend on its timing) more than once.
 fn copy_registry(to: &Path) {
@@ -111,8 +120,18 @@ fn copy_registry(to: &Path) {
     let trained = TRAINED.get_or_init(|| {
         let env = Env::new();
         env.ok(&[
-            "model", "train", "--data", &format!("{FIXTURES}/train/train.parquet"), "--target", "churned",
-            "--algorithm", "logistic", "--name", "churn", "--exclude", "id",
+            "model",
+            "train",
+            "--data",
+            &format!("{FIXTURES}/train/train.parquet"),
+            "--target",
+            "churned",
+            "--algorithm",
+            "logistic",
+            "--name",
+            "churn",
+            "--exclude",
+            "id",
         ]);
         env.dir
     });

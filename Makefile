@@ -1,0 +1,49 @@
+# Developer entry points. `make test` is exactly what CI runs (.ci/run).
+
+.PHONY: demo test build lint fixtures bench clean
+
+CARGO ?= cargo
+NIGHTSHIFT = target/release/nightshift
+DEMO_DATE ?= 2026-11-03
+
+# Runs the example job on the bundled fixtures: local files only, no server, no network.
+# Trains churn@1 into out/registry/ the first time, reuses it after.
+demo: $(NIGHTSHIFT)
+	@$(NIGHTSHIFT) model list churn >/dev/null 2>&1 || \
+		$(NIGHTSHIFT) model train --data fixtures/churn/train/ --target churned \
+			--algorithm logistic --name churn --exclude id
+	$(NIGHTSHIFT) run churn_nightly --date $(DEMO_DATE)
+	@echo
+	@echo "scores:     out/scores/churn/dt=$(DEMO_DATE)/"
+	@echo "run record: out/state/runs/churn_nightly/$(DEMO_DATE)/"
+
+$(NIGHTSHIFT): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	$(CARGO) build --release --locked --bin nightshift
+
+build:
+	$(CARGO) build --locked --all-targets
+
+# The whole suite, S3 tests included, against a real S3-compatible server on 127.0.0.1 that
+# this target installs (if missing), starts and stops. Set NIGHTSHIFT_TEST_S3_ENDPOINT (and
+# AWS_* credentials) to run against another server, such as MinIO, instead.
+test:
+	@if [ -n "$$NIGHTSHIFT_TEST_S3_ENDPOINT" ]; then \
+		$(CARGO) test --locked --all-targets; \
+	else \
+		$(MAKE) --no-print-directory s3-server && \
+		status=0; $(S3_ENV) $(CARGO) test --locked --all-targets || status=$$?; \
+		$(MAKE) --no-print-directory s3-server-stop; exit $$status; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Regenerates the bundled fixtures (deterministic: the same bytes every time).
+fixtures:
+	$(CARGO) run --locked --bin make-fixtures -- fixtures/churn
+
+clean:
+	rm -rf out
+
+include Makefile.s3
