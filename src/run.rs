@@ -92,7 +92,7 @@ pub fn run_job(
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
         record.quarantine = Some(plan.quarantine.uri().to_string());
-        let registry = Registry::new(stores.locate(&settings.registry)?);
+        let registry = Registry::new(stores.locate(job.registry(settings))?);
         let model = Arc::new(registry.load(&job.model)?);
         let run = Run {
             job,

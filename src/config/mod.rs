@@ -333,9 +333,12 @@ fn read_job(
         }
     };
 
+    let mut registry_override = None;
     let model = match root.table(rep, "model") {
         Some(mut t) => {
             let name = t.required::<String>(rep, "name", "");
+            let registry = t.optional(rep, "registry");
+            registry_override = read_uri(rep, registry);
             let version = t.required::<u32>(
                 rep,
                 "version",
@@ -435,6 +438,7 @@ fn read_job(
             model: model?,
             output: output?,
             run,
+            registry: registry_override,
         },
         name.span,
     ))

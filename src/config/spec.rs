@@ -22,6 +22,15 @@ pub struct JobSpec {
     pub model: ModelRef,
     pub output: OutputSpec,
     pub run: RunSpec,
+    /// The job's own registry location, if it overrides the shared one.
+    pub registry: Option<Uri>,
+}
+
+impl JobSpec {
+    /// Where this job's model versions live.
+    pub fn registry<'a>(&'a self, settings: &'a Settings) -> &'a Uri {
+        self.registry.as_ref().unwrap_or(&settings.registry)
+    }
 }
 
 /// A cron expression, parsed once at validation.
