@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod model;
 pub mod plan;
 pub mod read;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::drift::DriftSummary;
 use crate::score::Counts;
 use crate::storage::{Location, ObjectMeta};
 
@@ -60,6 +61,8 @@ pub struct RunManifest {
     pub counts: Counts,
     pub files: Vec<OutputFile>,
     pub quarantine_prefix: String,
+    /// The drift verdict, when the run reported drift.
+    pub drift: Option<DriftSummary>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,9 @@ pub struct RunRecord {
     pub counts: Counts,
     pub output: Option<String>,
     pub quarantine: Option<String>,
+    /// The drift verdict, when the run reported drift.
+    #[serde(default)]
+    pub drift: Option<DriftSummary>,
     /// The error chain, for failed runs.
     pub error: Option<String>,
 }

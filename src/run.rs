@@ -16,7 +16,13 @@ use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use tracing::{info, info_span, warn};
 
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::Float64Type;
+
 use crate::config::{JobSpec, Settings};
+use crate::drift::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
+use crate::drift::report::{self, ReportContext};
+use crate::drift::{self, DriftSummary};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
 use crate::read::{check_schema, is_data_file, ParquetObject};
@@ -85,6 +91,7 @@ pub fn run_job(
         counts: Counts::default(),
         output: None,
         quarantine: None,
+        drift: None,
         error: None,
     };
     let outcome = (|| {
@@ -94,6 +101,16 @@ pub fn run_job(
         record.quarantine = Some(plan.quarantine.uri().to_string());
         let registry = Registry::new(stores.locate(job.registry(settings))?);
         let model = Arc::new(registry.load(&job.model)?);
+        let reference = if job.drift.enabled {
+            let profile = registry.profile(&model.manifest)?;
+            if profile.is_none() {
+                warn!(model = %job.model, "The model version has no reference profile: no drift report.");
+            }
+            profile
+        } else {
+            None
+        };
+        let reports = stores.locate(&settings.reports)?;
         let run = Run {
             job,
             plan: &plan,
@@ -101,6 +118,8 @@ pub fn run_job(
             run_id: &run_id,
             started_at,
             opts,
+            reference,
+            reports,
         };
         let result = run.execute();
         if result.is_err() {
@@ -114,6 +133,7 @@ pub fn run_job(
         Ok(manifest) => {
             record.status = RunStatus::Succeeded;
             record.counts = manifest.counts;
+            record.drift = manifest.drift;
             None
         }
         Err(e) => {
@@ -157,6 +177,9 @@ struct Run<'a> {
     run_id: &'a str,
     started_at: chrono::DateTime<Utc>,
     opts: &'a RunOptions,
+    /// The training data's profile, when this run reports drift.
+    reference: Option<DatasetProfile>,
+    reports: Location,
 }
 
 /// One row group of one input object, with the row number it starts at.
@@ -166,7 +189,13 @@ struct Unit {
     first_row: u64,
 }
 
-type Message = Result<ScoredBatch>;
+/// What a worker sends the writer: scored batches in order, then the unit's data profile.
+enum Piece {
+    Scored(ScoredBatch),
+    Profile(Box<ProfileBuilder>),
+}
+
+type Message = Result<Piece>;
 
 impl Run<'_> {
     fn execute(&self) -> Result<RunManifest> {
@@ -239,6 +268,8 @@ impl Run<'_> {
 
         let mut files = Vec::with_capacity(objects.len());
         let mut counts = Counts::default();
+        let mut profile: Option<ProfileBuilder> =
+            self.reference.as_ref().map(ProfileBuilder::against);
         std::thread::scope(|scope| -> Result<()> {
             for _ in 0..threads.min(units.len()) {
                 scope.spawn(|| {
@@ -256,12 +287,18 @@ impl Run<'_> {
                             .take()
                             .expect("each unit is taken once");
                         let u = &units[i];
+                        let obj = &objects[u.object];
+                        let profile = self.reference.as_ref().map(|r| {
+                            let name = output_name(&plan.input, &obj.meta.key);
+                            (ProfileBuilder::against(r), name)
+                        });
                         if let Err(e) = score_unit(
-                            &objects[u.object],
+                            obj,
                             &scorers[u.object],
                             u,
                             &columns,
                             batch_rows,
+                            profile,
                             &tx,
                         ) {
                             let _ = tx.send(Err(e));
@@ -276,6 +313,7 @@ impl Run<'_> {
                 receivers,
                 &mut files,
                 &mut counts,
+                &mut profile,
             );
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
@@ -293,6 +331,13 @@ impl Run<'_> {
                 plan.quarantine.uri()
             );
         }
+
+        let drift = match (&self.reference, profile) {
+            (Some(reference), Some(current)) => {
+                Some(self.report_drift(reference, current.finish())?)
+            }
+            _ => None,
+        };
 
         // A rerun replaces the date: outputs of input files that are gone now are stale.
         let keep: HashSet<String> = files
@@ -319,6 +364,7 @@ impl Run<'_> {
             counts,
             files,
             quarantine_prefix: plan.quarantine.uri().to_string(),
+            drift,
         };
         marker.store.put(
             &marker.key,
@@ -337,6 +383,7 @@ impl Run<'_> {
         receivers: Vec<Receiver<Message>>,
         files: &mut Vec<OutputFile>,
         counts: &mut Counts,
+        profile: &mut Option<ProfileBuilder>,
     ) -> Result<()> {
         let mut receivers = units.iter().zip(receivers).peekable();
         for (i, obj) in objects.iter().enumerate() {
@@ -347,7 +394,15 @@ impl Run<'_> {
             let mut file_counts = Counts::default();
             while let Some((_, rx)) = receivers.next_if(|(u, _)| u.object == i) {
                 for message in rx {
-                    let scored = message?;
+                    let scored = match message? {
+                        Piece::Scored(s) => s,
+                        Piece::Profile(p) => {
+                            if let Some(total) = profile.as_mut() {
+                                total.merge(*p);
+                            }
+                            continue;
+                        }
+                    };
                     output.write(&scored.output)?;
                     if let Some(q) = &scored.quarantine {
                         if quarantine.is_none() {
@@ -380,6 +435,44 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Compares the run's data with the training data, writes the report (and the current
+    /// profile, for the HTML page) and fails the run if the job says drift should.
+    fn report_drift(
+        &self,
+        reference: &DatasetProfile,
+        current: DatasetProfile,
+    ) -> Result<DriftSummary> {
+        let (rows, summary) = drift::compare(reference, &current, &self.job.drift);
+        let ctx = ReportContext {
+            job: self.job.name.clone(),
+            logical_date: self.plan.date,
+            run_id: self.run_id.to_string(),
+            model_name: self.model.manifest.name.clone(),
+            model_version: self.model.manifest.version,
+            computed_at: Utc::now(),
+        };
+        let loc = report::write(&self.reports, &ctx, &rows)?;
+        let profile_loc = report::profile_location(&self.reports, &ctx.job, ctx.logical_date);
+        profile_loc
+            .store
+            .put(&profile_loc.key, Bytes::from(serde_json::to_vec(&current)?))?;
+        info!(
+            report = %loc.uri(),
+            drift_detected = summary.drift_detected,
+            drifted_columns = %summary.drifted_columns.join(","),
+            "Drift report written."
+        );
+        if summary.drift_detected && self.job.drift.fail_on_drift {
+            bail!(
+                "the data drifted ({} of the feature columns: {}) and the job has fail_on_drift = true; see {}",
+                summary.drifted_columns.len(),
+                summary.drifted_columns.join(", "),
+                loc.uri()
+            );
+        }
+        Ok(summary)
+    }
+
     /// After a failure: no output of this date may look complete, so the date's outputs and
     /// quarantine files go (the marker is already gone).
     fn clean_up(&self) {
@@ -397,6 +490,7 @@ fn score_unit(
     unit: &Unit,
     columns: &[String],
     batch_rows: usize,
+    mut profile: Option<(ProfileBuilder, String)>,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let uri = obj.uri().to_string();
@@ -412,10 +506,31 @@ fn score_unit(
                 },
             )
             .with_context(|| format!("scoring {uri}"))?;
-        first_row += batch.num_rows() as u64;
-        if tx.send(Ok(scored)).is_err() {
-            break; // the writer stopped: the run failed elsewhere
+        if let Some((builder, object)) = &mut profile {
+            // The profile is built in the same pass as scoring: no second read of the data.
+            let origin = RowOrigin::new(object, first_row);
+            let schema = batch.schema();
+            let columns: Vec<(&str, &ArrayRef)> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, c)| (f.name().as_str(), c))
+                .collect();
+            builder.add_columns(&columns, origin)?;
+            let scores = scored
+                .output
+                .column_by_name("score")
+                .expect("outputs have scores")
+                .as_primitive::<Float64Type>();
+            builder.add_scores(scores.values(), &scored.rows, origin);
         }
+        first_row += batch.num_rows() as u64;
+        if tx.send(Ok(Piece::Scored(scored))).is_err() {
+            return Ok(()); // the writer stopped: the run failed elsewhere
+        }
+    }
+    if let Some((builder, _)) = profile {
+        let _ = tx.send(Ok(Piece::Profile(Box::new(builder))));
     }
     Ok(())
 }

@@ -49,6 +49,8 @@ pub struct ScoredBatch {
     /// Bad rows with their reasons, when the policy is to quarantine them.
     pub quarantine: Option<RecordBatch>,
     pub counts: Counts,
+    /// Positions (in the input batch) of the rows in `output`.
+    pub rows: Vec<usize>,
 }
 
 /// Everything needed to score batches of one run; shared by the worker threads.
@@ -198,6 +200,7 @@ impl Scorer {
             output,
             quarantine,
             counts,
+            rows: good,
         })
     }
 

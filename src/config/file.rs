@@ -128,6 +128,36 @@ impl<'i> Table<'i> {
         }
     }
 
+    /// Every entry of this table as a sub-table, by key (for tables keyed by user names, such
+    /// as `[drift.columns.NAME]`); entries that are not tables are reported.
+    pub fn tables(mut self, rep: &mut Reporter) -> Vec<(String, Table<'i>)> {
+        let mut out = Vec::new();
+        for (key, value) in std::mem::take(&mut self.table) {
+            let name = key.get_ref().to_string();
+            let span = value.span();
+            match value.into_inner() {
+                DeValue::Table(t) => out.push((
+                    name.clone(),
+                    Table {
+                        name: self.key_name(&name),
+                        table: t,
+                        span,
+                        known: Vec::new(),
+                    },
+                )),
+                other => rep.error(
+                    span,
+                    format!(
+                        "'{}' must be a table, found {}",
+                        self.key_name(&name),
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
     /// Reports every key of this table that nobody asked for.
     pub fn finish(self, rep: &mut Reporter) {
         for (key, _) in self.table.iter() {

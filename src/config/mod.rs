@@ -13,6 +13,10 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use spec::*;
 
 use chrono_tz::Tz;
+use file::Table;
+
+use crate::drift::{DriftSpec, Method, MethodChoice};
+use crate::model::FeatureKind;
 use diag::Reporter;
 use file::Located;
 
@@ -243,10 +247,13 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
         s3.max_attempts = t.optional(rep, "max_attempts").map(|v| v.value);
         t.finish(rep);
     }
+    let reports = root.optional(rep, "reports");
+    let reports = read_uri(rep, reports).unwrap_or(defaults.reports);
     root.finish(rep);
     Some(Settings {
         registry,
         state,
+        reports,
         s3,
     })
 }
@@ -421,6 +428,10 @@ fn read_job(
         }
         t.finish(rep);
     }
+    let drift = match root.table(rep, "drift") {
+        Some(t) => read_drift(rep, t),
+        None => DriftSpec::default(),
+    };
     root.finish(rep);
 
     if rep.diagnostics.len() > errors_before {
@@ -438,6 +449,7 @@ fn read_job(
             model: model?,
             output: output?,
             run,
+            drift,
             registry: registry_override,
         },
         name.span,
@@ -447,4 +459,62 @@ fn read_job(
 /// Standard 5-field cron (as crontab and Kubernetes take it), or 6 fields with seconds first.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
     croner::Cron::new(expr).with_seconds_optional().parse()
+}
+
+/// The `[drift]` table: verdict settings, and method overrides for all columns, per column
+/// type (`[drift.numeric]`, `[drift.categorical]`) and per column (`[drift.columns.NAME]`).
+fn read_drift(rep: &mut Reporter, mut t: Table<'_>) -> DriftSpec {
+    let mut spec = DriftSpec::default();
+    if let Some(v) = t.optional(rep, "enabled") {
+        spec.enabled = v.value;
+    }
+    if let Some(v) = t.optional::<f64>(rep, "drift_share") {
+        if !(0.0..=1.0).contains(&v.value) {
+            rep.error(v.span.clone(), "drift_share must be between 0 and 1");
+        }
+        spec.drift_share = v.value;
+    }
+    if let Some(v) = t.optional(rep, "fail_on_drift") {
+        spec.fail_on_drift = v.value;
+    }
+    spec.all = read_method(rep, &mut t, None);
+    if let Some(mut n) = t.table(rep, "numeric") {
+        spec.numeric = read_method(rep, &mut n, Some(FeatureKind::Numeric));
+        n.finish(rep);
+    }
+    if let Some(mut c) = t.table(rep, "categorical") {
+        spec.categorical = read_method(rep, &mut c, Some(FeatureKind::Categorical));
+        c.finish(rep);
+    }
+    if let Some(columns) = t.table(rep, "columns") {
+        for (name, mut col) in columns.tables(rep) {
+            let choice = read_method(rep, &mut col, None);
+            col.finish(rep);
+            spec.columns.insert(name, choice);
+        }
+    }
+    t.finish(rep);
+    spec
+}
+
+fn read_method(rep: &mut Reporter, t: &mut Table<'_>, kind: Option<FeatureKind>) -> MethodChoice {
+    let method = t.optional::<Method>(rep, "method");
+    if let (Some(m), Some(k)) = (&method, kind) {
+        if !m.value.supports(k) {
+            rep.error(
+                m.span.clone(),
+                format!("method '{}' cannot compare {k:?} columns", m.value.name()).to_lowercase(),
+            );
+        }
+    }
+    let threshold = t.optional::<f64>(rep, "threshold");
+    if let Some(th) = &threshold {
+        if !(th.value > 0.0) {
+            rep.error(th.span.clone(), "threshold must be positive");
+        }
+    }
+    MethodChoice {
+        method: method.map(|m| m.value),
+        threshold: threshold.map(|t| t.value),
+    }
 }

@@ -22,6 +22,7 @@ pub struct JobSpec {
     pub model: ModelRef,
     pub output: OutputSpec,
     pub run: RunSpec,
+    pub drift: crate::drift::DriftSpec,
     /// The job's own registry location, if it overrides the shared one.
     pub registry: Option<Uri>,
 }
@@ -163,6 +164,8 @@ pub struct Settings {
     pub registry: Uri,
     /// Where run records live.
     pub state: Uri,
+    /// Where drift reports live (Hive-partitioned by job and date).
+    pub reports: Uri,
     /// S3 client settings, for every `s3://` URI.
     pub s3: S3Settings,
 }
@@ -181,6 +184,7 @@ impl Default for Settings {
         Self {
             registry: Uri::parse(DEFAULT_REGISTRY).expect("default registry parses"),
             state: Uri::parse(DEFAULT_STATE).expect("default state parses"),
+            reports: Uri::parse(DEFAULT_REPORTS).expect("default reports parses"),
             s3: S3Settings::default(),
         }
     }
@@ -188,6 +192,7 @@ impl Default for Settings {
 
 pub const DEFAULT_REGISTRY: &str = "out/registry/";
 pub const DEFAULT_STATE: &str = "out/state/";
+pub const DEFAULT_REPORTS: &str = "out/reports/";
 
 #[cfg(test)]
 mod tests {

@@ -16,9 +16,12 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 pub use estimator::{Algorithm, Estimator, Hyperparameters, Prediction, Targets};
-pub use preprocess::{Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
+pub use preprocess::{to_f64, Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
 pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, SignatureField};
 
+use crate::drift::profile::{
+    reference_edges, ColumnPlan, DatasetProfile, ProfileBuilder, RowOrigin, SCORE_COLUMN,
+};
 use crate::read::{list_data_files, ParquetObject};
 use crate::storage::Location;
 
@@ -187,14 +190,23 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
             Targets::Values(idx.iter().map(|&i| values[i as usize]).collect())
         }
     };
-    let (x_train, y_train, bad_train) = encode_good(&prep, &train_batch, targets_for(train_idx))?;
-    let (x_hold, y_hold, bad_hold) = encode_good(&prep, &holdout_batch, targets_for(holdout_idx))?;
+    let (x_train, y_train, good_train) = encode_good(&prep, &train_batch, targets_for(train_idx))?;
+    let bad_train = (train_batch.num_rows() - good_train.len()) as u64;
+    let (x_hold, y_hold, good_hold) = encode_good(&prep, &holdout_batch, targets_for(holdout_idx))?;
+    let bad_hold = (holdout_batch.num_rows() - good_hold.len()) as u64;
     dropped += bad_train + bad_hold;
     let training_rows = x_train.nrows() as u64;
     let holdout_rows = x_hold.nrows() as u64;
 
-    let estimator = Estimator::fit(req.algorithm, x_train, y_train, &req.hyperparameters)
-        .with_context(|| format!("fitting {}", req.algorithm))?;
+    let estimator = Estimator::fit(
+        req.algorithm,
+        x_train.clone(),
+        y_train,
+        &req.hyperparameters,
+    )
+    .with_context(|| format!("fitting {}", req.algorithm))?;
+    let train_scores = estimator.predict(x_train.view(), classes.len()).score;
+    let profile = reference_profile(&train_batch, &prep, &train_scores, &good_train)?;
     let metrics: BTreeMap<String, f64> = if holdout_rows > 0 {
         estimator::metrics(&estimator.predict(x_hold.view(), classes.len()), &y_hold)?
             .into_iter()
@@ -227,10 +239,61 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         training_data: req.data.uri().to_string(),
         artifact: String::new(),
         artifact_sha256: String::new(),
+        profile: None,
+        profile_sha256: None,
         created_at: chrono::Utc::now(),
         nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    registry.register(manifest, &estimator)
+    registry.register(manifest, &estimator, Some(&profile))
+}
+
+/// The reference profile of the training rows and of the model's scores on them. Two passes
+/// over data already in memory: the first finds each numeric column's range, the second
+/// counts on fixed bins over it (the bins current data is counted on later).
+fn reference_profile(
+    batch: &RecordBatch,
+    prep: &Preprocessing,
+    scores: &[f64],
+    score_rows: &[usize],
+) -> Result<DatasetProfile> {
+    let origin = RowOrigin::new("training", 0);
+    let columns: Vec<(&str, &arrow::array::ArrayRef)> = prep
+        .features
+        .iter()
+        .filter_map(|f| batch.column_by_name(f.name()).map(|c| (f.name(), c)))
+        .collect();
+    let plan = |name: &str, kind: FeatureKind, edges: Option<Vec<f64>>| ColumnPlan {
+        name: name.to_string(),
+        kind,
+        edges,
+        known_values: None,
+    };
+    let build = |edges: &dyn Fn(&str) -> Option<Vec<f64>>| -> Result<DatasetProfile> {
+        let mut b = ProfileBuilder::new(
+            prep.features
+                .iter()
+                .map(|f| plan(f.name(), f.kind(), edges(f.name())))
+                .collect(),
+            Some(plan(
+                SCORE_COLUMN,
+                FeatureKind::Numeric,
+                edges(SCORE_COLUMN),
+            )),
+        );
+        b.add_columns(&columns, origin)?;
+        b.add_scores(scores, score_rows, origin);
+        Ok(b.finish())
+    };
+    let first = build(&|_| None)?;
+    let edges_of = |name: &str| {
+        let c = if name == SCORE_COLUMN {
+            first.score.as_ref()
+        } else {
+            first.column(name)
+        }?;
+        Some(reference_edges(c.min?, c.max?, c.count))
+    };
+    build(&edges_of)
 }
 
 fn cmp_label(a: &str, b: &str, t: LabelType) -> std::cmp::Ordering {
@@ -243,17 +306,17 @@ fn cmp_label(a: &str, b: &str, t: LabelType) -> std::cmp::Ordering {
     }
 }
 
-/// Encodes rows and drops the ones that cannot be used (NaN, infinity, null without imputer).
+/// Encodes rows and drops the ones that cannot be used (NaN, infinity, null without imputer);
+/// also returns the positions of the rows kept.
 fn encode_good(
     prep: &Preprocessing,
     batch: &RecordBatch,
     targets: Targets,
-) -> Result<(ndarray::Array2<f64>, Targets, u64)> {
+) -> Result<(ndarray::Array2<f64>, Targets, Vec<usize>)> {
     let enc = prep.encode(batch)?;
     let good: Vec<usize> = (0..enc.bad.len())
         .filter(|&i| enc.bad[i].is_none())
         .collect();
-    let bad = (enc.bad.len() - good.len()) as u64;
     let x = enc.x.select(Axis(0), &good);
     let targets = match targets {
         Targets::Classes { y, n_classes } => Targets::Classes {
@@ -262,5 +325,5 @@ fn encode_good(
         },
         Targets::Values(y) => Targets::Values(y.select(Axis(0), &good)),
     };
-    Ok((x, targets, bad))
+    Ok((x, targets, good))
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::estimator::{Algorithm, Estimator, Hyperparameters};
 use super::preprocess::{FeatureKind, Preprocessing};
 use crate::config::ModelRef;
+use crate::drift::profile::DatasetProfile;
 use crate::storage::{is_not_found, Location};
 
 /// One input column the model needs, in order.
@@ -57,6 +58,11 @@ pub struct ModelManifest {
     /// File name of the artifact, beside the manifest.
     pub artifact: String,
     pub artifact_sha256: String,
+    /// The reference profile of the training data (for drift), beside the manifest.
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub profile_sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     pub nightshift_version: String,
 }
@@ -192,15 +198,44 @@ impl Registry {
         })
     }
 
+    /// The reference profile of a version, checked against the manifest's checksum.
+    pub fn profile(&self, manifest: &ModelManifest) -> Result<Option<DatasetProfile>> {
+        let (Some(name), Some(sha)) = (&manifest.profile, &manifest.profile_sha256) else {
+            return Ok(None);
+        };
+        let loc = self
+            .version_dir(&manifest.name, manifest.version)
+            .join(name);
+        let bytes = loc.store.get(&loc.key).with_context(|| {
+            format!("reading the reference profile of {}", manifest.model_ref())
+        })?;
+        if sha256_hex(&bytes) != *sha {
+            bail!("reference profile {} does not match its checksum in the manifest; refusing to use it", loc.uri());
+        }
+        Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", loc.uri()))?,
+        ))
+    }
+
     /// Registers a new version (the next free number) and returns its manifest.
     pub fn register(
         &self,
         mut manifest: ModelManifest,
         estimator: &Estimator,
+        profile: Option<&DatasetProfile>,
     ) -> Result<ModelManifest> {
         let artifact = Bytes::from(serde_json::to_vec(estimator)?);
         manifest.artifact_sha256 = sha256_hex(&artifact);
         manifest.artifact = format!("model-{}.json", &manifest.artifact_sha256[..12]);
+        let profile = profile
+            .map(serde_json::to_vec)
+            .transpose()?
+            .map(Bytes::from);
+        if let Some(p) = &profile {
+            let sha = sha256_hex(p);
+            manifest.profile = Some(format!("profile-{}.json", &sha[..12]));
+            manifest.profile_sha256 = Some(sha);
+        }
         for _ in 0..20 {
             let version = self.versions(&manifest.name)?.last().map_or(1, |v| v + 1);
             manifest.version = version;
@@ -209,6 +244,10 @@ impl Registry {
             artifact_loc
                 .store
                 .put(&artifact_loc.key, artifact.clone())?;
+            if let (Some(p), Some(name)) = (&profile, &manifest.profile) {
+                let loc = dir.join(name);
+                loc.store.put(&loc.key, p.clone())?;
+            }
             let manifest_loc = dir.join(MANIFEST);
             let body = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
             if manifest_loc.store.put_if_absent(&manifest_loc.key, body)? {

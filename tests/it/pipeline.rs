@@ -648,6 +648,7 @@ fn scored_rows(env: &Env, threads: usize, batch_rows: usize) -> Vec<(i64, u64, i
     let settings = nightshift::config::Settings {
         registry: nightshift::storage::Uri::Local(env.path("out/registry")),
         state: nightshift::storage::Uri::Local(env.path("out/state")),
+        reports: nightshift::storage::Uri::Local(env.path("out/reports")),
         ..cfg.settings.clone()
     };
     let mut job = job.clone();

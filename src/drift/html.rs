@@ -1,0 +1,211 @@
+//! A self-contained HTML page for one drift report: the verdicts as a table, and per column
+//! the reference and current distributions overlaid (inline SVG, no scripts, no downloads).
+
+use std::fmt::Write;
+
+use super::profile::{ColumnProfile, DatasetProfile, SCORE_COLUMN};
+use super::{DriftRow, DATASET_ROW};
+
+const REFERENCE_COLOUR: &str = "#4C78A8";
+const CURRENT_COLOUR: &str = "#F58518";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Bars of one column: labels and the reference and current shares per bar.
+fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+    let share = |v: &[f64]| {
+        let total: f64 = v.iter().sum();
+        v.iter()
+            .map(|x| if total > 0.0 { x / total } else { 0.0 })
+            .collect::<Vec<_>>()
+    };
+    if let (Some(rh), Some(ch)) = (&r.histogram, &c.histogram) {
+        let labels = rh
+            .edges
+            .windows(2)
+            .map(|w| format!("{:.3} to {:.3}", w[0], w[1]))
+            .collect();
+        let rc: Vec<f64> = rh.counts.iter().map(|&x| x as f64).collect();
+        let cc: Vec<f64> = ch.counts.iter().map(|&x| x as f64).collect();
+        return (labels, share(&rc), share(&cc));
+    }
+    let mut labels: Vec<String> = r.values.counts.keys().cloned().collect();
+    let mut rc: Vec<f64> = r.values.counts.values().map(|&x| x as f64).collect();
+    let mut cc: Vec<f64> = labels
+        .iter()
+        .map(|k| c.values.counts.get(k).copied().unwrap_or(0) as f64)
+        .collect();
+    let known: f64 = cc.iter().sum();
+    let other = c.count as f64 - known;
+    if r.values.other > 0 || other > 0.0 {
+        labels.push("(other)".into());
+        rc.push(r.values.other as f64);
+        cc.push(other.max(0.0));
+    }
+    (labels, share(&rc), share(&cc))
+}
+
+fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
+    let (w, h, pad) = (560.0, 180.0, 24.0);
+    let n = labels.len().max(1) as f64;
+    let max = reference
+        .iter()
+        .chain(current)
+        .cloned()
+        .fold(0.0_f64, f64::max)
+        .max(1e-12);
+    let bw = (w - 2.0 * pad) / n;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#,
+        h + 30.0
+    );
+    for (i, label) in labels.iter().enumerate() {
+        let x = pad + i as f64 * bw;
+        for (share, colour, dx) in [
+            (reference[i], REFERENCE_COLOUR, 0.0),
+            (current[i], CURRENT_COLOUR, bw * 0.15),
+        ] {
+            let bh = share / max * (h - pad);
+            let _ = write!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{colour}" fill-opacity="0.6"><title>{}: {:.1}%</title></rect>"#,
+                x + dx,
+                h - bh,
+                bw * 0.8,
+                esc(label),
+                share * 100.0
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{pad}" y1="{h}" x2="{}" y2="{h}" stroke="#888"/>"##,
+        w - pad
+    );
+    if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
+        let _ = write!(
+            s,
+            r##"<text x="{pad}" y="{}" font-size="11" fill="#555">{}</text>"##,
+            h + 16.0,
+            esc(first)
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="11" fill="#555" text-anchor="end">{}</text>"##,
+            w - pad,
+            h + 16.0,
+            esc(last)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn fmt(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() && v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) => {
+            format!("{v:.3e}")
+        }
+        Some(v) if v.is_finite() => format!("{v:.4}"),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+/// Renders the page. `title` names the job, date and run.
+pub fn render(
+    title: &str,
+    rows: &[DriftRow],
+    reference: &DatasetProfile,
+    current: &DatasetProfile,
+) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title><style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}}
+table{{border-collapse:collapse;margin:1rem 0}}td,th{{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
+.drift{{color:#b00020;font-weight:600}}.ok{{color:#2e7d32}}
+.cards{{display:flex;flex-wrap:wrap;gap:1rem}}.card{{border:1px solid #ddd;border-radius:6px;padding:.8rem}}
+.legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}}
+</style></head><body><h1>{t}</h1>"#,
+        t = esc(title)
+    );
+    if let Some(d) = rows.iter().find(|r| r.column == DATASET_ROW) {
+        let _ = write!(
+            s,
+            r#"<p class="{}">Dataset drift: {} ({:.0}% of columns drifted; threshold {:.0}%). Reference rows: {}, current rows: {}.</p>"#,
+            if d.drift_detected { "drift" } else { "ok" },
+            if d.drift_detected {
+                "detected"
+            } else {
+                "not detected"
+            },
+            d.statistic * 100.0,
+            d.threshold * 100.0,
+            d.reference_count,
+            d.current_count
+        );
+    }
+    s.push_str("<table><tr><th>column</th><th>type</th><th>method</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drift</th><th>null rate (ref / cur)</th></tr>");
+    for r in rows.iter().filter(|r| r.column != DATASET_ROW) {
+        let _ = write!(
+            s,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{:.2}% / {:.2}%</td></tr>"#,
+            esc(&r.column),
+            r.column_type,
+            r.method,
+            fmt(Some(r.statistic)),
+            fmt(r.p_value),
+            fmt(Some(r.threshold)),
+            if r.drift_detected { "drift" } else { "ok" },
+            if r.drift_detected {
+                "drift"
+            } else {
+                "no drift"
+            },
+            r.reference_null_rate * 100.0,
+            r.current_null_rate * 100.0
+        );
+    }
+    s.push_str("</table>");
+    let _ = write!(
+        s,
+        r#"<p class="legend"><span style="background:{REFERENCE_COLOUR}"></span>reference (training data)<span style="background:{CURRENT_COLOUR}"></span>current (this run)</p><div class="cards">"#
+    );
+    let pairs = reference
+        .columns
+        .iter()
+        .filter_map(|r| current.column(&r.name).map(|c| (r, c)))
+        .chain(reference.score.iter().zip(current.score.iter()));
+    for (r, c) in pairs {
+        let (labels, rs, cs) = distributions(r, c);
+        let verdict = rows.iter().find(|row| row.column == r.name);
+        let _ = write!(
+            s,
+            r#"<div class="card"><h3>{}{}</h3>{}</div>"#,
+            esc(if r.name == SCORE_COLUMN {
+                "score (model output)"
+            } else {
+                &r.name
+            }),
+            verdict
+                .map(|v| format!(
+                    r#" <small class="{}">{} {}</small>"#,
+                    if v.drift_detected { "drift" } else { "ok" },
+                    v.method,
+                    fmt(Some(v.statistic))
+                ))
+                .unwrap_or_default(),
+            svg(&labels, &rs, &cs)
+        );
+    }
+    s.push_str("</div></body></html>\n");
+    s
+}

@@ -1,0 +1,354 @@
+//! Drift: how the data a run scored differs from the data the model was trained on, and
+//! whether the model's output moved.
+//!
+//! `profile` summarises data sets in bounded memory; `stats` holds the statistics (checked
+//! against scipy); this module picks a method per column as Evidently does and turns two
+//! profiles into report rows; `report` writes and reads the report Parquet; `html` draws it.
+
+pub mod html;
+pub mod profile;
+pub mod report;
+pub mod stats;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::FeatureKind;
+use profile::{ColumnProfile, DatasetProfile};
+
+/// Reference row counts up to this use statistical tests; above it, distances.
+const SMALL_REFERENCE_ROWS: u64 = 1_000;
+/// Numeric columns with at most this many distinct values are compared as categories.
+const FEW_VALUES: usize = 5;
+
+/// A drift method, as job files name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Two-sample Kolmogorov-Smirnov test (numeric); drift when p < threshold.
+    Ks,
+    /// Population stability index (numeric bins or categories); drift when PSI >= threshold.
+    Psi,
+    /// Wasserstein distance divided by the reference standard deviation (numeric); drift when
+    /// the distance >= threshold.
+    Wasserstein,
+    /// Jensen-Shannon distance, base 2 (bins or categories); drift when >= threshold.
+    Jensenshannon,
+    /// Chi-square goodness of fit of current category counts to reference proportions; drift
+    /// when p < threshold.
+    Chisquare,
+    /// Two-proportion Z-test (two-valued columns); drift when p < threshold.
+    Ztest,
+}
+
+impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::Ks,
+        Method::Psi,
+        Method::Wasserstein,
+        Method::Jensenshannon,
+        Method::Chisquare,
+        Method::Ztest,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ks => "ks",
+            Method::Psi => "psi",
+            Method::Wasserstein => "wasserstein",
+            Method::Jensenshannon => "jensenshannon",
+            Method::Chisquare => "chisquare",
+            Method::Ztest => "ztest",
+        }
+    }
+
+    /// Whether the method is a test (compare the p-value) rather than a distance.
+    pub fn is_test(self) -> bool {
+        matches!(self, Method::Ks | Method::Chisquare | Method::Ztest)
+    }
+
+    pub fn default_threshold(self) -> f64 {
+        if self.is_test() {
+            0.05
+        } else {
+            0.1
+        }
+    }
+
+    /// Whether the method can compare a column of this kind.
+    pub fn supports(self, kind: FeatureKind) -> bool {
+        match self {
+            Method::Ks | Method::Wasserstein => kind == FeatureKind::Numeric,
+            Method::Psi | Method::Jensenshannon | Method::Chisquare | Method::Ztest => true,
+        }
+    }
+}
+
+/// A method and threshold chosen in a job file; either may be left to the default.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MethodChoice {
+    pub method: Option<Method>,
+    pub threshold: Option<f64>,
+}
+
+/// The `[drift]` table of a job, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftSpec {
+    pub enabled: bool,
+    /// Dataset drift when at least this share of feature columns drifted.
+    pub drift_share: f64,
+    /// Fail the run when the data set drifted.
+    pub fail_on_drift: bool,
+    pub all: MethodChoice,
+    pub numeric: MethodChoice,
+    pub categorical: MethodChoice,
+    pub columns: BTreeMap<String, MethodChoice>,
+}
+
+impl Default for DriftSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            drift_share: 0.5,
+            fail_on_drift: false,
+            all: MethodChoice::default(),
+            numeric: MethodChoice::default(),
+            categorical: MethodChoice::default(),
+            columns: BTreeMap::new(),
+        }
+    }
+}
+
+impl DriftSpec {
+    /// Per column, then per column type, then for all columns, then Evidently's default.
+    fn choose(&self, column: &str, kind: FeatureKind, default: Method) -> (Method, f64) {
+        let by_type = match kind {
+            FeatureKind::Numeric => self.numeric,
+            FeatureKind::Categorical => self.categorical,
+        };
+        let layers = [
+            self.columns.get(column).copied().unwrap_or_default(),
+            by_type,
+            self.all,
+        ];
+        let method = layers
+            .iter()
+            .find_map(|l| l.method.filter(|m| m.supports(kind)))
+            .unwrap_or(default);
+        // A threshold belongs to the layer's method; a layer without one sets it for any.
+        let threshold = layers
+            .iter()
+            .filter(|l| l.method.is_none_or(|m| m == method))
+            .find_map(|l| l.threshold)
+            .unwrap_or(method.default_threshold());
+        (method, threshold)
+    }
+}
+
+/// Evidently's default method for a column, from the reference alone.
+pub fn default_method(reference_rows: u64, column: &ColumnProfile) -> Method {
+    let distinct = column.distinct();
+    let few = |d: Option<usize>| d.is_some_and(|d| d <= FEW_VALUES);
+    let categorical = column.kind == FeatureKind::Categorical || few(distinct);
+    if reference_rows <= SMALL_REFERENCE_ROWS {
+        if !categorical {
+            Method::Ks
+        } else if distinct.is_some_and(|d| d <= 2) {
+            Method::Ztest
+        } else {
+            Method::Chisquare
+        }
+    } else if categorical {
+        Method::Jensenshannon
+    } else {
+        Method::Wasserstein
+    }
+}
+
+/// One row of a drift report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRow {
+    pub column: String,
+    /// `numeric`, `categorical`, `prediction` or `dataset`.
+    pub column_type: String,
+    pub method: String,
+    pub statistic: f64,
+    pub p_value: Option<f64>,
+    pub threshold: f64,
+    pub drift_detected: bool,
+    pub reference_count: u64,
+    pub current_count: u64,
+    pub reference_null_rate: f64,
+    pub current_null_rate: f64,
+}
+
+/// The outcome of comparing a run's data with the reference.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DriftSummary {
+    /// Dataset drift: at least `drift_share` of the feature columns drifted.
+    pub drift_detected: bool,
+    pub drifted_columns: Vec<String>,
+    /// Whether the model's score distribution moved, if the reference has scores.
+    pub prediction_drift: Option<bool>,
+    pub share_of_drifted_columns: f64,
+}
+
+/// Name of the report row that holds the dataset-level verdict.
+pub const DATASET_ROW: &str = "__dataset__";
+
+/// Compares every feature column (and the scores) of `current` with `reference`.
+pub fn compare(
+    reference: &DatasetProfile,
+    current: &DatasetProfile,
+    spec: &DriftSpec,
+) -> (Vec<DriftRow>, DriftSummary) {
+    let mut rows = Vec::new();
+    let mut drifted = Vec::new();
+    for r in &reference.columns {
+        let Some(c) = current.column(&r.name) else {
+            continue;
+        };
+        let (method, threshold) = spec.choose(&r.name, r.kind, default_method(reference.rows, r));
+        let row = compare_column(r, c, method, threshold, kind_name(r.kind));
+        if row.drift_detected {
+            drifted.push(r.name.clone());
+        }
+        rows.push(row);
+    }
+    let prediction_drift = match (&reference.score, &current.score) {
+        (Some(r), Some(c)) if c.count > 0 => {
+            let method = default_method(reference.rows, r);
+            let row = compare_column(r, c, method, method.default_threshold(), "prediction");
+            let detected = row.drift_detected;
+            rows.push(row);
+            Some(detected)
+        }
+        _ => None,
+    };
+    let n = reference.columns.len().max(1) as f64;
+    let share = drifted.len() as f64 / n;
+    let drift_detected = !reference.columns.is_empty() && share >= spec.drift_share;
+    rows.push(DriftRow {
+        column: DATASET_ROW.to_string(),
+        column_type: "dataset".to_string(),
+        method: "share_of_drifted_columns".to_string(),
+        statistic: share,
+        p_value: None,
+        threshold: spec.drift_share,
+        drift_detected,
+        reference_count: reference.rows,
+        current_count: current.rows,
+        reference_null_rate: 0.0,
+        current_null_rate: 0.0,
+    });
+    (
+        rows,
+        DriftSummary {
+            drift_detected,
+            drifted_columns: drifted,
+            prediction_drift,
+            share_of_drifted_columns: share,
+        },
+    )
+}
+
+fn kind_name(kind: FeatureKind) -> &'static str {
+    match kind {
+        FeatureKind::Numeric => "numeric",
+        FeatureKind::Categorical => "categorical",
+    }
+}
+
+/// Counts per category (reference categories, then everything else), for both profiles.
+fn category_counts(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<f64>, Vec<f64>) {
+    let mut rc: Vec<f64> = r.values.counts.values().map(|&v| v as f64).collect();
+    let mut cc: Vec<f64> = r
+        .values
+        .counts
+        .keys()
+        .map(|k| c.values.counts.get(k).copied().unwrap_or(0) as f64)
+        .collect();
+    let current_known: u64 = r
+        .values
+        .counts
+        .keys()
+        .filter_map(|k| c.values.counts.get(k))
+        .sum();
+    rc.push(r.values.other as f64);
+    cc.push((c.count - current_known.min(c.count)) as f64);
+    (rc, cc)
+}
+
+fn compare_column(
+    r: &ColumnProfile,
+    c: &ColumnProfile,
+    method: Method,
+    threshold: f64,
+    column_type: &str,
+) -> DriftRow {
+    let as_categories =
+        r.kind == FeatureKind::Categorical || r.distinct().is_some_and(|d| d <= FEW_VALUES);
+    let binned = || match (&r.histogram, &c.histogram) {
+        (Some(rh), Some(ch)) if !as_categories => (
+            rh.counts.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            ch.counts.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        ),
+        _ => category_counts(r, c),
+    };
+    let (statistic, p_value) = if r.count == 0 || c.count == 0 {
+        (f64::NAN, None)
+    } else {
+        match method {
+            Method::Ks => {
+                let k = stats::ks_2samp(&r.sample, &c.sample);
+                (k.statistic, Some(k.p_value))
+            }
+            Method::Wasserstein => (stats::normed_wasserstein(&r.sample, &c.sample), None),
+            Method::Psi => {
+                let (a, b) = binned();
+                (stats::psi(&a, &b), None)
+            }
+            Method::Jensenshannon => {
+                let (a, b) = binned();
+                (stats::jensen_shannon_distance_base(&a, &b, 2.0), None)
+            }
+            Method::Chisquare => {
+                let (a, b) = category_counts(r, c);
+                let t = stats::chi_square(&a, &b);
+                (t.statistic, Some(t.p_value))
+            }
+            Method::Ztest => {
+                // Successes: the first reference value; everything else is the other outcome.
+                let first = r.values.counts.keys().next();
+                let rs = first
+                    .and_then(|k| r.values.counts.get(k))
+                    .copied()
+                    .unwrap_or(0);
+                let cs = first
+                    .and_then(|k| c.values.counts.get(k))
+                    .copied()
+                    .unwrap_or(0);
+                let t = stats::proportion_z_test(rs, r.count, cs, c.count);
+                (t.statistic, Some(t.p_value))
+            }
+        }
+    };
+    let drift_detected = match p_value {
+        Some(p) => p < threshold,
+        None => statistic >= threshold,
+    };
+    DriftRow {
+        column: r.name.clone(),
+        column_type: column_type.to_string(),
+        method: method.name().to_string(),
+        statistic,
+        p_value,
+        threshold,
+        drift_detected,
+        reference_count: r.count,
+        current_count: c.count,
+        reference_null_rate: r.null_rate(),
+        current_null_rate: c.null_rate(),
+    }
+}
