@@ -1,4 +1,9 @@
-//! The S3 store against a real S3-compatible server, through the `Storage` trait.
+//! The S3 store against a real S3-compatible server, through the `Storage` trait; and, in
+//! `pipeline`, whole jobs on S3 through the real binary.
+
+// A submodule, so that `cargo test --test it s3::` (`make s3-test`) runs it too.
+#[path = "s3_pipeline.rs"]
+mod pipeline;
 
 use std::io::Write;
 use std::thread;
