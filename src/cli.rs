@@ -19,7 +19,7 @@ use crate::storage::{Stores, Uri};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log more: -v for debug, -vv for trace; errors show their whole chain.
+    /// Log more (-v info, -vv debug, -vvv trace); errors show their whole chain.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Log format on stderr.
@@ -46,6 +46,35 @@ pub enum Command {
     /// Train, list and inspect model versions in the registry.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Read drift reports: one date as a table (or an HTML page), or the trend over dates.
+    #[command(subcommand)]
+    Drift(DriftCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriftCommand {
+    /// The drift report of one run: every column's method, statistic and verdict.
+    Show {
+        /// Name of the job.
+        job: String,
+        /// Logical date (default: the latest date with a report).
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// Also write a self-contained HTML page with the distributions overlaid.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Folder of job files.
+        #[arg(long, default_value = "jobs")]
+        jobs: PathBuf,
+    },
+    /// How each column's drift statistic moved over all dates with a report.
+    History {
+        /// Name of the job.
+        job: String,
+        /// Folder of job files.
+        #[arg(long, default_value = "jobs")]
+        jobs: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +180,13 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             list_models(name.as_deref(), &registry)
         }
         Command::Model(ModelCommand::Show { model, registry }) => show_model(&model, &registry),
+        Command::Drift(DriftCommand::Show {
+            job,
+            date,
+            html,
+            jobs,
+        }) => drift_show(&job, date, html.as_deref(), &jobs),
+        Command::Drift(DriftCommand::History { job, jobs }) => drift_history(&job, &jobs),
     }
 }
 
@@ -230,6 +266,23 @@ pub fn print_summary(r: &RunRecord) {
         println!(
             "  unknown categories{:>12}  (encoded as all zeros)",
             c.unknown_categories
+        );
+    }
+    if let Some(d) = &r.drift {
+        let columns = if d.drifted_columns.is_empty() {
+            "no column".to_string()
+        } else {
+            d.drifted_columns.join(", ")
+        };
+        println!(
+            "  drift             {columns}; dataset drift {} ({:.0}% of columns); prediction drift {}",
+            if d.drift_detected { "DETECTED" } else { "no" },
+            d.share_of_drifted_columns * 100.0,
+            match d.prediction_drift {
+                Some(true) => "DETECTED",
+                Some(false) => "no",
+                None => "n/a",
+            }
         );
     }
     println!(
@@ -411,6 +464,199 @@ fn show_model(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
             }
         };
         println!("  {:<24} {detail}", f.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reports_for(job: &str, jobs: &PathBuf) -> Result<(Config, Stores, crate::storage::Location)> {
+    let cfg = load_config(jobs)?;
+    cfg.job(job)?;
+    let stores = Stores::new(&cfg.settings)?;
+    let reports = stores.locate(&cfg.settings.reports)?;
+    Ok((cfg, stores, reports))
+}
+
+fn drift_show(
+    job: &str,
+    date: Option<NaiveDate>,
+    html: Option<&std::path::Path>,
+    jobs: &PathBuf,
+) -> Result<ExitCode> {
+    use crate::drift::{history, report};
+    use polars::prelude::DataType;
+
+    let (cfg, stores, reports) = reports_for(job, jobs)?;
+    let all = history::load(&reports, job)?;
+    let dates = history::dates(&all)?;
+    let date = match date {
+        Some(d) if dates.contains(&d) => d,
+        Some(d) => bail!(
+            "no drift report for {job} on {d}; reports exist for {}",
+            dates
+                .iter()
+                .map(NaiveDate::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => *dates.last().expect("load found at least one report"),
+    };
+    let df = history::for_date(&all, date)?;
+    let s = |name: &str| {
+        df.column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map(|c| c.str().expect("cast to string").clone())
+    };
+    let f = |name: &str| {
+        df.column(name)
+            .and_then(|c| c.cast(&DataType::Float64))
+            .map(|c| c.f64().expect("cast to f64").clone())
+    };
+    let (column, ctype, method, run_id, model, version) = (
+        s("column")?,
+        s("column_type")?,
+        s("method")?,
+        s("run_id")?,
+        s("model_name")?,
+        s("model_version")?,
+    );
+    let (stat, p, threshold, rnull, cnull) = (
+        f("statistic")?,
+        f("p_value")?,
+        f("threshold")?,
+        f("reference_null_rate")?,
+        f("current_null_rate")?,
+    );
+    let drift = df.column("drift_detected")?.bool()?.clone();
+    println!(
+        "drift report: {job} {date} (run {}, model {}@{})",
+        run_id.get(0).unwrap_or("-"),
+        model.get(0).unwrap_or("-"),
+        version.get(0).unwrap_or("-")
+    );
+    println!(
+        "{:<20} {:<12} {:<14} {:>11} {:>11} {:>10}  {:<6} NULLS REF -> CUR",
+        "COLUMN", "TYPE", "METHOD", "STATISTIC", "P-VALUE", "THRESHOLD", "DRIFT"
+    );
+    let num = |x: Option<f64>| match x {
+        Some(v) if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) => format!("{v:.3e}"),
+        Some(v) => format!("{v:.4}"),
+        None => "-".into(),
+    };
+    let mut verdict = String::new();
+    for i in 0..df.height() {
+        let name = column.get(i).unwrap_or("");
+        let detected = drift.get(i).unwrap_or(false);
+        if name == crate::drift::DATASET_ROW {
+            verdict = format!(
+                "dataset drift: {} ({:.0}% of columns drifted; threshold {:.0}%)",
+                if detected { "DETECTED" } else { "not detected" },
+                stat.get(i).unwrap_or(0.0) * 100.0,
+                threshold.get(i).unwrap_or(0.0) * 100.0
+            );
+            continue;
+        }
+        println!(
+            "{:<20} {:<12} {:<14} {:>11} {:>11} {:>10}  {:<6} {:.2}% -> {:.2}%",
+            name,
+            ctype.get(i).unwrap_or(""),
+            method.get(i).unwrap_or(""),
+            num(stat.get(i)),
+            num(p.get(i)),
+            num(threshold.get(i)),
+            if detected { "YES" } else { "no" },
+            rnull.get(i).unwrap_or(0.0) * 100.0,
+            cnull.get(i).unwrap_or(0.0) * 100.0
+        );
+    }
+    println!("{verdict}");
+
+    if let Some(path) = html {
+        let job_spec = cfg.job(job)?;
+        let registry = Registry::new(stores.locate(job_spec.registry(&cfg.settings))?);
+        let model_ref = ModelRef {
+            name: model.get(0).unwrap_or_default().to_string(),
+            version: version
+                .get(0)
+                .unwrap_or("0")
+                .parse()
+                .context("model version in the report")?,
+        };
+        let manifest = registry.manifest(&model_ref)?;
+        let reference = registry
+            .profile(&manifest)?
+            .context("the model version has no reference profile")?;
+        let loc = report::profile_location(&reports, job, date);
+        let current: crate::drift::profile::DatasetProfile =
+            serde_json::from_slice(&loc.store.get(&loc.key)?)
+                .with_context(|| format!("reading {}", loc.uri()))?;
+        let rows = crate::drift::report::rows_of(&df)?;
+        let title = format!("Drift: {job} {date} (model {model_ref})");
+        std::fs::write(
+            path,
+            crate::drift::html::render(&title, &rows, &reference, &current),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drift_history(job: &str, jobs: &PathBuf) -> Result<ExitCode> {
+    use crate::drift::history;
+    use polars::prelude::DataType;
+
+    let (_, _, reports) = reports_for(job, jobs)?;
+    let all = history::load(&reports, job)?;
+    let dates = history::dates(&all)?;
+    let t = history::trend(&all)?;
+    let s = |name: &str| {
+        t.column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map(|c| c.str().expect("cast to string").clone())
+    };
+    let f = |name: &str| {
+        t.column(name)
+            .and_then(|c| c.cast(&DataType::Float64))
+            .map(|c| c.f64().expect("cast to f64").clone())
+    };
+    let (column, ctype, method, n, drifted) = (
+        s("column")?,
+        s("column_type")?,
+        s("method")?,
+        s("dates")?,
+        s("drifted")?,
+    );
+    let (first, last, max, change) = (f("first")?, f("last")?, f("max")?, f("change")?);
+    let values = t.column("values")?.list()?.clone();
+    println!(
+        "drift history: {job}, {} dates from {} to {}",
+        dates.len(),
+        dates.first().map(NaiveDate::to_string).unwrap_or_default(),
+        dates.last().map(NaiveDate::to_string).unwrap_or_default()
+    );
+    println!(
+        "{:<20} {:<12} {:<14} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9}  TREND",
+        "COLUMN", "TYPE", "METHOD", "DATES", "DRIFTED", "FIRST", "LAST", "MAX", "CHANGE"
+    );
+    for i in 0..t.height() {
+        let series: Vec<Option<f64>> = values
+            .get_as_series(i)
+            .and_then(|s| s.cast(&DataType::Float64).ok())
+            .map(|s| s.f64().expect("cast to f64").iter().collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<12} {:<14} {:>5} {:>7} {:>9.4} {:>9.4} {:>9.4} {:>+9.4}  {}",
+            column.get(i).unwrap_or(""),
+            ctype.get(i).unwrap_or(""),
+            method.get(i).unwrap_or(""),
+            n.get(i).unwrap_or(""),
+            drifted.get(i).unwrap_or(""),
+            first.get(i).unwrap_or(f64::NAN),
+            last.get(i).unwrap_or(f64::NAN),
+            max.get(i).unwrap_or(f64::NAN),
+            change.get(i).unwrap_or(f64::NAN),
+            history::sparkline(&series)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.verbose {
-        0 => "warn,nightshift=info",
-        1 => "info,nightshift=debug",
+        // Commands print what users need on stdout; logs are for -v and for the daemon.
+        0 => "warn",
+        1 => "warn,nightshift=info",
+        2 => "info,nightshift=debug",
         _ => "debug,nightshift=trace",
     };
     let filter =

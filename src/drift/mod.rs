@@ -5,6 +5,7 @@
 //! against scipy); this module picks a method per column as Evidently does and turns two
 //! profiles into report rows; `report` writes and reads the report Parquet; `html` draws it.
 
+pub mod history;
 pub mod html;
 pub mod profile;
 pub mod report;

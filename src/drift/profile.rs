@@ -104,6 +104,8 @@ pub struct ColumnPlan {
     pub edges: Option<Vec<f64>>,
     /// Values to count exactly (the reference's); `None` tracks the first ones seen.
     pub known_values: Option<Vec<String>>,
+    /// Whether to count values at all (not for numeric columns with many distinct values).
+    pub count_values: bool,
 }
 
 impl ColumnPlan {
@@ -114,6 +116,8 @@ impl ColumnPlan {
             kind: reference.kind,
             edges: reference.histogram.as_ref().map(|h| h.edges.clone()),
             known_values: Some(reference.values.counts.keys().cloned().collect()),
+            count_values: reference.kind == FeatureKind::Categorical
+                || !reference.values.overflowed,
         }
     }
 }
@@ -161,6 +165,8 @@ struct ColumnBuilder {
     max: f64,
     hist: Vec<u64>,
     values: ValueCounts,
+    /// Numeric value counts by bit pattern (cheap in the hot loop; named at the end).
+    numbers: BTreeMap<u64, u64>,
     sample: BottomK,
 }
 
@@ -168,8 +174,20 @@ impl ColumnBuilder {
     fn new(plan: ColumnPlan) -> Self {
         let bins = plan.edges.as_ref().map_or(0, |e| e.len().saturating_sub(1));
         let mut values = ValueCounts::default();
+        let mut numbers = BTreeMap::new();
         if let Some(known) = &plan.known_values {
-            values.counts = known.iter().map(|k| (k.clone(), 0)).collect();
+            match plan.kind {
+                FeatureKind::Categorical => {
+                    values.counts = known.iter().map(|k| (k.clone(), 0)).collect()
+                }
+                FeatureKind::Numeric => {
+                    numbers = known
+                        .iter()
+                        .filter_map(|k| k.parse::<f64>().ok())
+                        .map(|v| (v.to_bits(), 0))
+                        .collect()
+                }
+            }
         }
         Self {
             plan,
@@ -181,7 +199,22 @@ impl ColumnBuilder {
             max: f64::NEG_INFINITY,
             hist: vec![0; bins],
             values,
+            numbers,
             sample: BottomK::default(),
+        }
+    }
+
+    fn count_number(&mut self, v: f64) {
+        let bits = v.to_bits();
+        if let Some(c) = self.numbers.get_mut(&bits) {
+            *c += 1;
+        } else if self.plan.known_values.is_none() && self.numbers.len() < MAX_DISTINCT_NUMBERS {
+            self.numbers.insert(bits, 1);
+        } else {
+            self.values.other += 1;
+            if self.plan.known_values.is_none() {
+                self.values.overflowed = true;
+            }
         }
     }
 
@@ -211,7 +244,9 @@ impl ColumnBuilder {
         if let Some(edges) = &self.plan.edges {
             self.hist[bin(edges, v)] += 1;
         }
-        self.count_value(&number_key(v));
+        if self.plan.count_values && !self.values.overflowed {
+            self.count_number(v);
+        }
         self.sample.offer(priority, v);
     }
 
@@ -237,12 +272,39 @@ impl ColumnBuilder {
                 }
             }
         }
+        for (k, c) in o.numbers {
+            if c == 0 {
+                continue;
+            }
+            let room =
+                self.plan.known_values.is_none() && self.numbers.len() < MAX_DISTINCT_NUMBERS;
+            match self.numbers.get_mut(&k) {
+                Some(n) => *n += c,
+                None if room => {
+                    self.numbers.insert(k, c);
+                }
+                None => {
+                    self.values.other += c;
+                    self.values.overflowed |= self.plan.known_values.is_none();
+                }
+            }
+        }
         self.values.other += o.values.other;
         self.values.overflowed |= o.values.overflowed;
         self.sample.merge(o.sample);
     }
 
-    fn finish(self) -> ColumnProfile {
+    fn finish(mut self) -> ColumnProfile {
+        if self.plan.kind == FeatureKind::Numeric {
+            if self.values.overflowed && self.plan.known_values.is_none() {
+                self.numbers.clear();
+            }
+            self.values.counts = self
+                .numbers
+                .iter()
+                .map(|(&k, &c)| (number_key(f64::from_bits(k)), c))
+                .collect();
+        }
         let sample = self.sample.sorted_values();
         let numeric = self.plan.kind == FeatureKind::Numeric && self.count > 0;
         let n = self.count as f64;
@@ -487,6 +549,7 @@ mod tests {
                 kind: FeatureKind::Numeric,
                 edges: Some(vec![-1.0, 0.0, 1.0]),
                 known_values: None,
+                count_values: true,
             }]
         };
         let whole = {
@@ -520,6 +583,7 @@ mod tests {
             kind: FeatureKind::Categorical,
             edges: None,
             known_values: Some(vec!["a".into(), "b".into()]),
+            count_values: true,
         };
         let mut b = ProfileBuilder::new(vec![plan], None);
         let arr: ArrayRef = Arc::new(StringArray::from(vec![

@@ -137,3 +137,48 @@ pub fn write(reports: &Location, ctx: &ReportContext, rows: &[DriftRow]) -> Resu
         .with_context(|| format!("writing drift report {}", loc.uri()))?;
     Ok(loc)
 }
+
+/// Report rows back from a data frame of one date (for the HTML page).
+pub fn rows_of(df: &polars::prelude::DataFrame) -> Result<Vec<DriftRow>> {
+    use polars::prelude::DataType as P;
+    let s = |name: &str| -> Result<Vec<String>> {
+        let c = df.column(name)?.cast(&P::String)?;
+        Ok(c.str()?
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    };
+    let f = |name: &str| -> Result<Vec<Option<f64>>> {
+        let c = df.column(name)?.cast(&P::Float64)?;
+        Ok(c.f64()?.iter().collect())
+    };
+    let (column, column_type, method) = (s("column")?, s("column_type")?, s("method")?);
+    let (statistic, p_value, threshold) = (f("statistic")?, f("p_value")?, f("threshold")?);
+    let (rc, cc, rn, cn) = (
+        f("reference_count")?,
+        f("current_count")?,
+        f("reference_null_rate")?,
+        f("current_null_rate")?,
+    );
+    let drift: Vec<bool> = df
+        .column("drift_detected")?
+        .bool()?
+        .iter()
+        .map(|b| b.unwrap_or(false))
+        .collect();
+    Ok((0..df.height())
+        .map(|i| DriftRow {
+            column: column[i].clone(),
+            column_type: column_type[i].clone(),
+            method: method[i].clone(),
+            statistic: statistic[i].unwrap_or(f64::NAN),
+            p_value: p_value[i],
+            threshold: threshold[i].unwrap_or(f64::NAN),
+            drift_detected: drift[i],
+            reference_count: rc[i].unwrap_or(0.0) as u64,
+            current_count: cc[i].unwrap_or(0.0) as u64,
+            reference_null_rate: rn[i].unwrap_or(0.0),
+            current_null_rate: cn[i].unwrap_or(0.0),
+        })
+        .collect())
+}

@@ -267,6 +267,7 @@ fn reference_profile(
         kind,
         edges,
         known_values: None,
+        count_values: true,
     };
     let build = |edges: &dyn Fn(&str) -> Option<Vec<f64>>| -> Result<DatasetProfile> {
         let mut b = ProfileBuilder::new(
