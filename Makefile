@@ -35,6 +35,13 @@ test:
 		$(MAKE) --no-print-directory s3-server-stop; exit $$status; \
 	fi
 
+# Performance: nightshift and the peer pipelines of ../shared/bench side by side, one run,
+# medians and ratios. Installs the peers' Python packages if missing. Several minutes.
+bench: $(NIGHTSHIFT)
+	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas' 2>/dev/null || \
+		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas
+	python3 benches/bench.py $(BENCH_ARGS)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, ModelRef, Settings};
+use crate::config::{self, Config, ModelRef};
 use crate::model::{self, Algorithm, Hyperparameters, ModelManifest, Registry, TrainRequest};
 use crate::record::RunRecord;
 use crate::run::{run_job, RunOptions};
@@ -295,42 +295,25 @@ pub fn print_summary(r: &RunRecord) {
     }
 }
 
-fn registry(args: &RegistryArgs) -> Result<(Registry, Settings)> {
-    let settings = if args.jobs.join(config::SETTINGS_FILE).exists() {
-        load_config(&args.jobs).map(|c| c.settings).or_else(|e| {
-            // A model can be trained before any job file exists.
-            if args
-                .jobs
-                .read_dir()
-                .map(|mut d| {
-                    d.any(|e| {
-                        e.is_ok_and(|e| {
-                            e.path().extension().is_some_and(|x| x == "toml")
-                                && e.file_name() != config::SETTINGS_FILE
-                        })
-                    })
-                })
-                .unwrap_or(false)
-            {
-                Err(e)
-            } else {
-                Ok(Settings::default())
-            }
-        })?
-    } else {
-        Settings::default()
-    };
+/// The registry a model command works on, and the stores to reach it (and the data) with.
+/// Only the shared settings are read: a model can be trained before any job file exists.
+fn registry(args: &RegistryArgs) -> Result<(Registry, Stores)> {
+    let settings = config::load_settings(&args.jobs).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid settings (run `nightshift validate {}`):\n{d}",
+            args.jobs.display()
+        )
+    })?;
     let uri = match &args.registry {
         Some(r) => Uri::parse(r)?,
         None => settings.registry.clone(),
     };
     let stores = Stores::new(&settings)?;
-    Ok((Registry::new(stores.locate(&uri)?), settings))
+    Ok((Registry::new(stores.locate(&uri)?), stores))
 }
 
 fn train(args: &TrainArgs) -> Result<ExitCode> {
-    let (registry, settings) = registry(&args.registry)?;
-    let stores = Stores::new(&settings)?;
+    let (registry, stores) = registry(&args.registry)?;
     if !(0.0..1.0).contains(&args.holdout) {
         bail!("--holdout must be at least 0 and below 1");
     }

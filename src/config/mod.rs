@@ -70,18 +70,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
 
     let settings = match settings {
         None => Settings::default(),
-        Some(path) => match std::fs::read_to_string(&path) {
-            Ok(src) => {
-                let mut rep = Reporter::new(&path, &src);
-                let s = read_settings(&mut rep, &src);
-                diagnostics.extend(rep.diagnostics);
-                s.unwrap_or_default()
-            }
-            Err(e) => {
-                diagnostics.push(io_diag(&path, &e));
-                Settings::default()
-            }
-        },
+        Some(path) => {
+            let (settings, diags) = read_settings_file(&path);
+            diagnostics.extend(diags);
+            settings
+        }
     };
 
     let mut jobs: Vec<JobSpec> = Vec::new();
@@ -126,6 +119,29 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
         Ok(Config { settings, jobs })
     } else {
         Err(Diagnostics(diagnostics))
+    }
+}
+
+/// The shared settings of a jobs folder alone (defaults when it has no settings file).
+pub fn load_settings(dir: &Path) -> Result<Settings, Diagnostics> {
+    let path = dir.join(SETTINGS_FILE);
+    if !path.exists() {
+        return Ok(Settings::default());
+    }
+    match read_settings_file(&path) {
+        (settings, diags) if diags.is_empty() => Ok(settings),
+        (_, diags) => Err(Diagnostics(diags)),
+    }
+}
+
+fn read_settings_file(path: &Path) -> (Settings, Vec<Diagnostic>) {
+    match std::fs::read_to_string(path) {
+        Ok(src) => {
+            let mut rep = Reporter::new(path, &src);
+            let settings = read_settings(&mut rep, &src).unwrap_or_default();
+            (settings, rep.diagnostics)
+        }
+        Err(e) => (Settings::default(), vec![io_diag(path, &e)]),
     }
 }
 
