@@ -5,7 +5,8 @@
 //! bounded by one row group's projected columns per worker, whatever the object's size.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
@@ -52,7 +53,7 @@ impl ParquetObject {
         let guess = size.min(FOOTER_GUESS);
         let tail = loc
             .store
-            .get_ranges(&loc.key, &[size - guess..size])?
+            .get_ranges(&loc.key, std::slice::from_ref(&(size - guess..size)))?
             .remove(0);
         let n = tail.len();
         if &tail[n - 4..] != b"PAR1" {
@@ -69,7 +70,7 @@ impl ParquetObject {
             let start = size - 8 - metadata_len;
             let buf = loc
                 .store
-                .get_ranges(&loc.key, &[start..size - 8])?
+                .get_ranges(&loc.key, std::slice::from_ref(&(start..size - 8)))?
                 .remove(0);
             ParquetMetaDataReader::decode_metadata(&buf)
         }
@@ -82,6 +83,36 @@ impl ParquetObject {
             meta,
             reader_meta,
         })
+    }
+
+    /// Reads the footers of many objects under one store, several at a time (on S3 each is a
+    /// round trip), in the order given.
+    pub fn open_all(store_of: &Location, metas: &[ObjectMeta]) -> Result<Vec<Self>> {
+        const IN_FLIGHT: usize = 16;
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<Self>>>> =
+            metas.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..IN_FLIGHT.min(metas.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(meta) = metas.get(i) else { break };
+                    let loc = Location {
+                        store: store_of.store.clone(),
+                        key: meta.key.clone(),
+                    };
+                    *slots[i].lock().expect("slot lock") = Some(Self::open(loc, meta.clone()));
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .expect("slot lock")
+                    .expect("every slot is filled")
+            })
+            .collect()
     }
 
     pub fn uri(&self) -> Uri {
@@ -253,10 +284,7 @@ pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
             return Ok(vec![meta]);
         }
     }
-    let all = loc
-        .store
-        .list(&loc.key)
-        .with_context(|| format!("listing {}", loc.uri()))?;
+    let all = loc.store.list(&loc.key)?;
     Ok(all
         .into_iter()
         .filter(|o| is_data_file(loc.relative(&o.key)))

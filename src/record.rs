@@ -142,7 +142,7 @@ impl RunHistory {
                 .with_context(|| format!("reading run record {}", dir.store.uri(&o.key)))?;
             out.push(rec);
         }
-        out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        out.sort_by_key(|r| r.started_at);
         Ok(out)
     }
 }

@@ -182,6 +182,13 @@ struct Run<'a> {
     reports: Location,
 }
 
+/// What the writer collected: the outputs, the counts, and the merged profile.
+struct Written {
+    files: Vec<OutputFile>,
+    counts: Counts,
+    profile: Option<ProfileBuilder>,
+}
+
 /// One row group of one input object, with the row number it starts at.
 struct Unit {
     object: usize,
@@ -202,14 +209,9 @@ impl Run<'_> {
         let plan = self.plan;
         let job = self.job;
         // Read every footer and check every schema before writing anything.
-        let mut objects = Vec::with_capacity(plan.objects.len());
-        let mut scorers = Vec::with_capacity(plan.objects.len());
-        for meta in &plan.objects {
-            let loc = Location {
-                store: plan.input.store.clone(),
-                key: meta.key.clone(),
-            };
-            let obj = ParquetObject::open(loc, meta.clone())?;
+        let objects = ParquetObject::open_all(&plan.input, &plan.objects)?;
+        let mut scorers = Vec::with_capacity(objects.len());
+        for obj in &objects {
             check_schema(
                 obj.schema(),
                 &self.model.manifest.signature,
@@ -224,7 +226,6 @@ impl Run<'_> {
                 self.started_at,
                 job.run.on_bad_rows,
             )?);
-            objects.push(obj);
         }
 
         // From here on the date's outputs change: without the marker, readers know the set is
@@ -266,11 +267,7 @@ impl Run<'_> {
         let cancelled = AtomicBool::new(false);
         let span = tracing::Span::current();
 
-        let mut files = Vec::with_capacity(objects.len());
-        let mut counts = Counts::default();
-        let mut profile: Option<ProfileBuilder> =
-            self.reference.as_ref().map(ProfileBuilder::against);
-        std::thread::scope(|scope| -> Result<()> {
+        let written = std::thread::scope(|scope| -> Result<Written> {
             for _ in 0..threads.min(units.len()) {
                 scope.spawn(|| {
                     let _entered = span.enter();
@@ -306,20 +303,17 @@ impl Run<'_> {
                     }
                 });
             }
-            let result = self.write_outputs(
-                &objects,
-                &scorers,
-                &units,
-                receivers,
-                &mut files,
-                &mut counts,
-                &mut profile,
-            );
+            let result = self.write_outputs(&objects, &scorers, &units, receivers);
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
             }
             result
         })?;
+        let Written {
+            files,
+            counts,
+            profile,
+        } = written;
 
         let bad = counts.bad_rows();
         if bad > 0 && bad as f64 > job.run.max_bad_rows_fraction * counts.rows_in as f64 {
@@ -381,10 +375,10 @@ impl Run<'_> {
         scorers: &[Scorer],
         units: &[Unit],
         receivers: Vec<Receiver<Message>>,
-        files: &mut Vec<OutputFile>,
-        counts: &mut Counts,
-        profile: &mut Option<ProfileBuilder>,
-    ) -> Result<()> {
+    ) -> Result<Written> {
+        let mut files = Vec::with_capacity(objects.len());
+        let mut counts = Counts::default();
+        let mut profile = self.reference.as_ref().map(ProfileBuilder::against);
         let mut receivers = units.iter().zip(receivers).peekable();
         for (i, obj) in objects.iter().enumerate() {
             let name = output_name(&self.plan.input, &obj.meta.key);
@@ -432,7 +426,11 @@ impl Run<'_> {
                 rows_quarantined: file_counts.rows_quarantined,
             });
         }
-        Ok(())
+        Ok(Written {
+            files,
+            counts,
+            profile,
+        })
     }
 
     /// Compares the run's data with the training data, writes the report (and the current

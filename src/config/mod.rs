@@ -525,7 +525,7 @@ fn read_method(rep: &mut Reporter, t: &mut Table<'_>, kind: Option<FeatureKind>)
     }
     let threshold = t.optional::<f64>(rep, "threshold");
     if let Some(th) = &threshold {
-        if !(th.value > 0.0) {
+        if th.value.is_nan() || th.value <= 0.0 {
             rep.error(th.span.clone(), "threshold must be positive");
         }
     }

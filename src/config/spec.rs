@@ -55,7 +55,7 @@ impl DateRule {
             _ => {
                 let n = s.strip_suffix('d')?;
                 let n: i64 = n.parse().ok()?;
-                if n > 0 || n < -3660 {
+                if !(-3660..=0).contains(&n) {
                     return None;
                 }
                 n

@@ -477,7 +477,7 @@ impl ProfileBuilder {
 /// `bins="sturges"`), uniform over the reference's range.
 pub fn reference_edges(min: f64, max: f64, n: u64) -> Vec<f64> {
     let bins = ((n.max(1) as f64).log2().ceil() as usize + 1).clamp(2, 64);
-    if !(max > min) {
+    if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
         return vec![min - 0.5, min + 0.5];
     }
     (0..=bins)

@@ -165,7 +165,7 @@ impl Estimator {
                         let forest = EnsembleLearnerParams::new_fixed_rng(tree(), rng)
                             .ensemble_size(hp.trees)
                             .bootstrap_proportion(1.0)
-                            .feature_proportion((features.sqrt() / features).max(0.5).min(1.0))
+                            .feature_proportion((features.sqrt() / features).clamp(0.5, 1.0))
                             .fit(&ds)?;
                         Self::RandomForest {
                             trees: forest.models,

@@ -129,8 +129,7 @@ impl Registry {
         let dir = self.root.join(name);
         let mut versions: Vec<u32> = dir
             .store
-            .list(&dir.key)
-            .with_context(|| format!("listing {}", dir.uri()))?
+            .list(&dir.key)?
             .iter()
             .filter_map(|o| {
                 let rel = dir.relative(&o.key);

@@ -85,12 +85,12 @@ fn expected_scores(env: &Env, input: &Path) -> HashMap<i64, f64> {
                 .map(|c| c.as_str().unwrap())
                 .collect();
             let s = col.as_string::<i32>();
-            for i in 0..s.len() {
+            for (i, zi) in z.iter_mut().enumerate() {
                 if let Some(j) = cats
                     .iter()
                     .position(|c| Some(*c) == s.is_valid(i).then(|| s.value(i)))
                 {
-                    z[i] += w[k + j];
+                    *zi += w[k + j];
                 }
             }
             k += cats.len();
