@@ -87,7 +87,18 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
         r##"<line x1="{pad}" y1="{h}" x2="{}" y2="{h}" stroke="#888"/>"##,
         w - pad
     );
-    if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
+    if labels.len() <= 12 && !labels[0].contains(" to ") {
+        // Categories: every bar gets its name.
+        for (i, label) in labels.iter().enumerate() {
+            let x = pad + (i as f64 + 0.5) * bw;
+            let _ = write!(
+                s,
+                r##"<text x="{x:.1}" y="{}" font-size="11" fill="#555" text-anchor="middle">{}</text>"##,
+                h + 16.0,
+                esc(label)
+            );
+        }
+    } else if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
         let _ = write!(
             s,
             r##"<text x="{pad}" y="{}" font-size="11" fill="#555">{}</text>"##,
