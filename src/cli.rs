@@ -46,6 +46,24 @@ pub enum Command {
     /// Train, list and inspect model versions in the registry.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run every job on its schedule, with an HTTP API for health, metrics, runs and scores.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Folder of job files (its nightshift.toml holds shared settings); followed for edits.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+    /// Address of the HTTP API. Keep it on loopback unless something in front guards it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Worker threads per run (default: each job's `run.threads`, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rows per record batch (default: each job's `run.batch_rows`).
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +169,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             list_models(name.as_deref(), &registry)
         }
         Command::Model(ModelCommand::Show { model, registry }) => show_model(&model, &registry),
+        Command::Daemon(args) => daemon(args),
     }
 }
 
@@ -187,6 +206,20 @@ fn load_config(jobs: &PathBuf) -> Result<Config> {
     })
 }
 
+fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    let cfg = load_config(&args.jobs)?;
+    crate::daemon::run(
+        cfg,
+        crate::daemon::DaemonOptions {
+            jobs: args.jobs,
+            listen: args.listen,
+            threads: args.threads,
+            batch_rows: args.batch_rows,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
@@ -194,6 +227,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
     let opts = RunOptions {
         threads: args.threads,
         batch_rows: args.batch_rows,
+        cancel: None,
     };
     match run_job(job, args.date, &cfg.settings, &stores, &opts) {
         Ok(record) => {

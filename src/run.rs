@@ -32,7 +32,28 @@ use crate::write::{output_name, ParquetOutput};
 pub struct RunOptions {
     pub threads: Option<usize>,
     pub batch_rows: Option<usize>,
+    /// Set to abort the run (the daemon's shutdown): it stops between batches, removes its
+    /// outputs like any failed run, and is recorded as aborted.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancelled() {
+            return Err(Aborted.into());
+        }
+        Ok(())
+    }
+}
+
+/// The error of a run stopped through [`RunOptions::cancel`].
+#[derive(Debug, thiserror::Error)]
+#[error("the run was aborted before it finished (the daemon is shutting down)")]
+pub struct Aborted;
 
 /// A failed run: the record that was written for it, and the error.
 #[derive(Debug)]
@@ -88,6 +109,7 @@ pub fn run_job(
         error: None,
     };
     let outcome = (|| {
+        opts.check_cancelled()?;
         let plan = PartitionPlan::resolve(job, date, stores)?;
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
@@ -117,6 +139,9 @@ pub fn run_job(
             None
         }
         Err(e) => {
+            if e.is::<Aborted>() {
+                record.status = RunStatus::Aborted;
+            }
             record.error = Some(format!("{e:#}"));
             Some(e)
         }
@@ -144,7 +169,11 @@ pub fn run_job(
                 warn!(error = %format!("{e:#}"), "Could not write the record of a failed run.");
             }
             let error = error.expect("checked above");
-            warn!(error = %format!("{error:#}"), "Run failed.");
+            if record.status == RunStatus::Aborted {
+                warn!("Run aborted; its outputs were removed.");
+            } else {
+                warn!(error = %format!("{error:#}"), "Run failed.");
+            }
             Err(Box::new(RunFailed { record, error }))
         }
     }
@@ -247,7 +276,10 @@ impl Run<'_> {
                     // running or done: workers blocked on a full channel cannot starve it.
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= units.len() || cancelled.load(Ordering::SeqCst) {
+                        if i >= units.len()
+                            || cancelled.load(Ordering::SeqCst)
+                            || self.opts.cancelled()
+                        {
                             break;
                         }
                         let tx = senders[i]
@@ -347,6 +379,7 @@ impl Run<'_> {
             let mut file_counts = Counts::default();
             while let Some((_, rx)) = receivers.next_if(|(u, _)| u.object == i) {
                 for message in rx {
+                    self.opts.check_cancelled()?;
                     let scored = message?;
                     output.write(&scored.output)?;
                     if let Some(q) = &scored.quarantine {

@@ -2,6 +2,7 @@
 //!
 //! `validate`, `run` and the daemon all come through `load`, so they agree on what is valid.
 
+mod daemon;
 mod diag;
 mod file;
 mod spec;
@@ -9,6 +10,7 @@ mod spec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use daemon::{parse_duration, Concurrency, DaemonSettings, Scheduling};
 pub use diag::{Diagnostic, Diagnostics};
 pub use spec::*;
 
@@ -243,11 +245,13 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
         s3.max_attempts = t.optional(rep, "max_attempts").map(|v| v.value);
         t.finish(rep);
     }
+    let daemon = daemon::read_daemon_settings(rep, &mut root);
     root.finish(rep);
     Some(Settings {
         registry,
         state,
         s3,
+        daemon,
     })
 }
 
@@ -421,6 +425,7 @@ fn read_job(
         }
         t.finish(rep);
     }
+    let scheduling = daemon::read_scheduling(rep, &mut root);
     root.finish(rep);
 
     if rep.diagnostics.len() > errors_before {
@@ -439,12 +444,20 @@ fn read_job(
             output: output?,
             run,
             registry: registry_override,
+            scheduling,
         },
         name.span,
     ))
 }
 
 /// Standard 5-field cron (as crontab and Kubernetes take it), or 6 fields with seconds first.
+/// Day-of-month and day-of-week combine with OR, as in Vixie cron. The daemon fires with the
+/// `Cron` parsed here, so validation and firing cannot disagree.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
-    croner::Cron::new(expr).with_seconds_optional().parse()
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
 }

@@ -24,6 +24,8 @@ pub struct JobSpec {
     pub run: RunSpec,
     /// The job's own registry location, if it overrides the shared one.
     pub registry: Option<Uri>,
+    /// How the daemon schedules it: overlap policy, catch-up, retries.
+    pub scheduling: super::Scheduling,
 }
 
 impl JobSpec {
@@ -165,6 +167,8 @@ pub struct Settings {
     pub state: Uri,
     /// S3 client settings, for every `s3://` URI.
     pub s3: S3Settings,
+    /// The daemon's limits.
+    pub daemon: super::DaemonSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -182,6 +186,7 @@ impl Default for Settings {
             registry: Uri::parse(DEFAULT_REGISTRY).expect("default registry parses"),
             state: Uri::parse(DEFAULT_STATE).expect("default state parses"),
             s3: S3Settings::default(),
+            daemon: super::DaemonSettings::default(),
         }
     }
 }
