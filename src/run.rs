@@ -39,7 +39,9 @@ pub struct RunOptions {
 
 impl RunOptions {
     fn cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst))
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
     fn check_cancelled(&self) -> Result<()> {

@@ -90,11 +90,9 @@ async fn readyz(State(api): State<Api>) -> Response {
     })
     .await;
     match probe {
-        Ok(Ok(())) if jobs > 0 => (
-            StatusCode::OK,
-            Json(json!({ "ready": true, "jobs": jobs })),
-        )
-            .into_response(),
+        Ok(Ok(())) if jobs > 0 => {
+            (StatusCode::OK, Json(json!({ "ready": true, "jobs": jobs }))).into_response()
+        }
         Ok(Ok(())) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "ready": false, "reason": "no jobs loaded" })),
@@ -138,10 +136,7 @@ fn run_summary(r: &RunRecord) -> Value {
 
 /// Jobs as the API shows them, with their last runs from the run records.
 async fn describe(api: &Api, names: Vec<String>) -> Result<Vec<Value>, Response> {
-    let views: Vec<_> = names
-        .iter()
-        .filter_map(|n| api.scheduler.view(n))
-        .collect();
+    let views: Vec<_> = names.iter().filter_map(|n| api.scheduler.view(n)).collect();
     let stores = api.stores.clone();
     let state = api.settings.state.clone();
     let job_names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
@@ -162,7 +157,12 @@ async fn describe(api: &Api, names: Vec<String>) -> Result<Vec<Value>, Response>
         .zip(histories)
         .map(|(v, records)| {
             let mut obj = serde_json::to_value(&v).expect("views serialize");
-            let last: Vec<Value> = records.iter().rev().take(LAST_RUNS).map(run_summary).collect();
+            let last: Vec<Value> = records
+                .iter()
+                .rev()
+                .take(LAST_RUNS)
+                .map(run_summary)
+                .collect();
             obj["last_runs"] = Value::Array(last);
             obj
         })

@@ -82,10 +82,9 @@ impl Metrics {
             "Runs finished, by job and status (succeeded, failed, aborted)",
             runs.clone(),
         );
-        let run_duration =
-            Family::<JobLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
+        let run_duration = Family::<JobLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
         r.register(
             "nightshift_run_duration_seconds",
             "Wall time of finished runs",

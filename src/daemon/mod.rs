@@ -133,7 +133,9 @@ async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
         let jobs = cfg.jobs.clone();
         tokio::task::spawn_blocking(move || match st.locate(&state) {
             Ok(loc) => catch_up(&s, &m, &RunHistory::new(loc), &jobs),
-            Err(e) => warn!(error = %format!("{e:#}"), "Cannot read run records; nothing is caught up."),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "Cannot read run records; nothing is caught up.")
+            }
         })
         .await?;
     }
@@ -262,8 +264,9 @@ async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
     result
 }
 
-/// At start: each job's last success (for the metric) and the dates it missed.
-fn catch_up(scheduler: &Scheduler, metrics: &Metrics, history: &RunHistory, jobs: &[JobSpec]) {
+/// At start: each job's last success (for the metric) and the dates it missed, which the
+/// scheduler then runs (see [`timetable::missed_dates`]).
+pub fn catch_up(scheduler: &Scheduler, metrics: &Metrics, history: &RunHistory, jobs: &[JobSpec]) {
     let now = scheduler.now();
     for job in jobs {
         let records = match history.list(&job.name) {
@@ -281,8 +284,7 @@ fn catch_up(scheduler: &Scheduler, metrics: &Metrics, history: &RunHistory, jobs
         {
             metrics.last_success(&job.name, last);
         }
-        let dates =
-            timetable::missed_dates(job, &records, now, job.scheduling.catchup_limit);
+        let dates = timetable::missed_dates(job, &records, now, job.scheduling.catchup_limit);
         scheduler.catch_up(&job.name, &dates);
     }
 }

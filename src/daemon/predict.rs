@@ -120,7 +120,11 @@ pub fn rows_to_batch(model: &LoadedModel, body: &[u8]) -> Result<RecordBatch, Ba
             message: format!(
                 "{n} error(s) in the rows: {}{}",
                 errors[0],
-                if n > 1 { " (all listed in 'errors')" } else { "" }
+                if n > 1 {
+                    " (all listed in 'errors')"
+                } else {
+                    ""
+                }
             ),
             errors,
         });
@@ -226,7 +230,11 @@ pub enum ModelError {
 
 impl ModelCache {
     /// The version from the registry (blocking: call off the async runtime).
-    pub fn get(&self, registry: &Registry, model: &ModelRef) -> Result<Arc<LoadedModel>, ModelError> {
+    pub fn get(
+        &self,
+        registry: &Registry,
+        model: &ModelRef,
+    ) -> Result<Arc<LoadedModel>, ModelError> {
         let key = (model.name.clone(), model.version);
         if let Some(m) = self.models.lock().expect("model cache lock").get(&key) {
             return Ok(m.clone());

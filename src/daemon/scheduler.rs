@@ -57,6 +57,21 @@ pub enum Cause {
     Retry,
 }
 
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Schedule => "schedule",
+            Cause::Catchup => "catchup",
+            Cause::Manual => "manual",
+            Cause::Retry => "retry",
+        }
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
+}
+
 /// A run waiting to start.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pending {
@@ -134,7 +149,9 @@ impl Skip {
 
     fn message(self) -> &'static str {
         match self {
-            Skip::Overlap => "the job's previous run is still running or waiting (concurrency = \"forbid\")",
+            Skip::Overlap => {
+                "the job's previous run is still running or waiting (concurrency = \"forbid\")"
+            }
             Skip::Duplicate => "a run of the same date is already running or waiting",
         }
     }
@@ -262,7 +279,7 @@ impl Scheduler {
                             job = %name,
                             schedule = %js.spec.schedule.expression,
                             timezone = %js.spec.timezone,
-                            next_run = ?js.next_tick,
+                            next_run = %when(js.next_tick),
                             "Job schedule changed."
                         );
                     }
@@ -277,7 +294,7 @@ impl Scheduler {
                         job = %name,
                         schedule = %spec.schedule.expression,
                         timezone = %spec.timezone,
-                        next_run = ?next,
+                        next_run = %when(next),
                         "Job scheduled."
                     );
                     inner.metrics.next_run(&name, next);
@@ -568,12 +585,13 @@ impl Inner {
         st.running += 1;
         st.cancels.insert(id, cancel.clone());
         self.metrics.runs_active(st.running);
-        info!(job = %name, date = %p.date, attempt = p.attempt, cause = ?p.cause, "Run starting.");
+        info!(job = %name, date = %p.date, attempt = p.attempt, cause = p.cause.as_str(), "Run starting.");
         let inner = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name(format!("run-{name}"))
             .spawn(move || {
-                let span = info_span!("daemon_run", job = %spec.name, date = %p.date, attempt = p.attempt);
+                let span =
+                    info_span!("daemon_run", job = %spec.name, date = %p.date, attempt = p.attempt);
                 let _entered = span.enter();
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     inner.runner.run(&spec, p.date, cancel)
@@ -621,7 +639,7 @@ impl Inner {
                     warn!(job = %name, date = %p.date, run_id = %r.run_id, "Run aborted.");
                     false
                 } else {
-                    warn!(job = %name, date = %p.date, run_id = %r.run_id, attempt = p.attempt, error = %format!("{:#}", failed.error), "Run failed.");
+                    warn!(job = %name, date = %p.date, run_id = %r.run_id, attempt = p.attempt, error = %format!("{:#}", failed.error), "Run attempt failed.");
                     true
                 }
             }
