@@ -188,10 +188,11 @@ async fn job(State(api): State<Api>, Path(name): Path<String>) -> Response {
     }
 }
 
-/// Checks `Authorization: Bearer TOKEN` in constant time (digests of equal length compared).
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks `Authorization: Bearer TOKEN` in constant time (digests of equal length compared);
+/// the refusal, if any.
+fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &api.token_sha256 else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "triggering runs over HTTP is off: start the daemon with NIGHTSHIFT_API_TOKEN set to enable it",
         ));
@@ -203,7 +204,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
         .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
     let ok = given.is_some_and(|g| bool::from(g.ct_eq(expected)));
     if ok {
-        Ok(())
+        None
     } else {
         warn!("Refused a run request: missing or wrong bearer token.");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -211,7 +212,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        Err(r)
+        Some(r)
     }
 }
 
@@ -227,7 +228,7 @@ async fn trigger(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Some(r) = refuse(&api, &headers) {
         return r;
     }
     let Some(spec) = api.scheduler.spec(&name) else {
@@ -292,36 +293,36 @@ async fn predict(
         );
     };
     let model_ref = ModelRef { name, version };
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Value, Response> {
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Value, (StatusCode, Value)> {
+        let fail = |status, message: String| (status, json!({ "error": message }));
         let registry = api
             .stores
             .locate(&api.settings.registry)
             .map(Registry::new)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
         let model = api
             .models
             .get(&registry, &model_ref)
             .map_err(|e| match e {
-                ModelError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+                ModelError::NotFound(m) => fail(StatusCode::NOT_FOUND, m),
                 ModelError::Other(e) => {
                     error!(model = %model_ref, error = %format!("{e:#}"), "Could not load a model for online scoring.");
-                    error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot load model {model_ref}: {e:#}"))
+                    fail(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot load model {model_ref}: {e:#}"))
                 }
             })?;
         let batch = predict::rows_to_batch(&model, &body).map_err(|e| {
             (
                 StatusCode::BAD_REQUEST,
-                Json(json!({ "error": e.message, "errors": e.errors })),
+                json!({ "error": e.message, "errors": e.errors }),
             )
-                .into_response()
         })?;
         predict::score(model, &batch)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot score the rows: {e:#}")))
+            .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("cannot score the rows: {e:#}")))
     })
     .await;
     match outcome {
         Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(r)) => r,
+        Ok(Err((status, body))) => (status, Json(body)).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

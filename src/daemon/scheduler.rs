@@ -526,7 +526,7 @@ fn view(js: &JobState) -> JobView {
 
 /// How a run thread ended.
 enum Outcome {
-    Finished(Result<RunRecord, Box<RunFailed>>),
+    Finished(Box<Result<RunRecord, Box<RunFailed>>>),
     Panicked(String),
 }
 
@@ -597,7 +597,7 @@ impl Inner {
                     inner.runner.run(&spec, p.date, cancel)
                 }));
                 let outcome = match outcome {
-                    Ok(r) => Outcome::Finished(r),
+                    Ok(r) => Outcome::Finished(Box::new(r)),
                     Err(panic) => Outcome::Panicked(
                         panic
                             .downcast_ref::<String>()
@@ -627,12 +627,14 @@ impl Inner {
         let stopping = st.stopping;
         let name = spec.name.as_str();
         let failed_attempt = match outcome {
-            Outcome::Finished(Ok(record)) => {
+            Outcome::Finished(r) if r.is_ok() => {
+                let record = r.expect("checked");
                 self.metrics.run_finished(&record);
                 info!(job = %name, date = %p.date, run_id = %record.run_id, attempt = p.attempt, seconds = record.seconds, "Run succeeded.");
                 false
             }
-            Outcome::Finished(Err(failed)) => {
+            Outcome::Finished(r) => {
+                let failed = r.expect_err("checked");
                 self.metrics.run_finished(&failed.record);
                 let r = &failed.record;
                 if r.status == RunStatus::Aborted {
