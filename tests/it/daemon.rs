@@ -1166,3 +1166,27 @@ fn sigterm_during_a_run_aborts_it_leaving_no_partial_output_and_exits_0() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Validation of the daemon's fields: what users read.
+
+#[test]
+fn daemon_fields_are_validated_with_the_others() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = crate::util::nightshift_in(
+        repo,
+        &["validate", "tests/data/bad_jobs/bad_daemon_fields.toml"],
+    );
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!("bad_daemon_fields", out.stdout);
+
+    let env = Env::new();
+    env.write(
+        "jobs/nightshift.toml",
+        "max_concurrent_runs = 0\nshutdown_grace = \"soon\"\n",
+    );
+    quiet_job(&env, "churn", &fixture_input(), "");
+    let out = env.run(&["validate", "jobs"]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!("bad_daemon_settings", out.stdout);
+}
