@@ -53,7 +53,8 @@ impl JobsFolder {
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "toml") {
-                    let m = e.metadata().ok();
+                    // Following symlinks: a Kubernetes ConfigMap swaps their targets.
+                    let m = std::fs::metadata(&p).ok();
                     out.push((
                         p,
                         m.as_ref().and_then(|m| m.modified().ok()),
