@@ -566,6 +566,12 @@ fn reload_picks_up_edits_and_survives_a_broken_file() {
     reload(&mut folder);
     assert_eq!(rig.sched.job_names(), ["a"]);
     assert_eq!(schedule("a").as_deref(), Some("0 6 * * *"));
+    // A folder emptied of job files (an unmounted volume?) is a mistake: the jobs stay.
+    std::fs::remove_file(jobs.join("a.toml")).unwrap();
+    let r = folder.reload();
+    assert!(r.errors.is_some());
+    rig.sched.set_jobs(r.jobs);
+    assert_eq!(rig.sched.job_names(), ["a"]);
     let text = rig.metrics.encode();
     assert!(
         text.contains("nightshift_config_reloads_total{outcome=\"ok\"} 3"),
