@@ -49,6 +49,8 @@ pub enum Command {
     /// Read drift reports: one date as a table (or an HTML page), or the trend over dates.
     #[command(subcommand)]
     Drift(DriftCommand),
+    /// Run every job on its schedule, with an HTTP API for health, metrics, runs and scores.
+    Daemon(DaemonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +77,22 @@ pub enum DriftCommand {
         #[arg(long, default_value = "jobs")]
         jobs: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Folder of job files (its nightshift.toml holds shared settings); followed for edits.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+    /// Address of the HTTP API. Keep it on loopback unless something in front guards it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Worker threads per run (default: each job's `run.threads`, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rows per record batch (default: each job's `run.batch_rows`).
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +205,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             jobs,
         }) => drift_show(&job, date, html.as_deref(), &jobs),
         Command::Drift(DriftCommand::History { job, jobs }) => drift_history(&job, &jobs),
+        Command::Daemon(args) => daemon(args),
     }
 }
 
@@ -223,6 +242,20 @@ fn load_config(jobs: &PathBuf) -> Result<Config> {
     })
 }
 
+fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    let cfg = load_config(&args.jobs)?;
+    crate::daemon::run(
+        cfg,
+        crate::daemon::DaemonOptions {
+            jobs: args.jobs,
+            listen: args.listen,
+            threads: args.threads,
+            batch_rows: args.batch_rows,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
@@ -230,6 +263,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
     let opts = RunOptions {
         threads: args.threads,
         batch_rows: args.batch_rows,
+        cancel: None,
     };
     match run_job(job, args.date, &cfg.settings, &stores, &opts) {
         Ok(record) => {

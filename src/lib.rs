@@ -4,10 +4,12 @@
 //! `config` (job files) -> `plan` (which objects for which date) -> `read` (Parquet batches)
 //! -> `score` (features -> model -> scores) -> `write` (atomic Parquet outputs)
 //! -> `record` (success manifest and run record). `run` drives the stages; `model` holds the
-//! registry and training; `storage` hides local files and S3 behind one interface.
+//! registry and training; `storage` hides local files and S3 behind one interface. `daemon`
+//! schedules runs and serves the HTTP API.
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod drift;
 pub mod model;
 pub mod plan;

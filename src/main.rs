@@ -4,15 +4,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use nightshift::cli::{execute, Cli, LogFormat};
+use nightshift::cli::{execute, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands print what users need on stdout, so they log only warnings unless asked; the
+    // daemon's log is its output.
+    let daemon = matches!(cli.command, Command::Daemon(_));
     let default_level = match cli.verbose {
-        // Commands print what users need on stdout; logs are for -v and for the daemon.
-        0 => "warn",
-        1 => "warn,nightshift=info",
+        0 if !daemon => "warn",
+        0 | 1 => "warn,nightshift=info",
         2 => "info,nightshift=debug",
         _ => "debug,nightshift=trace",
     };

@@ -70,6 +70,8 @@ pub struct RunManifest {
 pub enum RunStatus {
     Succeeded,
     Failed,
+    /// Stopped on purpose (the daemon shut down); its outputs were removed.
+    Aborted,
 }
 
 /// What every run records, successful or not.

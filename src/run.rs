@@ -38,7 +38,30 @@ use crate::write::{output_name, ParquetOutput};
 pub struct RunOptions {
     pub threads: Option<usize>,
     pub batch_rows: Option<usize>,
+    /// Set to abort the run (the daemon's shutdown): it stops between batches, removes its
+    /// outputs like any failed run, and is recorded as aborted.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancelled() {
+            return Err(Aborted.into());
+        }
+        Ok(())
+    }
+}
+
+/// The error of a run stopped through [`RunOptions::cancel`].
+#[derive(Debug, thiserror::Error)]
+#[error("the run was aborted before it finished (the daemon is shutting down)")]
+pub struct Aborted;
 
 /// A failed run: the record that was written for it, and the error.
 #[derive(Debug)]
@@ -95,6 +118,7 @@ pub fn run_job(
         error: None,
     };
     let outcome = (|| {
+        opts.check_cancelled()?;
         let plan = PartitionPlan::resolve(job, date, stores)?;
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
@@ -137,6 +161,9 @@ pub fn run_job(
             None
         }
         Err(e) => {
+            if e.is::<Aborted>() {
+                record.status = RunStatus::Aborted;
+            }
             record.error = Some(format!("{e:#}"));
             Some(e)
         }
@@ -164,7 +191,11 @@ pub fn run_job(
                 warn!(error = %format!("{e:#}"), "Could not write the record of a failed run.");
             }
             let error = error.expect("checked above");
-            warn!(error = %format!("{error:#}"), "Run failed.");
+            if record.status == RunStatus::Aborted {
+                warn!("Run aborted; its outputs were removed.");
+            } else {
+                warn!(error = %format!("{error:#}"), "Run failed.");
+            }
             Err(Box::new(RunFailed { record, error }))
         }
     }
@@ -275,7 +306,10 @@ impl Run<'_> {
                     // running or done: workers blocked on a full channel cannot starve it.
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= units.len() || cancelled.load(Ordering::SeqCst) {
+                        if i >= units.len()
+                            || cancelled.load(Ordering::SeqCst)
+                            || self.opts.cancelled()
+                        {
                             break;
                         }
                         let tx = senders[i]
@@ -388,6 +422,7 @@ impl Run<'_> {
             let mut file_counts = Counts::default();
             while let Some((_, rx)) = receivers.next_if(|(u, _)| u.object == i) {
                 for message in rx {
+                    self.opts.check_cancelled()?;
                     let scored = match message? {
                         Piece::Scored(s) => s,
                         Piece::Profile(p) => {

@@ -2,6 +2,7 @@
 //!
 //! `validate`, `run` and the daemon all come through `load`, so they agree on what is valid.
 
+mod daemon;
 mod diag;
 mod file;
 mod spec;
@@ -9,6 +10,7 @@ mod spec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use daemon::{parse_duration, Concurrency, DaemonSettings, Scheduling};
 pub use diag::{Diagnostic, Diagnostics};
 pub use spec::*;
 
@@ -265,12 +267,14 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
     }
     let reports = root.optional(rep, "reports");
     let reports = read_uri(rep, reports).unwrap_or(defaults.reports);
+    let daemon = daemon::read_daemon_settings(rep, &mut root);
     root.finish(rep);
     Some(Settings {
         registry,
         state,
         reports,
         s3,
+        daemon,
     })
 }
 
@@ -448,6 +452,7 @@ fn read_job(
         Some(t) => read_drift(rep, t),
         None => DriftSpec::default(),
     };
+    let scheduling = daemon::read_scheduling(rep, &mut root);
     root.finish(rep);
 
     if rep.diagnostics.len() > errors_before {
@@ -467,14 +472,22 @@ fn read_job(
             run,
             drift,
             registry: registry_override,
+            scheduling,
         },
         name.span,
     ))
 }
 
 /// Standard 5-field cron (as crontab and Kubernetes take it), or 6 fields with seconds first.
+/// Day-of-month and day-of-week combine with OR, as in Vixie cron. The daemon fires with the
+/// `Cron` parsed here, so validation and firing cannot disagree.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
-    croner::Cron::new(expr).with_seconds_optional().parse()
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
 }
 
 /// The `[drift]` table: verdict settings, and method overrides for all columns, per column

@@ -25,6 +25,8 @@ pub struct JobSpec {
     pub drift: crate::drift::DriftSpec,
     /// The job's own registry location, if it overrides the shared one.
     pub registry: Option<Uri>,
+    /// How the daemon schedules it: overlap policy, catch-up, retries.
+    pub scheduling: super::Scheduling,
 }
 
 impl JobSpec {
@@ -168,6 +170,8 @@ pub struct Settings {
     pub reports: Uri,
     /// S3 client settings, for every `s3://` URI.
     pub s3: S3Settings,
+    /// The daemon's limits.
+    pub daemon: super::DaemonSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -186,6 +190,7 @@ impl Default for Settings {
             state: Uri::parse(DEFAULT_STATE).expect("default state parses"),
             reports: Uri::parse(DEFAULT_REPORTS).expect("default reports parses"),
             s3: S3Settings::default(),
+            daemon: super::DaemonSettings::default(),
         }
     }
 }

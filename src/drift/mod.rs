@@ -190,6 +190,9 @@ pub struct DriftSummary {
     /// Dataset drift: at least `drift_share` of the feature columns drifted.
     pub drift_detected: bool,
     pub drifted_columns: Vec<String>,
+    /// Every feature column compared.
+    #[serde(default)]
+    pub columns: Vec<String>,
     /// Whether the model's score distribution moved, if the reference has scores.
     pub prediction_drift: Option<bool>,
     pub share_of_drifted_columns: f64,
@@ -243,11 +246,18 @@ pub fn compare(
         reference_null_rate: 0.0,
         current_null_rate: 0.0,
     });
+    let columns = reference
+        .columns
+        .iter()
+        .filter(|r| current.column(&r.name).is_some())
+        .map(|r| r.name.clone())
+        .collect();
     (
         rows,
         DriftSummary {
             drift_detected,
             drifted_columns: drifted,
+            columns,
             prediction_drift,
             share_of_drifted_columns: share,
         },

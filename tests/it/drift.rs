@@ -276,6 +276,7 @@ fn report_rows(
     let opts = nightshift::run::RunOptions {
         threads: Some(threads),
         batch_rows: Some(batch_rows),
+        ..Default::default()
     };
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
     nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();

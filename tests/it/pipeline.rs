@@ -661,6 +661,7 @@ fn scored_rows(env: &Env, threads: usize, batch_rows: usize) -> Vec<(i64, u64, i
     let opts = nightshift::run::RunOptions {
         threads: Some(threads),
         batch_rows: Some(batch_rows),
+        ..Default::default()
     };
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
     nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();

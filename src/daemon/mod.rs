@@ -1,0 +1,298 @@
+//! `nightshift daemon`: what users leave running. It fires every job at its ticks, catches up
+//! what it missed while down, follows edits of the jobs folder, answers over HTTP, and stops
+//! cleanly on SIGTERM or SIGINT.
+//!
+//! - [`timetable`]: when a job fires and which dates it missed (pure functions).
+//! - [`scheduler`]: which runs start when: overlap policy, global limit, retries.
+//! - [`clock`]: the injected notion of now.
+//! - [`reload`]: following the jobs folder.
+//! - [`http`], [`predict`], [`metrics`]: the HTTP API.
+//!
+//! The timer is tokio-cron-scheduler, used as a heartbeat: one repeated job a second calls
+//! [`Scheduler::tick`], another looks at the jobs folder. The cron instants themselves come
+//! from [`timetable`], with the job's own parsed schedule and IANA time zone, and not from
+//! tokio-cron-scheduler's cron jobs: those keep the UTC offset a job had when it was created,
+//! so they fire an hour off after a DST change, and they read the system clock, which tests
+//! cannot move.
+
+pub mod clock;
+pub mod http;
+pub mod metrics;
+pub mod predict;
+pub mod reload;
+pub mod scheduler;
+pub mod timetable;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::NaiveDate;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, JobSpec, Settings};
+use crate::record::{RunHistory, RunRecord, RunStatus};
+use crate::run::{run_job, RunFailed, RunOptions};
+use crate::storage::Stores;
+use clock::SystemClock;
+use metrics::Metrics;
+use reload::JobsFolder;
+use scheduler::{Runner, Scheduler};
+
+/// The environment variable holding the bearer token for `POST /jobs/NAME/runs`.
+pub const TOKEN_VAR: &str = "NIGHTSHIFT_API_TOKEN";
+
+/// How long aborted runs get to stop before the daemon gives up on them.
+const ABORT_WAIT: Duration = Duration::from_secs(60);
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub jobs: PathBuf,
+    pub listen: SocketAddr,
+    /// Worker threads per run (default: each job's `run.threads`).
+    pub threads: Option<usize>,
+    /// Rows per batch (default: each job's `run.batch_rows`).
+    pub batch_rows: Option<usize>,
+}
+
+/// Runs jobs with [`run_job`], as `nightshift run` does.
+pub struct JobRunner {
+    pub settings: Settings,
+    pub stores: Stores,
+    pub threads: Option<usize>,
+    pub batch_rows: Option<usize>,
+}
+
+impl Runner for JobRunner {
+    fn run(
+        &self,
+        job: &JobSpec,
+        date: NaiveDate,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<RunRecord, Box<RunFailed>> {
+        let opts = RunOptions {
+            threads: self.threads,
+            batch_rows: self.batch_rows,
+            cancel: Some(cancel),
+        };
+        run_job(job, date, &self.settings, &self.stores, &opts)
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; `cfg` was loaded (and validated) from
+/// `opts.jobs`.
+pub fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("nightshift-daemon")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(cfg, opts))
+}
+
+async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
+    // First, so that a signal during start-up is handled rather than fatal.
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+
+    let settings = Arc::new(cfg.settings.clone());
+    let stores = Stores::new(&settings)?;
+    let metrics = Arc::new(Metrics::new());
+    let runner = Arc::new(JobRunner {
+        settings: (*settings).clone(),
+        stores: stores.clone(),
+        threads: opts.threads,
+        batch_rows: opts.batch_rows,
+    });
+    let scheduler = Scheduler::new(
+        Arc::new(SystemClock),
+        runner,
+        metrics.clone(),
+        settings.daemon.max_concurrent_runs,
+    );
+    scheduler.set_jobs(cfg.jobs.clone());
+    {
+        let (s, st, m, state) = (
+            scheduler.clone(),
+            stores.clone(),
+            metrics.clone(),
+            settings.state.clone(),
+        );
+        let jobs = cfg.jobs.clone();
+        tokio::task::spawn_blocking(move || match st.locate(&state) {
+            Ok(loc) => catch_up(&s, &m, &RunHistory::new(loc), &jobs),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "Cannot read run records; nothing is caught up.")
+            }
+        })
+        .await?;
+    }
+
+    let folder = Arc::new(Mutex::new(JobsFolder::new(&opts.jobs, &cfg)));
+    let mut timer = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .context("starting the timer")?;
+    {
+        let s = scheduler.clone();
+        let heartbeat =
+            tokio_cron_scheduler::Job::new_repeated_async(Duration::from_secs(1), move |_, _| {
+                let s = s.clone();
+                Box::pin(async move { s.tick() })
+            })?;
+        timer.add(heartbeat).await?;
+    }
+    {
+        let (f, s, m) = (folder.clone(), scheduler.clone(), metrics.clone());
+        let watch =
+            tokio_cron_scheduler::Job::new_repeated_async(Duration::from_secs(1), move |_, _| {
+                let (f, s, m) = (f.clone(), s.clone(), m.clone());
+                Box::pin(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let mut folder = f.lock().expect("folder lock");
+                        if folder.changed() {
+                            info!("The jobs folder changed; reloading.");
+                            apply_reload(&mut folder, &s, &m);
+                        }
+                    })
+                    .await;
+                })
+            })?;
+        timer.add(watch).await?;
+    }
+    timer.start().await.context("starting the timer")?;
+    // The first tick now rather than in a second: a tick due at start fires at once.
+    scheduler.tick();
+
+    let api = http::Api {
+        scheduler: scheduler.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        stores: stores.clone(),
+        models: Arc::new(predict::ModelCache::default()),
+        token_sha256: http::Api::token_from_env(TOKEN_VAR),
+    };
+    let triggers = if api.token_sha256.is_some() {
+        "on"
+    } else {
+        "off"
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    info!(
+        addr = %addr,
+        jobs = scheduler.job_names().len(),
+        max_concurrent_runs = settings.daemon.max_concurrent_runs,
+        triggers,
+        "Daemon started; HTTP API listening."
+    );
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = sighup.recv() => {
+                info!(signal = "SIGHUP", "Reloading job files.");
+                let (f, s, m) = (folder.clone(), scheduler.clone(), metrics.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    apply_reload(&mut f.lock().expect("folder lock"), &s, &m);
+                }).await;
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+
+    let grace = settings.daemon.shutdown_grace;
+    info!(
+        signal = signal_name,
+        running = scheduler.running(),
+        grace_seconds = grace.as_secs_f64(),
+        "Shutting down: no new runs; running ones get the grace period to finish."
+    );
+    scheduler.stop();
+    if let Err(e) = timer.shutdown().await {
+        warn!(error = %e, "Could not stop the timer.");
+    }
+    let s = scheduler.clone();
+    let finished = tokio::task::spawn_blocking(move || s.wait_idle(grace)).await?;
+    let mut result = Ok(());
+    if !finished {
+        warn!(
+            running = scheduler.running(),
+            "Runs still going after the grace period; aborting them."
+        );
+        scheduler.abort_running();
+        let s = scheduler.clone();
+        let stopped = tokio::task::spawn_blocking(move || s.wait_idle(ABORT_WAIT)).await?;
+        if !stopped {
+            error!(
+                running = scheduler.running(),
+                "Runs did not stop after being aborted."
+            );
+            result = Err(anyhow::anyhow!(
+                "{} run(s) did not stop within {}s of being aborted",
+                scheduler.running(),
+                ABORT_WAIT.as_secs()
+            ));
+        }
+    }
+    let _ = stop_http.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "The HTTP server stopped with an error."),
+        Err(e) => warn!(error = %e, "The HTTP server task failed."),
+    }
+    if result.is_ok() {
+        info!("Daemon stopped.");
+    }
+    result
+}
+
+/// At start: each job's last success (for the metric) and the dates it missed, which the
+/// scheduler then runs (see [`timetable::missed_dates`]).
+pub fn catch_up(scheduler: &Scheduler, metrics: &Metrics, history: &RunHistory, jobs: &[JobSpec]) {
+    let now = scheduler.now();
+    for job in jobs {
+        let records = match history.list(&job.name) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(job = %job.name, error = %format!("{e:#}"), "Cannot read the job's run records; it catches up nothing.");
+                continue;
+            }
+        };
+        if let Some(last) = records
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .map(|r| r.finished_at)
+            .max()
+        {
+            metrics.last_success(&job.name, last);
+        }
+        let dates = timetable::missed_dates(job, &records, now, job.scheduling.catchup_limit);
+        scheduler.catch_up(&job.name, &dates);
+    }
+}
+
+/// Reloads the jobs folder, reports the outcome and hands the jobs to the scheduler.
+pub fn apply_reload(folder: &mut JobsFolder, scheduler: &Scheduler, metrics: &Metrics) {
+    let r = folder.reload();
+    reload::report(&r);
+    metrics.reloaded(r.errors.is_none());
+    scheduler.set_jobs(r.jobs);
+}
