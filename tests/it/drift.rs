@@ -258,28 +258,7 @@ fn report_rows(
     threads: usize,
     batch_rows: usize,
 ) -> Vec<(String, String, u64, Option<u64>, bool)> {
-    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
-    let mut job = cfg.job("churn").unwrap().clone();
-    let local = |p: &str| nightshift::storage::Uri::Local(env.path(p));
-    let settings = nightshift::config::Settings {
-        registry: local("out/registry"),
-        state: local("out/state"),
-        reports: local("out/reports"),
-        ..cfg.settings.clone()
-    };
-    job.output.uri.0 = env
-        .path("out/scores/churn/dt={date}/")
-        .to_string_lossy()
-        .into_owned();
-    job.output.quarantine.0 = env.path("out/q/dt={date}/").to_string_lossy().into_owned();
-    let stores = nightshift::storage::Stores::new(&settings).unwrap();
-    let opts = nightshift::run::RunOptions {
-        threads: Some(threads),
-        batch_rows: Some(batch_rows),
-        ..Default::default()
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
-    nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();
+    crate::util::run_churn_in_process(env, "2026-11-03", threads, batch_rows);
     let df = report(env, "2026-11-03");
     let c = df.column("column").unwrap().str().unwrap().clone();
     let m = df.column("method").unwrap().str().unwrap().clone();

@@ -643,28 +643,7 @@ fn every_algorithm_trains_registers_immutable_versions_and_scores() {
 /// Runs the job through the library with given parallelism and returns (id, score, prediction)
 /// rows in output order.
 fn scored_rows(env: &Env, threads: usize, batch_rows: usize) -> Vec<(i64, u64, i64)> {
-    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
-    let job = cfg.job("churn").unwrap();
-    let settings = nightshift::config::Settings {
-        registry: nightshift::storage::Uri::Local(env.path("out/registry")),
-        state: nightshift::storage::Uri::Local(env.path("out/state")),
-        reports: nightshift::storage::Uri::Local(env.path("out/reports")),
-        ..cfg.settings.clone()
-    };
-    let mut job = job.clone();
-    job.output.uri.0 = env
-        .path("out/scores/churn/dt={date}/")
-        .to_string_lossy()
-        .into_owned();
-    job.output.quarantine.0 = env.path("out/q/dt={date}/").to_string_lossy().into_owned();
-    let stores = nightshift::storage::Stores::new(&settings).unwrap();
-    let opts = nightshift::run::RunOptions {
-        threads: Some(threads),
-        batch_rows: Some(batch_rows),
-        ..Default::default()
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
-    nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();
+    crate::util::run_churn_in_process(env, "2026-11-02", threads, batch_rows);
     let mut rows = Vec::new();
     for part in ["part-00000.parquet", "part-00001.parquet"] {
         let b = read_parquet(&env.path(&format!("out/scores/churn/dt=2026-11-02/{part}")));

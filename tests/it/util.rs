@@ -178,3 +178,31 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Runs the `churn` job through the library (not the binary) for a date, with the given
+/// parallelism, everything inside the test folder.
+pub fn run_churn_in_process(env: &Env, date: &str, threads: usize, batch_rows: usize) {
+    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
+    let mut job = cfg.job("churn").unwrap().clone();
+    let local = |p: &str| nightshift::storage::Uri::Local(env.path(p));
+    let settings = nightshift::config::Settings {
+        registry: local("out/registry"),
+        state: local("out/state"),
+        reports: local("out/reports"),
+        ..cfg.settings.clone()
+    };
+    // Outputs must be inside the test folder too, not relative to the test process.
+    job.output.uri.0 = env
+        .path("out/scores/churn/dt={date}/")
+        .to_string_lossy()
+        .into_owned();
+    job.output.quarantine.0 = env.path("out/q/dt={date}/").to_string_lossy().into_owned();
+    let stores = nightshift::storage::Stores::new(&settings).unwrap();
+    let opts = nightshift::run::RunOptions {
+        threads: Some(threads),
+        batch_rows: Some(batch_rows),
+        ..Default::default()
+    };
+    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+    nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();
+}
