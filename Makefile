@@ -16,6 +16,8 @@ demo: $(NIGHTSHIFT)
 	@echo
 	@echo "scores:     out/scores/churn/dt=$(DEMO_DATE)/"
 	@echo "run record: out/state/runs/churn_nightly/$(DEMO_DATE)/"
+	@echo "drift:      out/reports/job=churn_nightly/dt=$(DEMO_DATE)/drift.parquet"
+	@echo "            $(NIGHTSHIFT) drift show churn_nightly [--html drift.html]"
 
 $(NIGHTSHIFT): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 	$(CARGO) build --release --locked --bin nightshift
