@@ -148,7 +148,7 @@ impl Registry {
             Err(e) if is_not_found(&e) => {
                 let known = self.versions(&model.name).unwrap_or_default();
                 let known = if known.is_empty() {
-                    "no versions are registered under that name".to_string()
+                    format!("no versions are registered under that name; `nightshift model train --name {} ...` registers one", model.name)
                 } else {
                     format!(
                         "registered versions: {}",
