@@ -127,7 +127,13 @@ fn outcome<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Outcome 
         (Some("NoSuchBucket"), _) => Outcome::NoSuchBucket,
         (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => Outcome::NoSuchKey,
         (
-            Some("AccessDenied" | "Forbidden" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"),
+            Some(
+                "AccessDenied"
+                | "Forbidden"
+                | "InvalidAccessKeyId"
+                | "NotSignedUp"
+                | "SignatureDoesNotMatch",
+            ),
             _,
         )
         | (None, Some(403)) => Outcome::AccessDenied,
@@ -940,9 +946,11 @@ pub async fn s3_client(settings: &S3Settings) -> Client {
     }
     let sdk = loader.load().await;
     // A custom endpoint (MinIO, s3s, Ceph) usually serves buckets as paths, not host names.
-    let path_style = settings
-        .force_path_style
-        .unwrap_or(sdk.endpoint_url().is_some());
+    // The service-specific AWS_ENDPOINT_URL_S3 is applied by the SDK but not reported by
+    // `endpoint_url()`, so it is looked at too.
+    let custom_endpoint =
+        sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let path_style = settings.force_path_style.unwrap_or(custom_endpoint);
     let config = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(path_style)
         .build();
