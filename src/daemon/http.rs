@@ -295,9 +295,18 @@ async fn predict(
     let model_ref = ModelRef { name, version };
     let outcome = tokio::task::spawn_blocking(move || -> Result<Value, (StatusCode, Value)> {
         let fail = |status, message: String| (status, json!({ "error": message }));
+        // A job that pins this model in a registry of its own is where the model lives.
+        let registry_uri = api
+            .scheduler
+            .job_names()
+            .iter()
+            .filter_map(|n| api.scheduler.spec(n))
+            .find(|j| j.model.name == model_ref.name && j.registry.is_some())
+            .and_then(|j| j.registry.clone())
+            .unwrap_or_else(|| api.settings.registry.clone());
         let registry = api
             .stores
-            .locate(&api.settings.registry)
+            .locate(&registry_uri)
             .map(Registry::new)
             .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
         let model = api
