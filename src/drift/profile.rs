@@ -7,7 +7,7 @@
 //! reference's fixed bin edges, category counts, and a bottom-k sample chosen by a hash of
 //! each row's position (the same rows whatever the batch size or thread count).
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -123,32 +123,50 @@ impl ColumnPlan {
 }
 
 /// A bottom-k sample: the values of the k rows with the smallest hash priority.
+///
+/// Candidates are appended while they beat the current threshold, and the buffer is cut back
+/// to the k smallest (a linear-time selection) whenever it doubles: amortised O(1) an offer,
+/// where a heap paid O(log k) for each of the many early replacements. The result is exactly
+/// the k smallest `(priority, value bits)` pairs offered, however they were split and merged.
 #[derive(Debug, Clone, Default)]
 struct BottomK {
-    heap: BinaryHeap<(u64, u64)>,
+    items: Vec<(u64, u64)>,
+    /// The largest kept item after the last cut; only smaller ones can still get in.
+    threshold: Option<(u64, u64)>,
 }
 
 impl BottomK {
     fn offer(&mut self, priority: u64, value: f64) {
-        let item = (priority, value.to_bits());
-        if self.heap.len() < SAMPLE_SIZE {
-            self.heap.push(item);
-        } else if let Some(top) = self.heap.peek() {
-            if item < *top {
-                self.heap.pop();
-                self.heap.push(item);
-            }
+        self.push((priority, value.to_bits()));
+    }
+
+    fn push(&mut self, item: (u64, u64)) {
+        if self.threshold.is_some_and(|t| item >= t) {
+            return;
+        }
+        self.items.push(item);
+        if self.items.len() >= 2 * SAMPLE_SIZE {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.items.len() > SAMPLE_SIZE {
+            self.items.select_nth_unstable(SAMPLE_SIZE - 1);
+            self.items.truncate(SAMPLE_SIZE);
+            self.threshold = self.items.iter().max().copied();
         }
     }
 
     fn merge(&mut self, other: BottomK) {
-        for (p, v) in other.heap {
-            self.offer(p, f64::from_bits(v));
+        for item in other.items {
+            self.push(item);
         }
     }
 
-    fn sorted_values(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = self.heap.iter().map(|(_, v)| f64::from_bits(*v)).collect();
+    fn sorted_values(&mut self) -> Vec<f64> {
+        self.cut();
+        let mut v: Vec<f64> = self.items.iter().map(|(_, v)| f64::from_bits(*v)).collect();
         v.sort_by(f64::total_cmp);
         v
     }
