@@ -285,6 +285,13 @@ pub fn print_summary(r: &RunRecord) {
         "{} {} {status} (run {}, model {})",
         r.job, r.logical_date, r.run_id, r.model
     );
+    if r.status != crate::record::RunStatus::Succeeded {
+        // A failed run's outputs are removed and its counts are not final; the error (on
+        // stderr) and the run record say what happened.
+        println!("  partitions        {:>12}", r.partitions);
+        println!("  seconds           {:>12.3}", r.seconds);
+        return;
+    }
     println!("  partitions        {:>12}", r.partitions);
     println!("  rows read         {:>12}", c.rows_in);
     println!("  rows scored       {:>12}", c.rows_scored);

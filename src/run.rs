@@ -194,7 +194,7 @@ pub fn run_job(
             if record.status == RunStatus::Aborted {
                 warn!("Run aborted; its outputs were removed.");
             } else {
-                warn!(error = %format!("{error:#}"), "Run failed.");
+                info!(error = %format!("{error:#}"), "Run failed.");
             }
             Err(Box::new(RunFailed { record, error }))
         }
