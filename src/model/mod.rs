@@ -67,16 +67,11 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     if files.is_empty() {
         bail!("no Parquet files at {}", req.data.uri());
     }
-    let object = |meta: &crate::storage::ObjectMeta| {
-        let loc = Location {
-            store: req.data.store.clone(),
-            key: meta.key.clone(),
-        };
-        ParquetObject::open(loc, meta.clone())
-    };
+    // Each footer is read once, several at a time: the same helper a run uses.
+    let objects = ParquetObject::open_all(&req.data, &files)?;
     let features = match &req.features {
         Some(f) => f.clone(),
-        None => object(&files[0])?
+        None => objects[0]
             .schema()
             .fields()
             .iter()
@@ -87,8 +82,7 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     let mut columns = features.clone();
     columns.push(req.target.clone());
     let mut batches = Vec::new();
-    for meta in &files {
-        let obj = object(meta)?;
+    for obj in &objects {
         batches.extend(obj.read_all(&columns)?);
     }
     let Some(batch_schema) = batches.first().map(|b| b.schema()) else {
