@@ -123,7 +123,11 @@ pub(super) fn read_daemon_settings(rep: &mut Reporter, root: &mut Table) -> Daem
     s
 }
 
-fn read_duration(rep: &mut Reporter, t: &mut Table, key: &'static str) -> Option<Duration> {
+pub(super) fn read_duration(
+    rep: &mut Reporter,
+    t: &mut Table,
+    key: &'static str,
+) -> Option<Duration> {
     let v: Located<String> = t.optional(rep, key)?;
     match parse_duration(&v.value) {
         Some(d) => Some(d),

@@ -5,9 +5,11 @@
 mod daemon;
 mod diag;
 mod file;
+mod locations;
 mod spec;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use daemon::{parse_duration, Concurrency, DaemonSettings, Scheduling};
@@ -21,6 +23,7 @@ use crate::drift::{DriftSpec, Method, MethodChoice};
 use crate::model::FeatureKind;
 use diag::Reporter;
 use file::Located;
+use locations::Location;
 
 use crate::storage::Uri;
 
@@ -70,16 +73,22 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
         }
     }
 
-    let settings = match settings {
-        None => Settings::default(),
+    let (settings, shared) = match settings {
+        None => (Settings::default(), SharedNames::default()),
         Some(path) => {
-            let (settings, diags) = read_settings_file(&path);
+            let (settings, diags, written) = read_settings_file(&path);
             diagnostics.extend(diags);
-            settings
+            let shared = SharedNames {
+                file: Some(path),
+                written,
+            };
+            (settings, shared)
         }
     };
 
     let mut jobs: Vec<JobSpec> = Vec::new();
+    // The output and quarantine of each job read so far, to compare later jobs' with.
+    let mut written: Vec<Written> = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for path in &job_files {
         let src = match std::fs::read_to_string(path) {
@@ -90,10 +99,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
             }
         };
         let mut rep = Reporter::new(path, &src);
-        if let Some((job, name_span)) = read_job(&mut rep, path, &src) {
+        if let Some((job, spans)) = read_job(&mut rep, path, &src) {
+            if let Some(ours) = check_locations(&mut rep, &job, &spans, &settings, &shared) {
+                check_other_jobs(&mut rep, &ours, &written);
+                written.push(ours);
+            }
             if let Some(other) = seen.get(&job.name) {
                 rep.error(
-                    name_span,
+                    spans.name,
                     format!(
                         "job name '{}' is already used by {}",
                         job.name,
@@ -131,19 +144,22 @@ pub fn load_settings(dir: &Path) -> Result<Settings, Diagnostics> {
         return Ok(Settings::default());
     }
     match read_settings_file(&path) {
-        (settings, diags) if diags.is_empty() => Ok(settings),
-        (_, diags) => Err(Diagnostics(diags)),
+        (settings, diags, _) if diags.is_empty() => Ok(settings),
+        (_, diags, _) => Err(Diagnostics(diags)),
     }
 }
 
-fn read_settings_file(path: &Path) -> (Settings, Vec<Diagnostic>) {
+/// The settings, their mistakes, and which of the shared locations the file sets.
+fn read_settings_file(path: &Path) -> (Settings, Vec<Diagnostic>, Vec<&'static str>) {
     match std::fs::read_to_string(path) {
         Ok(src) => {
             let mut rep = Reporter::new(path, &src);
-            let settings = read_settings(&mut rep, &src).unwrap_or_default();
-            (settings, rep.diagnostics)
+            let mut written = Vec::new();
+            let settings = read_settings(&mut rep, &src, &mut written).unwrap_or_default();
+            rep.diagnostics.sort_by_key(|d| (d.line, d.col));
+            (settings, rep.diagnostics, written)
         }
-        Err(e) => (Settings::default(), vec![io_diag(path, &e)]),
+        Err(e) => (Settings::default(), vec![io_diag(path, &e)], Vec::new()),
     }
 }
 
@@ -247,12 +263,18 @@ fn read_template(
     Some(UriTemplate(s))
 }
 
-fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
+fn read_settings(
+    rep: &mut Reporter,
+    src: &str,
+    written: &mut Vec<&'static str>,
+) -> Option<Settings> {
     let mut root = file::parse(rep, src)?;
     let defaults = Settings::default();
     let registry = root.optional(rep, "registry");
+    let registry_span = registry.as_ref().map(|r: &Located<String>| r.span.clone());
     let registry = read_uri(rep, registry).unwrap_or(defaults.registry);
     let state = root.optional(rep, "state");
+    let state_span = state.as_ref().map(|r: &Located<String>| r.span.clone());
     let state = read_uri(rep, state).unwrap_or(defaults.state);
     let mut s3 = S3Settings::default();
     if let Some(mut t) = root.table(rep, "s3") {
@@ -266,24 +288,81 @@ fn read_settings(rep: &mut Reporter, src: &str) -> Option<Settings> {
         t.finish(rep);
     }
     let reports = root.optional(rep, "reports");
+    let reports_span = reports.as_ref().map(|r: &Located<String>| r.span.clone());
     let reports = read_uri(rep, reports).unwrap_or(defaults.reports);
     let daemon = daemon::read_daemon_settings(rep, &mut root);
+    let lease_ttl =
+        daemon::read_duration(rep, &mut root, "lease_ttl").unwrap_or(defaults.lease_ttl);
+    if lease_ttl < std::time::Duration::from_secs(1) {
+        rep.error(0..0, "lease_ttl must be at least 1s");
+    }
+    let leftover_age =
+        daemon::read_duration(rep, &mut root, "leftover_age").unwrap_or(defaults.leftover_age);
     root.finish(rep);
+
+    // The shared locations must not overlap one another; a mistake is reported at the later
+    // of the two fields the file sets.
+    let shared = [
+        ("registry", &registry, registry_span),
+        ("state", &state, state_span),
+        ("reports", &reports, reports_span),
+    ];
+    for (name, _, span) in &shared {
+        if span.is_some() {
+            written.push(name);
+        }
+    }
+    for (i, (name, uri, span)) in shared.iter().enumerate() {
+        for (other, other_uri, other_span) in &shared[..i] {
+            let at = match (span, other_span) {
+                (Some(s), _) | (None, Some(s)) => s.clone(),
+                (None, None) => continue,
+            };
+            let (subject, object, object_written) = if span.is_some() {
+                ((name, uri), (other, other_uri), other_span.is_some())
+            } else {
+                ((other, other_uri), (name, uri), false)
+            };
+            if let Some(o) = Location::of_uri(subject.1).overlap(&Location::of_uri(object.1)) {
+                let default = if object_written { "" } else { "the default " };
+                rep.error(
+                    at,
+                    format!(
+                        "{} '{}' {} {default}{} '{}'; registry, state and reports must not overlap",
+                        subject.0,
+                        subject.1,
+                        o.phrase(),
+                        object.0,
+                        object.1
+                    ),
+                );
+            }
+        }
+    }
     Some(Settings {
         registry,
         state,
         reports,
         s3,
         daemon,
+        lease_ttl,
+        leftover_age,
     })
 }
 
-/// Reads one job file. Returns the job (if it has no errors) and the span of its name.
-fn read_job(
-    rep: &mut Reporter,
-    path: &Path,
-    src: &str,
-) -> Option<(JobSpec, std::ops::Range<usize>)> {
+/// Where a job file's fields are, for mistakes found once the whole job is read.
+struct JobSpans {
+    name: Range<usize>,
+    input: Range<usize>,
+    output: Range<usize>,
+    /// `None` when the quarantine is the default one, derived from the output.
+    quarantine: Option<Range<usize>>,
+    /// `None` when the job uses the shared registry.
+    registry: Option<Range<usize>>,
+}
+
+/// Reads one job file. Returns the job (if it has no errors) and where its fields are.
+fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobSpans)> {
     let errors_before = rep.diagnostics.len();
     let mut root = file::parse(rep, src)?;
 
@@ -345,10 +424,12 @@ fn read_job(
         }),
     };
 
+    let mut input_span = None;
     let input = match root.table(rep, "input") {
         Some(mut t) => {
             let uri = {
-                let uri = t.required(rep, "uri", "");
+                let uri: Option<Located<String>> = t.required(rep, "uri", "");
+                input_span = uri.as_ref().map(|u| u.span.clone());
                 read_template(rep, uri, false)
             };
             t.finish(rep);
@@ -361,10 +442,12 @@ fn read_job(
     };
 
     let mut registry_override = None;
+    let mut registry_span = None;
     let model = match root.table(rep, "model") {
         Some(mut t) => {
             let name = t.required::<String>(rep, "name", "");
-            let registry = t.optional(rep, "registry");
+            let registry: Option<Located<String>> = t.optional(rep, "registry");
+            registry_span = registry.as_ref().map(|r| r.span.clone());
             registry_override = read_uri(rep, registry);
             let version = t.required::<u32>(
                 rep,
@@ -391,16 +474,20 @@ fn read_job(
         }
     };
 
+    let mut output_span = None;
+    let mut quarantine_span = None;
     let output = match root.table(rep, "output") {
         Some(mut t) => {
             let uri = {
-                let uri = t.required(rep, "uri", "");
+                let uri: Option<Located<String>> = t.required(rep, "uri", "");
+                output_span = uri.as_ref().map(|u| u.span.clone());
                 read_template(rep, uri, true)
             };
-            let quarantine = t
-                .optional(rep, "quarantine_uri")
-                .map(|q| read_template(rep, Some(q), true));
-            let passthrough: Option<Located<Vec<String>>> = t.optional(rep, "passthrough");
+            let quarantine = t.optional(rep, "quarantine_uri").map(|q: Located<String>| {
+                quarantine_span = Some(q.span.clone());
+                read_template(rep, Some(q), true)
+            });
+            let passthrough = read_passthrough(rep, &mut t);
             t.finish(rep);
             let quarantine = match quarantine {
                 Some(q) => q,
@@ -410,7 +497,7 @@ fn read_job(
                 (Some(uri), Some(quarantine)) => Some(OutputSpec {
                     uri,
                     quarantine,
-                    passthrough: passthrough.map(|p| p.value).unwrap_or_default(),
+                    passthrough,
                 }),
                 _ => None,
             }
@@ -459,6 +546,13 @@ fn read_job(
         return None;
     }
     let name = name?;
+    let spans = JobSpans {
+        name: name.span,
+        input: input_span?,
+        output: output_span?,
+        quarantine: quarantine_span,
+        registry: registry_span,
+    };
     Some((
         JobSpec {
             name: name.value,
@@ -474,8 +568,209 @@ fn read_job(
             registry: registry_override,
             scheduling,
         },
-        name.span,
+        spans,
     ))
+}
+
+/// `[output] passthrough`: input columns copied to the output. Each is reported at its own
+/// place in the list when it takes the name of a column nightshift writes, or comes twice.
+fn read_passthrough(rep: &mut Reporter, t: &mut Table<'_>) -> Vec<String> {
+    let Some(list) = t.optional::<Vec<toml::Spanned<String>>>(rep, "passthrough") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    for column in list.value {
+        let span = column.span();
+        let name = column.into_inner();
+        if RESERVED_COLUMNS.contains(&name.as_str()) {
+            rep.error(
+                span,
+                format!(
+                    "passthrough column '{name}' has the name of a column nightshift writes \
+                     (output and quarantine columns: {})",
+                    RESERVED_COLUMNS.join(", ")
+                ),
+            );
+        } else if names.contains(&name) {
+            rep.error(span, format!("passthrough column '{name}' is listed twice"));
+        } else {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Names the shared locations in messages: set in `nightshift.toml`, or defaults.
+#[derive(Default)]
+struct SharedNames {
+    file: Option<PathBuf>,
+    /// The fields of `registry`, `state` and `reports` that the file sets.
+    written: Vec<&'static str>,
+}
+
+impl SharedNames {
+    fn describe(&self, field: &'static str, uri: &Uri) -> String {
+        match &self.file {
+            Some(f) if self.written.contains(&field) => {
+                format!("{field} '{uri}' in {}", f.display())
+            }
+            _ => format!("the default {field} '{uri}'"),
+        }
+    }
+}
+
+/// One of a job's locations, ready to be compared and named in a message.
+struct Place {
+    /// How a message names it, value included: "output uri 'out/scores/dt={date}/'".
+    name: String,
+    location: Location,
+    /// Where to report a mistake about it; `None` for the shared locations.
+    span: Option<Range<usize>>,
+}
+
+impl Place {
+    fn of_template(
+        name: String,
+        span: &Range<usize>,
+        t: &UriTemplate,
+        job: &str,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            location: Location::of_template(&t.0, job)?,
+            name,
+            span: Some(span.clone()),
+        })
+    }
+}
+
+/// A job's output and quarantine, kept to compare the next jobs' with.
+struct Written {
+    /// "of job 'a' (jobs/a.toml)".
+    job: String,
+    places: [Place; 2],
+}
+
+/// Checks that a job's locations are valid once rendered for it and that no two of them
+/// overlap: input, output, quarantine (written or default), registry (its own or the shared
+/// one), state and reports. Each overlap is reported once, at the later of the two job-file
+/// fields (input, registry, output, quarantine; a default quarantine at the output). Returns
+/// the job's output and quarantine, for comparing with other jobs'.
+fn check_locations(
+    rep: &mut Reporter,
+    job: &JobSpec,
+    spans: &JobSpans,
+    settings: &Settings,
+    shared: &SharedNames,
+) -> Option<Written> {
+    let mut template = |span: &Range<usize>, name: String, t: &UriTemplate| {
+        Place::of_template(name.clone(), span, t, &job.name)
+            .map_err(|e| rep.error(span.clone(), format!("{name} is not a valid location: {e}")))
+            .ok()
+    };
+    let input = template(
+        &spans.input,
+        format!("input uri '{}'", job.input.0),
+        &job.input,
+    );
+    let output = template(
+        &spans.output,
+        format!("output uri '{}'", job.output.uri.0),
+        &job.output.uri,
+    );
+    let quarantine = match &spans.quarantine {
+        Some(span) => template(
+            span,
+            format!("quarantine_uri '{}'", job.output.quarantine.0),
+            &job.output.quarantine,
+        ),
+        None => template(
+            &spans.output,
+            format!(
+                "the default quarantine location '{}' (derived from the output uri)",
+                job.output.quarantine.0
+            ),
+            &job.output.quarantine,
+        ),
+    };
+    let registry = match (&job.registry, &spans.registry) {
+        (Some(uri), Some(span)) => Place {
+            name: format!("model registry '{uri}'"),
+            location: Location::of_uri(uri),
+            span: Some(span.clone()),
+        },
+        _ => Place {
+            name: shared.describe("registry", &settings.registry),
+            location: Location::of_uri(&settings.registry),
+            span: None,
+        },
+    };
+    let shared_place = |field, uri| Place {
+        name: shared.describe(field, uri),
+        location: Location::of_uri(uri),
+        span: None,
+    };
+    let (input, output, quarantine) = (input?, output?, quarantine?);
+    // In reporting order: a mistake is reported at the later of the two.
+    let places = [
+        &shared_place("state", &settings.state),
+        &shared_place("reports", &settings.reports),
+        &input,
+        &registry,
+        &output,
+        &quarantine,
+    ];
+    let mut reported = HashSet::new();
+    for (i, place) in places.iter().enumerate() {
+        let Some(span) = &place.span else { continue };
+        for other in &places[..i] {
+            let Some(overlap) = place.location.overlap(&other.location) else {
+                continue;
+            };
+            if reported.insert((span.start, &other.name)) {
+                rep.error(
+                    span.clone(),
+                    format!(
+                        "{} {} {}; a job's locations must not overlap",
+                        place.name,
+                        overlap.phrase(),
+                        other.name
+                    ),
+                );
+            }
+        }
+    }
+    Some(Written {
+        job: format!("of job '{}' ({})", job.name, job.path.display()),
+        places: [output, quarantine],
+    })
+}
+
+/// Checks a job's output and quarantine against those of the jobs read before it, reporting
+/// at this job's fields (each at most once per other job).
+fn check_other_jobs(rep: &mut Reporter, ours: &Written, earlier: &[Written]) {
+    for theirs in earlier {
+        let mut reported = HashSet::new();
+        for place in &ours.places {
+            let Some(span) = &place.span else { continue };
+            for other in &theirs.places {
+                let Some(overlap) = place.location.overlap(&other.location) else {
+                    continue;
+                };
+                if reported.insert(span.start) {
+                    rep.error(
+                        span.clone(),
+                        format!(
+                            "{} {} {} {}; two jobs must not write to overlapping locations",
+                            place.name,
+                            overlap.phrase(),
+                            other.name,
+                            theirs.job
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Standard 5-field cron (as crontab and Kubernetes take it), or 6 fields with seconds first.

@@ -141,23 +141,69 @@ impl UriTemplate {
         Uri::parse(&self.render(job, date))
     }
 
-    /// The default quarantine location: a sibling of the output, never inside it. The first
-    /// path segment with a placeholder is where the per-run part starts; the directory just
-    /// above it gets a `_quarantine` suffix. `out/scores/churn/dt={date}/` gives
-    /// `out/scores/churn_quarantine/dt={date}/`.
+    /// The default quarantine location: beside the output, never inside it, and always in the
+    /// same storage (the same S3 bucket, the same local root).
+    ///
+    /// The first path segment with a placeholder is where the per-run part starts. The folder
+    /// just above it gets a `_quarantine` suffix: `out/scores/churn/dt={date}/` gives
+    /// `out/scores/churn_quarantine/dt={date}/`. When there is no such folder to rename (the
+    /// per-run part starts at the bucket root, the filesystem root or the top of a relative
+    /// path, or the folder above is `.` or `..`), a `_quarantine` folder is inserted there
+    /// instead: `s3://my-bucket/dt={date}/` gives `s3://my-bucket/_quarantine/dt={date}/`,
+    /// `dt={date}/` gives `_quarantine/dt={date}/`. A bucket name is never changed.
+    /// Validation checks the result like a written `quarantine_uri`.
     pub fn quarantine_sibling(&self) -> UriTemplate {
         let s = self.0.trim_end_matches('/');
-        let segments: Vec<&str> = s.split('/').collect();
+        // The root never changes: `s3://bucket/`, `file://` and a leading `/`.
+        let (scheme, path) = match s.strip_prefix("s3://") {
+            Some(rest) => match rest.split_once('/') {
+                Some((bucket, key)) => (format!("s3://{bucket}/"), key),
+                None => (format!("s3://{rest}/"), ""),
+            },
+            None => match s.strip_prefix("file://") {
+                Some(p) => ("file://".to_string(), p),
+                None => (String::new(), s),
+            },
+        };
+        let (root, path) = match path.strip_prefix('/') {
+            Some(p) => (format!("{scheme}/"), p),
+            None => (scheme, path),
+        };
+        let mut segments: Vec<String> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').map(str::to_string).collect()
+        };
         let first_templated = segments
             .iter()
             .position(|seg| seg.contains('{'))
             .unwrap_or(segments.len());
-        let mut out: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
-        let parent = first_templated.saturating_sub(1);
-        out[parent] = format!("{}_quarantine", out[parent]);
-        UriTemplate(format!("{}/", out.join("/")))
+        let renamable = first_templated
+            .checked_sub(1)
+            .filter(|&i| !matches!(segments[i].as_str(), "" | "." | ".."));
+        match renamable {
+            Some(i) => segments[i].push_str("_quarantine"),
+            None => segments.insert(first_templated, "_quarantine".to_string()),
+        }
+        UriTemplate(format!("{root}{}/", segments.join("/")))
     }
 }
+
+/// Column names nightshift writes itself: the output's (`score`, `prediction`, `model_name`,
+/// `model_version`, `run_id`, `scored_at`) and the quarantine's extra ones (`reason`,
+/// `source_file`, `source_row`). A passthrough column may not take one of these names.
+// score.rs builds both schemas with these names written out; it should take them from here.
+pub const RESERVED_COLUMNS: [&str; 9] = [
+    "score",
+    "prediction",
+    "model_name",
+    "model_version",
+    "run_id",
+    "scored_at",
+    "reason",
+    "source_file",
+    "source_row",
+];
 
 /// Settings shared by all jobs of a folder, from `nightshift.toml` beside the job files.
 #[derive(Debug, Clone)]
@@ -172,6 +218,12 @@ pub struct Settings {
     pub s3: S3Settings,
     /// The daemon's limits.
     pub daemon: super::DaemonSettings,
+    /// How long a run's lease on its job and date lasts without renewal: a runner that dies
+    /// blocks the date for at most this long.
+    pub lease_ttl: std::time::Duration,
+    /// Temporary objects of crashed runs older than this are removed by the next run that
+    /// writes the same prefix.
+    pub leftover_age: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -191,6 +243,8 @@ impl Default for Settings {
             reports: Uri::parse(DEFAULT_REPORTS).expect("default reports parses"),
             s3: S3Settings::default(),
             daemon: super::DaemonSettings::default(),
+            lease_ttl: crate::lease::DEFAULT_TTL,
+            leftover_age: DEFAULT_LEFTOVER_AGE,
         }
     }
 }
@@ -198,6 +252,7 @@ impl Default for Settings {
 pub const DEFAULT_REGISTRY: &str = "out/registry/";
 pub const DEFAULT_STATE: &str = "out/state/";
 pub const DEFAULT_REPORTS: &str = "out/reports/";
+pub const DEFAULT_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
@@ -237,5 +292,50 @@ mod tests {
         );
         let t = UriTemplate("out/scores/".into());
         assert_eq!(t.quarantine_sibling().0, "out/scores_quarantine/");
+    }
+
+    #[test]
+    fn quarantine_never_changes_the_bucket_or_the_root() {
+        let cases = [
+            (
+                "s3://my-bucket/{date}/",
+                "s3://my-bucket/_quarantine/{date}/",
+            ),
+            (
+                "s3://my-bucket/dt={date}/",
+                "s3://my-bucket/_quarantine/dt={date}/",
+            ),
+            (
+                "s3://my-bucket/{job}/dt={date}",
+                "s3://my-bucket/_quarantine/{job}/dt={date}/",
+            ),
+            (
+                "s3://my-bucket/a/dt={date}/",
+                "s3://my-bucket/a_quarantine/dt={date}/",
+            ),
+            ("dt={date}/", "_quarantine/dt={date}/"),
+            ("./dt={date}/", "./_quarantine/dt={date}/"),
+            ("../dt={date}/", "../_quarantine/dt={date}/"),
+            ("/dt={date}/", "/_quarantine/dt={date}/"),
+            ("/data/dt={date}/", "/data_quarantine/dt={date}/"),
+            ("file:///dt={date}/", "file:///_quarantine/dt={date}/"),
+            (
+                "file:///srv/out/dt={date}/",
+                "file:///srv/out_quarantine/dt={date}/",
+            ),
+            ("out//dt={date}/", "out//_quarantine/dt={date}/"),
+        ];
+        for (output, quarantine) in cases {
+            let q = UriTemplate(output.into()).quarantine_sibling();
+            assert_eq!(q.0, quarantine, "quarantine of {output}");
+            let day = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
+            let (o, q) = (
+                UriTemplate(output.into()).uri("job", day).unwrap(),
+                q.uri("job", day).unwrap(),
+            );
+            if let (Uri::S3 { bucket: a, .. }, Uri::S3 { bucket: b, .. }) = (&o, &q) {
+                assert_eq!(a, b);
+            }
+        }
     }
 }

@@ -43,7 +43,73 @@ snapshot_cases!(
     output_without_date,
     syntax_error,
     many_errors,
+    input_is_output,
+    output_in_input,
+    quarantine_in_output,
+    passthrough_reserved,
+    passthrough_twice,
 );
+
+/// `validate` on a folder of `tests/data/locations/`: its output and exit code.
+fn validate_dir(name: &str) -> (i32, String) {
+    let out = nightshift_in(
+        repo(),
+        &["validate", &format!("tests/data/locations/{name}")],
+    );
+    (out.code, out.stdout)
+}
+
+#[test]
+fn locations_in_the_shared_registry_state_and_reports() {
+    let (code, stdout) = validate_dir("shared");
+    assert_eq!(code, 1, "{stdout}");
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn shared_locations_overlapping_each_other() {
+    let (code, stdout) = validate_dir("shared_overlap");
+    assert_eq!(code, 1, "{stdout}");
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn two_jobs_with_the_same_output() {
+    let (code, stdout) = validate_dir("same_output");
+    assert_eq!(code, 1, "{stdout}");
+    insta::assert_snapshot!(stdout);
+}
+
+/// An output at the root of a bucket (or at the top of a relative path) gets a default
+/// quarantine in the same bucket, which validates and parses like a written one.
+#[test]
+fn bucket_root_output_gets_a_valid_default_quarantine() {
+    let (code, stdout) = validate_dir("bucket_root");
+    assert_eq!(code, 0, "{stdout}");
+    insta::assert_snapshot!(stdout);
+
+    let cfg = nightshift::config::load(&[repo().join("tests/data/locations/bucket_root")]).unwrap();
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
+    let quarantine = |name: &str| {
+        let job = cfg.job(name).unwrap();
+        let q = &job.output.quarantine;
+        (q.0.clone(), q.uri(&job.name, date).unwrap().to_string())
+    };
+    assert_eq!(
+        quarantine("s3_bucket_root"),
+        (
+            "s3://my-bucket/_quarantine/dt={date}/".to_string(),
+            "s3://my-bucket/_quarantine/dt=2026-11-03/".to_string()
+        )
+    );
+    assert_eq!(
+        quarantine("local_top"),
+        (
+            "_quarantine/dt={date}/".to_string(),
+            "_quarantine/dt=2026-11-03/".to_string()
+        )
+    );
+}
 
 #[test]
 fn every_error_of_every_file_at_once() {
@@ -112,6 +178,22 @@ fn run_refuses_an_invalid_job_folder_with_the_validate_errors() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn run_refuses_a_job_that_writes_where_it_reads() {
+    let env = crate::util::Env::new();
+    env.train_churn();
+    env.job("churn", "out/scores/", "");
+    let out = env.run(&["run", "churn", "--date", "2026-11-01"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("output uri 'out/scores/churn/dt={date}/' is inside input uri 'out/scores/'"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out/scores/churn").exists());
 }
 
 #[test]
