@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ndarray::Axis;
 
 use crate::config::BadRowPolicy;
-use crate::model::{LabelType, LoadedModel};
+use crate::model::{LabelType, LoadedModel, Prediction};
 
 /// Row counts of a batch, a file or a run. Always `rows_in = rows_scored + rows_quarantined +
 /// rows_skipped`.
@@ -133,30 +133,24 @@ impl Scorer {
     pub fn score(&self, batch: &RecordBatch, origin: &BatchOrigin) -> Result<ScoredBatch> {
         let enc = self.model.manifest.preprocessing.encode(batch)?;
         let n = batch.num_rows();
-        let good: Vec<usize> = (0..n).filter(|&i| enc.bad[i].is_none()).collect();
-        let n_bad = (n - good.len()) as u64;
+        let mut bad = enc.bad;
         let mut counts = Counts {
             rows_in: n as u64,
             unknown_categories: enc.unknown_categories,
             ..Counts::default()
         };
 
-        if n_bad > 0 && self.policy == BadRowPolicy::Fail {
-            let i = enc.bad.iter().position(Option::is_some).expect("a bad row");
-            bail!(
-                "row {} of {} cannot be scored: {} (the job has on_bad_rows = \"fail\")",
-                origin.first_row + i as u64,
-                origin.uri,
-                enc.bad[i].as_deref().unwrap_or_default()
-            );
-        }
-
-        let x = if n_bad == 0 {
+        let good: Vec<usize> = (0..n).filter(|&i| bad[i].is_none()).collect();
+        let x = if good.len() == n {
             enc.x
         } else {
             enc.x.select(Axis(0), &good)
         };
         let prediction = self.model.predict(x.view());
+        let (prediction, good) = drop_non_finite(prediction, good, &mut bad);
+        // After the model ran, so the first bad row is first in row order, whatever its reason.
+        self.fail_on_bad_rows(&bad, origin)?;
+        let n_bad = (n - good.len()) as u64;
         counts.rows_scored = good.len() as u64;
 
         let good_idx = UInt32Array::from(good.iter().map(|&i| i as u32).collect::<Vec<_>>());
@@ -191,7 +185,7 @@ impl Scorer {
 
         let quarantine = if n_bad > 0 && self.policy == BadRowPolicy::Quarantine {
             counts.rows_quarantined = n_bad;
-            Some(self.quarantine_batch(batch, &enc.bad, origin)?)
+            Some(self.quarantine_batch(batch, &bad, origin)?)
         } else {
             counts.rows_skipped = n_bad;
             None
@@ -202,6 +196,22 @@ impl Scorer {
             counts,
             rows: good,
         })
+    }
+
+    /// With `on_bad_rows = "fail"`, the first bad row ends the run.
+    fn fail_on_bad_rows(&self, bad: &[Option<String>], origin: &BatchOrigin) -> Result<()> {
+        if self.policy != BadRowPolicy::Fail {
+            return Ok(());
+        }
+        if let Some(i) = bad.iter().position(Option::is_some) {
+            bail!(
+                "row {} of {} cannot be scored: {} (the job has on_bad_rows = \"fail\")",
+                origin.first_row + i as u64,
+                origin.uri,
+                bad[i].as_deref().unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     /// Class indices as the training target's type.
@@ -271,6 +281,39 @@ impl Scorer {
             columns,
         )?)
     }
+}
+
+/// Turns the rows whose model output is NaN or infinite into bad rows, with the value as the
+/// reason: such an output is never written as a score. Returns the prediction and the input
+/// positions of the rows that keep theirs.
+fn drop_non_finite(
+    prediction: Prediction,
+    good: Vec<usize>,
+    bad: &mut [Option<String>],
+) -> (Prediction, Vec<usize>) {
+    if prediction.score.iter().all(|s| s.is_finite()) {
+        return (prediction, good);
+    }
+    let mut kept = Prediction {
+        score: Vec::with_capacity(good.len()),
+        class: prediction
+            .class
+            .as_ref()
+            .map(|_| Vec::with_capacity(good.len())),
+    };
+    let mut rows = Vec::with_capacity(good.len());
+    for (j, (&s, &i)) in prediction.score.iter().zip(&good).enumerate() {
+        if !s.is_finite() {
+            bad[i] = Some(format!("the model returned a non-finite score ({s})"));
+            continue;
+        }
+        kept.score.push(s);
+        if let (Some(kept), Some(all)) = (&mut kept.class, &prediction.class) {
+            kept.push(all[j]);
+        }
+        rows.push(i);
+    }
+    (kept, rows)
 }
 
 fn prediction_type(t: LabelType) -> DataType {

@@ -204,8 +204,7 @@ impl Estimator {
                 from_probabilities(&p, |j| classes[j])
             }
             Self::GaussianNb { model } => {
-                let (p, labels) = model.predict_proba(x.view());
-                let labels: Vec<usize> = labels.into_iter().copied().collect();
+                let (p, labels) = naive_bayes_probabilities(model, x.view());
                 if n_classes == 2 && labels == [0, 1] {
                     positive(&p.column(1).to_owned())
                 } else {
@@ -251,6 +250,49 @@ impl Estimator {
             },
         }
     }
+}
+
+/// Class probabilities of Gaussian naive Bayes, one column per class label in ascending order
+/// (as linfa's `predict_proba`), normalised in log space.
+///
+/// linfa exponentiates the joint log-likelihoods before normalising them, so a row far from
+/// every class (all log-likelihoods below about -745) gives `0 / 0` or an infinite
+/// probability. Subtracting the row's log-sum-exp first cannot overflow: the most likely class
+/// gets `exp(0)` in the sum. Where linfa's probabilities are finite the two agree to rounding.
+/// A row whose log-likelihoods are all `-inf` (a squared distance that overflows) still has no
+/// probabilities: it comes out NaN, and scoring quarantines it.
+fn naive_bayes_probabilities(
+    model: &GaussianNb<f64, usize>,
+    x: ArrayView2<f64>,
+) -> (Array2<f64>, Vec<usize>) {
+    let jll = model.joint_log_likelihood(x);
+    let mut labels: Vec<usize> = jll.keys().map(|&&l| l).collect();
+    labels.sort_unstable();
+    let mut p = Array2::<f64>::zeros((x.nrows(), labels.len()));
+    for (j, l) in labels.iter().enumerate() {
+        p.column_mut(j).assign(&jll[l]);
+    }
+    for mut row in p.rows_mut() {
+        let lse = log_sum_exp(row.as_slice().expect("rows of a new array are contiguous"));
+        row.mapv_inplace(|v| (v - lse).exp());
+    }
+    (p, labels)
+}
+
+/// `ln(sum(exp(v)))` without overflow or underflow: the largest term is factored out, so the
+/// sum is at least 1. `-inf` when there are no values or all are `-inf`; NaN if any is NaN.
+pub fn log_sum_exp(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max.is_infinite() {
+        // All -inf (or none): the sum is 0. Some +inf: the sum is +inf. `f64::max` skips NaN,
+        // so look for it.
+        return if values.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            max
+        };
+    }
+    max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
 /// Picks the most probable class per row (first on ties).
@@ -352,6 +394,47 @@ pub fn auc(score: &[f64], y: &Array1<usize>) -> f64 {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn naive_bayes_probabilities_stay_finite_far_from_the_training_data() {
+        let x = array![
+            [-2., -1.],
+            [-1., -1.],
+            [-1., -2.],
+            [1., 1.],
+            [1., 2.],
+            [2., 1.]
+        ];
+        let y = array![0, 0, 0, 1, 1, 1];
+        let targets = Targets::Classes { y, n_classes: 2 };
+        let est = Estimator::fit(
+            Algorithm::GaussianNb,
+            x.clone(),
+            targets,
+            &Default::default(),
+        )
+        .unwrap();
+        let Estimator::GaussianNb { model } = &est else {
+            panic!("not naive Bayes")
+        };
+        let (linfa, _) = model.predict_proba(x.view());
+        let ours = est.predict(x.view(), 2).score;
+        for (a, b) in ours.iter().zip(linfa.column(1)) {
+            assert!((a - b).abs() < 1e-12, "ours {a}, linfa {b}");
+        }
+
+        // Log-likelihoods around -2e6 under both classes: linfa's exp() underflows to 0 / 0.
+        let far = array![[1e3, 1e3], [-1e3, -1e3]];
+        let (linfa, _) = model.predict_proba(far.view());
+        assert!(linfa.iter().all(|p| !p.is_finite()), "{linfa}");
+        let p = est.predict(far.view(), 2);
+        assert_eq!(p.score, [1.0, 0.0]);
+        assert_eq!(p.class, Some(vec![1, 0]));
+
+        // A squared distance that overflows leaves no likelihood at all: NaN, for scoring to
+        // quarantine.
+        assert!(est.predict(array![[1e200, 0.0]].view(), 2).score[0].is_nan());
+    }
 
     #[test]
     fn auc_of_perfect_and_reversed_rankings() {

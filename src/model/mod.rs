@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-pub use estimator::{Algorithm, Estimator, Hyperparameters, Prediction, Targets};
+pub use estimator::{log_sum_exp, Algorithm, Estimator, Hyperparameters, Prediction, Targets};
 pub use preprocess::{to_f64, Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
 pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, SignatureField};
 

@@ -216,10 +216,18 @@ impl Preprocessing {
                                 }
                             },
                         };
-                        x[[i, offset]] = match scale {
+                        let v = match scale {
                             Some((mean, std)) => (v - mean) / std,
                             None => v,
                         };
+                        if !v.is_finite() {
+                            // Near f64::MAX: the model never sees an infinite input.
+                            bad[i].get_or_insert_with(|| {
+                                format!("{name} is too large to standardise")
+                            });
+                            continue;
+                        }
+                        x[[i, offset]] = v;
                     }
                 }
                 FeatureTransform::Categorical { categories, .. } => {
