@@ -16,11 +16,11 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 
 use crate::model::{FeatureKind, SignatureField};
-use crate::storage::{Location, ObjectMeta, Uri};
+use crate::storage::{Location, ObjectMeta, StorageError, Uri};
 
 /// How much of an object's end to fetch for its footer in one request.
 const FOOTER_GUESS: u64 = 64 * 1024;
@@ -56,13 +56,20 @@ impl ParquetObject {
             .get_ranges(&loc.key, std::slice::from_ref(&(size - guess..size)))?
             .remove(0);
         let n = tail.len();
+        if n as u64 != guess {
+            bail!("{uri}: asked for its last {guess} bytes, got {n}");
+        }
         if &tail[n - 4..] != b"PAR1" {
-            bail!("{uri} is not a Parquet file (no PAR1 magic at its end)");
+            bail!("{uri} is not a Parquet file, or is cut short (no PAR1 magic at its end)");
         }
         let metadata_len =
             u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
-        if metadata_len + 8 > size {
-            bail!("{uri} has a corrupt Parquet footer");
+        // The file starts with PAR1 too: 4 + footer + 4-byte length + 4 for the magic.
+        if metadata_len + 12 > size {
+            bail!(
+                "{uri}: corrupt Parquet footer: its length field says {metadata_len} bytes, more \
+                 than the {size}-byte object holds"
+            );
         }
         let metadata = if metadata_len + 8 <= guess {
             ParquetMetaDataReader::decode_metadata(&tail[n - 8 - metadata_len as usize..n - 8])
@@ -75,6 +82,9 @@ impl ParquetObject {
             ParquetMetaDataReader::decode_metadata(&buf)
         }
         .with_context(|| format!("reading the Parquet footer of {uri}"))?;
+        if let Err(problem) = check_footer(&metadata, size, size - 8 - metadata_len) {
+            bail!("{uri}: corrupt Parquet footer: {problem}");
+        }
         let reader_meta =
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
                 .with_context(|| format!("reading the Arrow schema of {uri}"))?;
@@ -187,6 +197,68 @@ impl ParquetObject {
     }
 }
 
+/// Checks that what a footer says fits the object it came from, so a corrupt or hostile footer
+/// is one clear error at open time, not a panic (`byte_range` asserts), a read past the end or
+/// a huge allocation later. `data_end` is where the footer starts: column chunks end before it.
+fn check_footer(metadata: &ParquetMetaData, size: u64, data_end: u64) -> Result<(), String> {
+    let within = |what: &str, at: i64| -> Result<(), String> {
+        if at < 0 {
+            Err(format!("{what} at byte {at}, a negative offset"))
+        } else if at as u64 >= data_end {
+            Err(format!(
+                "{what} at byte {at}, {}",
+                past(at as i128, size, data_end)
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for (r, rg) in metadata.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(format!("row group {r} has {} rows", rg.num_rows()));
+        }
+        for (c, col) in rg.columns().iter().enumerate() {
+            let chunk = format!("column chunk {c} of row group {r}");
+            within(
+                &format!("{chunk} has its first data page"),
+                col.data_page_offset(),
+            )?;
+            if let Some(offset) = col.dictionary_page_offset() {
+                within(&format!("{chunk} has its dictionary page"), offset)?;
+            }
+            let len = col.compressed_size();
+            if len < 0 {
+                return Err(format!("{chunk} has a negative size ({len} bytes)"));
+            }
+            // The start `byte_range` reads from; i128, so hostile values cannot overflow.
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or(col.data_page_offset());
+            let end = start as i128 + len as i128;
+            if end > data_end as i128 {
+                return Err(format!(
+                    "{chunk} ends at byte {end}, {}",
+                    past(end, size, data_end)
+                ));
+            }
+        }
+    }
+    let rows = metadata.file_metadata().num_rows();
+    if rows < 0 {
+        return Err(format!("the file has {rows} rows"));
+    }
+    Ok(())
+}
+
+/// Where a byte offset lands beyond the column data.
+fn past(at: i128, size: u64, data_end: u64) -> String {
+    if at > size as i128 {
+        format!("past the end of the {size}-byte object")
+    } else {
+        format!("inside the footer (which starts at byte {data_end} of the {size}-byte object)")
+    }
+}
+
 /// The byte ranges of one row group, fetched ahead, served to the Parquet decoder.
 struct FetchedChunks {
     len: u64,
@@ -278,13 +350,19 @@ pub fn check_schema(
 }
 
 /// Lists the Parquet data files under a URI (a prefix), or the one object it names.
+///
+/// A URI ending in `.parquet` names one object, unless it is a folder of them (as Spark
+/// writes `table.parquet/part-*.parquet`): the folder is listed first, since some servers
+/// (s3s-fs) answer a HEAD on a folder with a 500. A named object that does not exist is a
+/// [`StorageError::NotFound`](crate::storage::StorageError) naming it, not an empty listing.
 pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
-    if loc.key.ends_with(".parquet") {
-        if let Some(meta) = loc.store.head(&loc.key)? {
-            return Ok(vec![meta]);
-        }
-    }
     let all = loc.store.list(&loc.key)?;
+    if loc.key.ends_with(".parquet") && all.is_empty() {
+        return match loc.store.head(&loc.key)? {
+            Some(meta) => Ok(vec![meta]),
+            None => Err(StorageError::NotFound(loc.uri().to_string()).into()),
+        };
+    }
     Ok(all
         .into_iter()
         .filter(|o| is_data_file(loc.relative(&o.key)))
@@ -304,5 +382,325 @@ mod tests {
         assert!(!is_data_file("_quarantine/part-0.parquet"));
         assert!(!is_data_file(".part-0.parquet.crc"));
         assert!(!is_data_file("part-0.json"));
+    }
+
+    use std::path::Path;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::ParquetMetaDataWriter;
+    use parquet::file::properties::WriterProperties;
+
+    use crate::storage::{is_not_found, Stores};
+
+    /// A small Parquet file: 10 rows in two row groups of 5, an int64 and a dictionary
+    /// encoded string column.
+    fn small_parquet() -> Vec<u8> {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..10).map(|i| ["a", "b"][i % 2]),
+        ));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(5))
+            .build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    /// The file with its footer decoded, changed by `f` and encoded again.
+    fn with_footer(file: &[u8], f: impl FnOnce(ParquetMetaData) -> ParquetMetaData) -> Vec<u8> {
+        let n = file.len();
+        let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
+        let metadata = ParquetMetaDataReader::decode_metadata(&file[n - 8 - len..n - 8]).unwrap();
+        let metadata = f(metadata);
+        let mut out = file[..n - 8 - len].to_vec();
+        ParquetMetaDataWriter::new(&mut out, &metadata)
+            .finish()
+            .unwrap();
+        out
+    }
+
+    /// Changes column chunk `c` of row group `r`.
+    fn edit_chunk(
+        r: usize,
+        c: usize,
+        f: impl Fn(ColumnChunkMetaDataBuilder) -> ColumnChunkMetaDataBuilder,
+    ) -> impl FnOnce(ParquetMetaData) -> ParquetMetaData {
+        move |metadata| {
+            edit_row_group(r, |mut rg| {
+                let mut columns = rg.take_columns();
+                columns[c] = f(columns[c].clone().into_builder()).build().unwrap();
+                rg.set_column_metadata(columns)
+            })(metadata)
+        }
+    }
+
+    fn edit_row_group(
+        r: usize,
+        f: impl FnOnce(RowGroupMetaDataBuilder) -> RowGroupMetaDataBuilder,
+    ) -> impl FnOnce(ParquetMetaData) -> ParquetMetaData {
+        move |metadata| {
+            let mut builder = metadata.into_builder();
+            let mut row_groups = builder.take_row_groups();
+            row_groups[r] = f(row_groups[r].clone().into_builder()).build().unwrap();
+            builder.set_row_groups(row_groups).build()
+        }
+    }
+
+    use parquet::file::metadata::{ColumnChunkMetaDataBuilder, RowGroupMetaDataBuilder};
+
+    fn location(path: &Path) -> Location {
+        Stores::default()
+            .locate(&Uri::Local(path.to_path_buf()))
+            .unwrap()
+    }
+
+    /// Writes `bytes` to a file and opens it.
+    fn open_bytes(dir: &Path, bytes: &[u8]) -> (String, Result<ParquetObject>) {
+        let path = dir.join("part-0.parquet");
+        std::fs::write(&path, bytes).unwrap();
+        let loc = location(&path);
+        let meta = loc.store.head(&loc.key).unwrap().unwrap();
+        (loc.uri().to_string(), ParquetObject::open(loc, meta))
+    }
+
+    /// Opening fails with a one-line error that names the object and says `expected`.
+    fn assert_corrupt(dir: &Path, bytes: &[u8], expected: &str) {
+        let (uri, opened) = open_bytes(dir, bytes);
+        let message = format!("{:#}", opened.expect_err(expected));
+        assert!(message.starts_with(&uri), "{message}");
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn a_footer_rewritten_unchanged_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = with_footer(&small_parquet(), |m| m);
+        let (_, opened) = open_bytes(dir.path(), &file);
+        let object = opened.unwrap();
+        assert_eq!((object.num_rows(), object.num_row_groups()), (10, 2));
+        let batches = object.read_all(&["id".into(), "name".into()]).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        // The fixture is as the tests below assume: a dictionary page in the string column.
+        let metadata = object.reader_meta.metadata();
+        assert!(metadata
+            .row_group(0)
+            .column(1)
+            .dictionary_page_offset()
+            .is_some());
+    }
+
+    #[test]
+    fn column_chunks_past_the_end_are_a_corrupt_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = small_parquet();
+        let size = |f: &[u8]| f.len();
+
+        // A size that would have the reader allocate a terabyte.
+        let huge = with_footer(
+            &file,
+            edit_chunk(0, 1, |c| c.set_total_compressed_size(1 << 40)),
+        );
+        let (start, _) = {
+            let n = huge.len();
+            let len = u32::from_le_bytes(huge[n - 8..n - 4].try_into().unwrap()) as usize;
+            let m = ParquetMetaDataReader::decode_metadata(&huge[n - 8 - len..n - 8]).unwrap();
+            m.row_group(0).column(1).byte_range()
+        };
+        let end = start + (1 << 40);
+        assert_corrupt(
+            dir.path(),
+            &huge,
+            &format!(
+                "corrupt Parquet footer: column chunk 1 of row group 0 ends at byte {end}, past \
+                 the end of the {}-byte object",
+                size(&huge)
+            ),
+        );
+
+        // A data page beyond the end.
+        let far = with_footer(&file, edit_chunk(1, 0, |c| c.set_data_page_offset(1 << 33)));
+        assert_corrupt(
+            dir.path(),
+            &far,
+            &format!(
+                "column chunk 0 of row group 1 has its first data page at byte {}, past the end",
+                1u64 << 33
+            ),
+        );
+
+        // A dictionary page beyond the end.
+        let dict = with_footer(
+            &file,
+            edit_chunk(1, 1, |c| c.set_dictionary_page_offset(Some(1 << 20))),
+        );
+        assert_corrupt(
+            dir.path(),
+            &dict,
+            "column chunk 1 of row group 1 has its dictionary page",
+        );
+
+        // A chunk running into the footer: its end 4 bytes before the object's (found by
+        // trying, as the footer's length depends on the number written into it).
+        let start = {
+            let (_, opened) = open_bytes(dir.path(), &file);
+            opened
+                .unwrap()
+                .reader_meta
+                .metadata()
+                .row_group(1)
+                .column(1)
+                .byte_range()
+                .0 as i64
+        };
+        let mut into = file.clone();
+        for _ in 0..4 {
+            let target = into.len() as i64 - 4;
+            into = with_footer(
+                &file,
+                edit_chunk(1, 1, |c| c.set_total_compressed_size(target - start)),
+            );
+            if into.len() as i64 - 4 == target {
+                break;
+            }
+        }
+        assert_corrupt(
+            dir.path(),
+            &into,
+            &format!(
+                "column chunk 1 of row group 1 ends at byte {}, inside the footer",
+                into.len() - 4
+            ),
+        );
+    }
+
+    #[test]
+    fn negative_offsets_sizes_and_row_counts_are_a_corrupt_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = small_parquet();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                with_footer(&file, edit_chunk(0, 0, |c| c.set_data_page_offset(-4))),
+                "column chunk 0 of row group 0 has its first data page at byte -4, a negative offset",
+            ),
+            (
+                with_footer(&file, edit_chunk(0, 1, |c| c.set_dictionary_page_offset(Some(-1)))),
+                "column chunk 1 of row group 0 has its dictionary page at byte -1, a negative offset",
+            ),
+            (
+                with_footer(&file, edit_chunk(1, 0, |c| c.set_total_compressed_size(-100))),
+                "column chunk 0 of row group 1 has a negative size (-100 bytes)",
+            ),
+            (
+                with_footer(&file, edit_row_group(1, |rg| rg.set_num_rows(-7))),
+                "row group 1 has -7 rows",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_corrupt(dir.path(), &bytes, expected);
+        }
+    }
+
+    #[test]
+    fn truncated_files_and_absurd_footer_lengths_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = small_parquet();
+        let n = file.len();
+
+        assert_corrupt(
+            dir.path(),
+            &file[..n / 2],
+            "cut short (no PAR1 magic at its end)",
+        );
+        assert_corrupt(dir.path(), &file[..5], "is not a Parquet file (5 bytes)");
+
+        // The footer's length field says more than the file holds.
+        for len in [n as u32, n as u32 - 8, u32::MAX] {
+            let mut bad = file.clone();
+            bad[n - 8..n - 4].copy_from_slice(&len.to_le_bytes());
+            assert_corrupt(
+                dir.path(),
+                &bad,
+                &format!("corrupt Parquet footer: its length field says {len} bytes, more than the {n}-byte object holds"),
+            );
+        }
+
+        // The file's start cut off: the footer's offsets now point past its end.
+        assert_corrupt(dir.path(), &file[n / 2..], "corrupt Parquet footer");
+    }
+
+    /// Every byte of the footer overwritten in turn: opening (and reading what opens) gives a
+    /// result, never a panic.
+    #[test]
+    fn damaged_footers_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = small_parquet();
+        let n = file.len();
+        let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
+        for i in n - 8 - len..n - 8 {
+            for value in [0x00, 0xff, 0x7f, 0x80, file[i] ^ 0x01] {
+                let mut bad = file.clone();
+                bad[i] = value;
+                let (_, opened) = open_bytes(dir.path(), &bad);
+                if let Ok(object) = opened {
+                    let columns: Vec<String> = object
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
+                    let _ = object.read_all(&columns);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_uri_naming_one_object_lists_it_or_says_it_does_not_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("dt=1");
+        std::fs::create_dir_all(part.join("sub")).unwrap();
+        for name in [
+            "part-0.parquet",
+            "part-1.parquet",
+            "sub/part-2.parquet",
+            "_SUCCESS",
+        ] {
+            std::fs::write(part.join(name), b"x").unwrap();
+        }
+
+        let one = list_data_files(&location(&part.join("part-1.parquet"))).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(Path::new(&one[0].key), part.join("part-1.parquet"));
+
+        let missing = part.join("part-9.parquet");
+        let err = list_data_files(&location(&missing)).unwrap_err();
+        assert!(is_not_found(&err), "{err:#}");
+        assert_eq!(
+            format!("{err:#}"),
+            format!("{} does not exist", missing.display())
+        );
+
+        // A folder named like an object (Spark's table.parquet/) is listed as a folder.
+        let folder = list_data_files(&location(&part)).unwrap();
+        assert_eq!(folder.len(), 3);
+        let spark = dir.path().join("table.parquet");
+        std::fs::create_dir_all(&spark).unwrap();
+        std::fs::write(spark.join("part-0.parquet"), b"x").unwrap();
+        std::fs::write(spark.join("_SUCCESS"), b"").unwrap();
+        assert_eq!(list_data_files(&location(&spark)).unwrap().len(), 1);
+
+        // An empty prefix is an empty list, for the caller to report.
+        assert!(list_data_files(&location(&dir.path().join("dt=2")))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -148,6 +148,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn delete(&self, key: &str) -> Result<()>;
     /// The URI of a key, for messages.
     fn uri(&self, key: &str) -> Uri;
+    /// Removes what interrupted writes under `prefix` (taken as a folder, searched at every
+    /// depth) left behind and that was started before `older_than`: temporary `_tmp.*` objects
+    /// and, on S3, unfinished multipart uploads, which a killed process cannot abort. Returns how
+    /// many it removed. Writes still in progress are temporaries too, so `older_than` must lie
+    /// well before the start of any write that may still be running; a missing prefix has
+    /// nothing to remove.
+    fn remove_stale_temps(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize>;
 }
 
 /// A streamed write in progress. Dropping it without `commit` aborts it.

@@ -391,8 +391,10 @@ fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
-impl Storage for S3Storage {
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+impl S3Storage {
+    /// Every object under `prefix` (a folder), sorted by key, all pages; temporary objects
+    /// only if `with_temps`.
+    fn list_objects(&self, prefix: &str, with_temps: bool) -> Result<Vec<ObjectMeta>> {
         let prefix = folder_prefix(prefix);
         let listed: Result<Vec<ObjectMeta>> = self.block_on(async {
             let mut out = Vec::new();
@@ -409,7 +411,7 @@ impl Storage for S3Storage {
                     .map_err(|e| self.error(&prefix, e))?;
                 for obj in page.contents() {
                     let Some(key) = obj.key() else { continue };
-                    if is_temp(key) {
+                    if is_temp(key) && !with_temps {
                         continue;
                     }
                     out.push(ObjectMeta {
@@ -435,6 +437,100 @@ impl Storage for S3Storage {
         let mut out = listed.with_context(|| format!("listing {}", self.s3_uri(&prefix)))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Aborts the multipart uploads under `prefix` (a folder) initiated before `older_than`;
+    /// how many. A server that cannot list uploads (s3s-fs answers 501) has none to abort, as
+    /// far as anyone can tell: that is logged, not an error.
+    fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize> {
+        let aborted: Result<usize> = self.block_on(async {
+            let mut aborted = 0;
+            let (mut key_marker, mut id_marker) = (None, None);
+            loop {
+                let page = match self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(id_marker.take())
+                    .send()
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) if is_not_implemented(&e) => {
+                        let uri = self.s3_uri(prefix);
+                        warn!(
+                            %uri,
+                            "The server cannot list multipart uploads; uploads left open by an \
+                             interrupted run are not cleaned up (a lifecycle rule can abort them)."
+                        );
+                        return Ok(aborted);
+                    }
+                    Err(e) => return Err(self.error(prefix, e)),
+                };
+                for upload in page.uploads() {
+                    let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                        continue;
+                    };
+                    // An upload of unknown age may be in progress: leave it.
+                    let Some(initiated) = upload.initiated().and_then(to_chrono) else {
+                        continue;
+                    };
+                    if initiated >= older_than {
+                        continue;
+                    }
+                    match self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => {
+                            let uri = self.s3_uri(key);
+                            debug!(%uri, upload_id = id, %initiated, "Stale multipart upload aborted.");
+                            aborted += 1;
+                        }
+                        // Completed or aborted meanwhile.
+                        Err(e) if matches!(e.code(), Some("NoSuchUpload"))
+                            || outcome(&e) == Outcome::NoSuchKey => {}
+                        Err(e) => {
+                            return Err(self.error(key, e))
+                                .context(format!("aborting the multipart upload {id}"))
+                        }
+                    }
+                }
+                if page.is_truncated() != Some(true) {
+                    return Ok(aborted);
+                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                id_marker = page.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && id_marker.is_none() {
+                    bail!("the server said the upload listing is truncated but gave no marker");
+                }
+            }
+        });
+        aborted.with_context(|| {
+            format!(
+                "aborting stale multipart uploads under {}",
+                self.s3_uri(prefix)
+            )
+        })
+    }
+}
+
+/// A 501: the server does not implement the operation.
+fn is_not_implemented<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.code() == Some("NotImplemented")
+        || err.raw_response().map(|r| r.status().as_u16()) == Some(501)
+}
+
+impl Storage for S3Storage {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.list_objects(prefix, false)
     }
 
     fn get(&self, key: &str) -> Result<Bytes> {
@@ -591,6 +687,22 @@ impl Storage for S3Storage {
             bucket: self.bucket.clone(),
             key: key.to_string(),
         }
+    }
+
+    fn remove_stale_temps(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize> {
+        let prefix = folder_prefix(prefix);
+        let mut removed = self.abort_stale_uploads(&prefix, older_than)?;
+        // nightshift's S3 writes make no temporary objects, but a `_tmp.*` object left there
+        // (by another writer, or a copy of a local folder) is hidden from listings all the same.
+        for object in self.list_objects(&prefix, true)? {
+            let stale = object.last_modified.is_some_and(|t| t < older_than);
+            if is_temp(&object.key) && stale {
+                self.delete(&object.key)?;
+                debug!(uri = %self.s3_uri(&object.key), "Stale temporary object removed.");
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
