@@ -264,6 +264,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
         threads: args.threads,
         batch_rows: args.batch_rows,
         cancel: None,
+        ..Default::default()
     };
     match run_job(job, args.date, &cfg.settings, &stores, &opts) {
         Ok(record) => {

@@ -5,12 +5,14 @@
 //! -> `score` (features -> model -> scores) -> `write` (atomic Parquet outputs)
 //! -> `record` (success manifest and run record). `run` drives the stages; `model` holds the
 //! registry and training; `storage` hides local files and S3 behind one interface. `daemon`
-//! schedules runs and serves the HTTP API.
+//! schedules runs and serves the HTTP API. `lease` keeps one writer per job and date.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod drift;
+pub mod failpoint;
+pub mod lease;
 pub mod model;
 pub mod plan;
 pub mod read;

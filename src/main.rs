@@ -8,6 +8,7 @@ use nightshift::cli::{execute, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    nightshift::failpoint::setup_from_env();
     let cli = Cli::parse();
     // Commands print what users need on stdout, so they log only warnings unless asked; the
     // daemon's log is its output.

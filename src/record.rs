@@ -35,15 +35,28 @@ impl InputFingerprint {
     }
 }
 
+/// An object a run committed, as the store reported it after the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Name relative to its prefix (the output or the quarantine prefix).
+    pub name: String,
+    pub size: u64,
+    /// The store's ETag; empty on local storage.
+    pub etag: String,
+}
+
 /// One output file of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Name relative to the output prefix.
     pub name: String,
     pub rows: u64,
+    pub size: u64,
+    /// The store's ETag; empty on local storage.
+    pub etag: String,
     pub input: InputFingerprint,
-    /// Quarantine file for this input, relative to the quarantine prefix, if it had bad rows.
-    pub quarantine: Option<String>,
+    /// Quarantine file for this input, if it had bad rows.
+    pub quarantine: Option<StoredObject>,
     pub rows_quarantined: u64,
 }
 
@@ -74,6 +87,22 @@ pub enum RunStatus {
     Aborted,
 }
 
+/// What a date's output prefix holds after a run, as far as this run knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateState {
+    /// The run failed before it changed anything: the previous outputs and their `_SUCCESS`
+    /// (if any) are exactly as they were.
+    Untouched,
+    /// This run's outputs and its `_SUCCESS`.
+    Committed,
+    /// The run failed after it began writing: no `_SUCCESS`, and its outputs were removed.
+    Cleared,
+    /// The run failed after it began writing and could not remove every output: no
+    /// `_SUCCESS`, so readers must not trust what is there; the next run replaces it.
+    Incomplete,
+}
+
 /// What every run records, successful or not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -94,6 +123,13 @@ pub struct RunRecord {
     pub drift: Option<DriftSummary>,
     /// The error chain, for failed runs.
     pub error: Option<String>,
+    /// What the date's output prefix holds now (absent in records of older versions).
+    #[serde(default)]
+    pub date_state: Option<DateState>,
+    /// Temporary objects of crashed runs (`_tmp.` files, open multipart uploads) that this
+    /// run removed from its output and quarantine prefixes.
+    #[serde(default)]
+    pub leftovers_removed: u64,
 }
 
 impl RunRecord {

@@ -5,13 +5,14 @@
 //! has a small bounded channel, so memory stays at about (threads x (one row group's projected
 //! column chunks + a few batches)), however large the partition.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use tracing::{info, info_span, warn};
@@ -23,14 +24,17 @@ use crate::config::{JobSpec, Settings};
 use crate::drift::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::drift::report::{self, ReportContext};
 use crate::drift::{self, DriftSummary};
+use crate::failpoint;
+use crate::lease::{Lease, LeaseHeld};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
 use crate::read::{check_schema, is_data_file, ParquetObject};
 use crate::record::{
-    InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER,
+    DateState, InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus,
+    StoredObject, SUCCESS_MARKER,
 };
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
-use crate::storage::{Location, Stores};
+use crate::storage::{Location, ObjectMeta, Stores};
 use crate::write::{output_name, ParquetOutput};
 
 /// Knobs a caller may override for one run (tests use these to vary parallelism).
@@ -41,6 +45,12 @@ pub struct RunOptions {
     /// Set to abort the run (the daemon's shutdown): it stops between batches, removes its
     /// outputs like any failed run, and is recorded as aborted.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How long the run's lease on its job and date lasts without renewal (default: the
+    /// settings' `lease_ttl`).
+    pub lease_ttl: Option<Duration>,
+    /// Temporary objects of crashed runs older than this are removed from the output and
+    /// quarantine prefixes (default: the settings' `leftover_age`).
+    pub leftover_age: Option<Duration>,
 }
 
 impl RunOptions {
@@ -60,7 +70,7 @@ impl RunOptions {
 
 /// The error of a run stopped through [`RunOptions::cancel`].
 #[derive(Debug, thiserror::Error)]
-#[error("the run was aborted before it finished (the daemon is shutting down)")]
+#[error("the run was aborted before it finished (shutting down)")]
 pub struct Aborted;
 
 /// A failed run: the record that was written for it, and the error.
@@ -116,13 +126,23 @@ pub fn run_job(
         quarantine: None,
         drift: None,
         error: None,
+        date_state: Some(DateState::Untouched),
+        leftovers_removed: 0,
     };
+    // Held until the run record is written: one writer per job and date, from the first
+    // check to the last word.
+    let mut lease: Option<Lease> = None;
     let outcome = (|| {
         opts.check_cancelled()?;
+        let state = stores.locate(&settings.state)?;
+        let ttl = opts.lease_ttl.unwrap_or(settings.lease_ttl);
+        let lease = &*lease.insert(Lease::acquire(&state, &job.name, date, &run_id, ttl)?);
+        failpoint!("run::plan");
         let plan = PartitionPlan::resolve(job, date, stores)?;
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
         record.quarantine = Some(plan.quarantine.uri().to_string());
+        failpoint!("run::model");
         let registry = Registry::new(stores.locate(job.registry(settings))?);
         let model = Arc::new(registry.load(&job.model)?);
         let reference = if job.drift.enabled {
@@ -144,11 +164,18 @@ pub fn run_job(
             opts,
             reference,
             reports,
+            lease,
+            leftover_age: opts.leftover_age.unwrap_or(settings.leftover_age),
+            touched: AtomicBool::new(false),
+            leftovers_removed: AtomicU64::new(0),
         };
         let result = run.execute();
-        if result.is_err() {
-            run.clean_up();
-        }
+        record.leftovers_removed = run.leftovers_removed.load(Ordering::SeqCst);
+        record.date_state = Some(match &result {
+            Ok(_) => DateState::Committed,
+            Err(_) if run.touched.load(Ordering::SeqCst) => run.clean_up(),
+            Err(_) => DateState::Untouched,
+        });
         result
     })();
     record.finished_at = Utc::now();
@@ -168,8 +195,23 @@ pub fn run_job(
             Some(e)
         }
     };
+    if let Some(e) = &error {
+        if e.chain().any(|c| c.is::<LeaseHeld>()) {
+            // The date is another runner's: its record is the one that counts.
+            info!(error = %format!("{e:#}"), "Run refused: another runner holds the date.");
+            return Err(Box::new(RunFailed {
+                record,
+                error: error.expect("checked above"),
+            }));
+        }
+    }
     let history = stores.locate(&settings.state).map(RunHistory::new);
     let recorded = history.and_then(|h| h.write(&record));
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release() {
+            warn!(error = %format!("{e:#}"), "Could not release the lease; it expires by itself.");
+        }
+    }
     let c = &record.counts;
     match (&error, recorded) {
         (None, Ok(_)) => {
@@ -192,9 +234,9 @@ pub fn run_job(
             }
             let error = error.expect("checked above");
             if record.status == RunStatus::Aborted {
-                warn!("Run aborted; its outputs were removed.");
+                warn!(date_state = ?record.date_state, "Run aborted.");
             } else {
-                info!(error = %format!("{error:#}"), "Run failed.");
+                info!(error = %format!("{error:#}"), date_state = ?record.date_state, "Run failed.");
             }
             Err(Box::new(RunFailed { record, error }))
         }
@@ -211,6 +253,11 @@ struct Run<'a> {
     /// The training data's profile, when this run reports drift.
     reference: Option<DatasetProfile>,
     reports: Location,
+    lease: &'a Lease,
+    leftover_age: Duration,
+    /// Set just before the first change to the date's outputs (the marker's removal).
+    touched: AtomicBool,
+    leftovers_removed: AtomicU64,
 }
 
 /// What the writer collected: the outputs, the counts, and the merged profile.
@@ -227,10 +274,13 @@ struct Unit {
     first_row: u64,
 }
 
-/// What a worker sends the writer: scored batches in order, then the unit's data profile.
+/// What a worker sends the writer: scored batches in order, then the unit's data profile,
+/// then `Done`. A unit whose channel closes without `Done` did not finish (its worker
+/// panicked or stopped): its output must not be committed.
 enum Piece {
     Scored(ScoredBatch),
     Profile(Box<ProfileBuilder>),
+    Done,
 }
 
 type Message = Result<Piece>;
@@ -239,8 +289,11 @@ impl Run<'_> {
     fn execute(&self) -> Result<RunManifest> {
         let plan = self.plan;
         let job = self.job;
-        // Read every footer and check every schema before writing anything.
+        // Everything that can be checked is checked before the date's outputs are touched: a
+        // run that fails here leaves the last good outputs and their `_SUCCESS` as they were.
+        failpoint!("run::footers");
         let objects = ParquetObject::open_all(&plan.input, &plan.objects)?;
+        failpoint!("run::schema");
         let mut scorers = Vec::with_capacity(objects.len());
         for obj in &objects {
             check_schema(
@@ -258,9 +311,20 @@ impl Run<'_> {
                 job.run.on_bad_rows,
             )?);
         }
+        let columns = scorers
+            .first()
+            .map(Scorer::input_columns)
+            .unwrap_or_default();
+        check_one_schema(&objects, &columns)?;
+        let names = output_names(plan, &objects)?;
+        self.opts.check_cancelled()?;
+        self.lease.ensure_held()?;
 
+        self.remove_leftovers();
         // From here on the date's outputs change: without the marker, readers know the set is
         // not complete.
+        failpoint!("run::marker-delete");
+        self.touched.store(true, Ordering::SeqCst);
         let marker = plan.output.join(SUCCESS_MARKER);
         marker.store.delete(&marker.key)?;
 
@@ -282,10 +346,6 @@ impl Run<'_> {
             .unwrap_or_else(|| job.run.worker_threads())
             .max(1);
         let batch_rows = self.opts.batch_rows.unwrap_or(job.run.batch_rows).max(1);
-        let columns = scorers
-            .first()
-            .map(Scorer::input_columns)
-            .unwrap_or_default();
 
         let mut senders: Vec<Mutex<Option<SyncSender<Message>>>> = Vec::with_capacity(units.len());
         let mut receivers: Vec<Receiver<Message>> = Vec::with_capacity(units.len());
@@ -314,37 +374,50 @@ impl Run<'_> {
                         }
                         let tx = senders[i]
                             .lock()
-                            .expect("sender lock")
+                            .unwrap_or_else(|e| e.into_inner())
                             .take()
                             .expect("each unit is taken once");
                         let u = &units[i];
                         let obj = &objects[u.object];
-                        let profile = self.reference.as_ref().map(|r| {
-                            let name = output_name(&plan.input, &obj.meta.key);
-                            (ProfileBuilder::against(r), name)
-                        });
-                        if let Err(e) = score_unit(
-                            obj,
-                            &scorers[u.object],
-                            u,
-                            &columns,
-                            batch_rows,
-                            profile,
-                            &tx,
-                        ) {
-                            let _ = tx.send(Err(e));
-                        }
+                        let profile = self
+                            .reference
+                            .as_ref()
+                            .map(|r| (ProfileBuilder::against(r), names[u.object].clone()));
+                        // A panic is this unit's failure, reported to the writer like an error;
+                        // the worker goes on to the next unit (the writer stops the run).
+                        let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            score_unit(
+                                obj,
+                                &scorers[u.object],
+                                u,
+                                &columns,
+                                batch_rows,
+                                profile,
+                                &tx,
+                            )
+                        }));
+                        let failed = match scored {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => e,
+                            Err(panic) => anyhow!(
+                                "a worker thread panicked scoring row group {} of {}: {}",
+                                u.row_group,
+                                obj.uri(),
+                                panic_message(&*panic)
+                            ),
+                        };
+                        let _ = tx.send(Err(failed));
                     }
                 });
             }
-            let result = self.write_outputs(&objects, &scorers, &units, receivers);
+            let result = self.write_outputs(&objects, &scorers, &units, &names, receivers);
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
             }
             result
         })?;
         let Written {
-            files,
+            mut files,
             counts,
             profile,
         } = written;
@@ -360,6 +433,7 @@ impl Run<'_> {
             );
         }
 
+        failpoint!("run::drift");
         let drift = match (&self.reference, profile) {
             (Some(reference), Some(current)) => {
                 Some(self.report_drift(reference, current.finish())?)
@@ -375,10 +449,28 @@ impl Run<'_> {
         let keep_q: HashSet<String> = files
             .iter()
             .filter_map(|f| f.quarantine.as_ref())
-            .map(|q| plan.quarantine.join(q).key)
+            .map(|q| plan.quarantine.join(&q.name).key)
             .collect();
+        failpoint!("run::stale-cleanup");
         remove_data_files(&plan.output, |k| !keep.contains(k))?;
         remove_data_files(&plan.quarantine, |k| !keep_q.contains(k))?;
+
+        // The marker records each object as the store now has it, and nothing else may be
+        // there: what `_SUCCESS` lists is exactly what a reader finds.
+        let stored = stored_data_files(&plan.output)?;
+        let stored_q = stored_data_files(&plan.quarantine)?;
+        check_only(&plan.output, &stored, &keep)?;
+        check_only(&plan.quarantine, &stored_q, &keep_q)?;
+        for f in &mut files {
+            let meta = &stored[&plan.output.join(&f.name).key];
+            f.size = meta.size;
+            f.etag = meta.etag.clone();
+            if let Some(q) = &mut f.quarantine {
+                let meta = &stored_q[&plan.quarantine.join(&q.name).key];
+                q.size = meta.size;
+                q.etag = meta.etag.clone();
+            }
+        }
 
         let manifest = RunManifest {
             job: job.name.clone(),
@@ -394,11 +486,38 @@ impl Run<'_> {
             quarantine_prefix: plan.quarantine.uri().to_string(),
             drift,
         };
+        self.opts.check_cancelled()?;
+        // A runner that stalled past its lease must not commit over its successor's work.
+        self.lease.ensure_held()?;
+        failpoint!("run::marker-write");
         marker.store.put(
             &marker.key,
             Bytes::from(serde_json::to_vec_pretty(&manifest)?),
         )?;
+        failpoint!("run::after-marker");
         Ok(manifest)
+    }
+
+    /// Removes what crashed runs left in the date's prefixes (temp files, open multipart
+    /// uploads) once old enough that no live writer can own them. Best effort: a failure here
+    /// is logged, not fatal, as leftovers are invisible to readers.
+    fn remove_leftovers(&self) {
+        let Ok(age) = chrono::Duration::from_std(self.leftover_age) else {
+            return;
+        };
+        let cutoff = Utc::now() - age;
+        for loc in [&self.plan.output, &self.plan.quarantine] {
+            match loc.store.remove_stale_temps(&loc.key, cutoff) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(prefix = %loc.uri(), removed = n, "Removed what crashed runs left.");
+                    self.leftovers_removed.fetch_add(n as u64, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    warn!(prefix = %loc.uri(), error = %format!("{e:#}"), "Could not look for what crashed runs left.")
+                }
+            }
+        }
     }
 
     /// Receives scored batches in input order and writes one output (and at most one
@@ -408,6 +527,7 @@ impl Run<'_> {
         objects: &[ParquetObject],
         scorers: &[Scorer],
         units: &[Unit],
+        names: &[String],
         receivers: Vec<Receiver<Message>>,
     ) -> Result<Written> {
         let mut files = Vec::with_capacity(objects.len());
@@ -415,12 +535,13 @@ impl Run<'_> {
         let mut profile = self.reference.as_ref().map(ProfileBuilder::against);
         let mut receivers = units.iter().zip(receivers).peekable();
         for (i, obj) in objects.iter().enumerate() {
-            let name = output_name(&self.plan.input, &obj.meta.key);
+            let name = names[i].clone();
             let mut output =
                 ParquetOutput::create(self.plan.output.join(&name), scorers[i].output_schema())?;
             let mut quarantine: Option<ParquetOutput> = None;
             let mut file_counts = Counts::default();
-            while let Some((_, rx)) = receivers.next_if(|(u, _)| u.object == i) {
+            while let Some((u, rx)) = receivers.next_if(|(u, _)| u.object == i) {
+                let mut done = false;
                 for message in rx {
                     self.opts.check_cancelled()?;
                     let scored = match message? {
@@ -429,6 +550,10 @@ impl Run<'_> {
                             if let Some(total) = profile.as_mut() {
                                 total.merge(*p);
                             }
+                            continue;
+                        }
+                        Piece::Done => {
+                            done = true;
                             continue;
                         }
                     };
@@ -442,12 +567,29 @@ impl Run<'_> {
                     }
                     file_counts.add(&scored.counts);
                 }
+                if !done {
+                    bail!(
+                        "the worker scoring row group {} of {} stopped before it finished",
+                        u.row_group,
+                        obj.uri()
+                    );
+                }
             }
+            self.opts.check_cancelled()?;
+            if self.lease.is_lost() {
+                self.lease.ensure_held()?;
+            }
+            failpoint!("run::output-commit");
             let rows = output.finish()?;
             let quarantine = match quarantine {
                 Some(q) => {
+                    failpoint!("run::quarantine-commit");
                     q.finish()?;
-                    Some(name.clone())
+                    Some(StoredObject {
+                        name: name.clone(),
+                        size: 0,
+                        etag: String::new(),
+                    })
                 }
                 None => None,
             };
@@ -456,6 +598,8 @@ impl Run<'_> {
             files.push(OutputFile {
                 name,
                 rows,
+                size: 0,
+                etag: String::new(),
                 input: InputFingerprint::of(&self.plan.input, &obj.meta),
                 quarantine,
                 rows_quarantined: file_counts.rows_quarantined,
@@ -506,14 +650,23 @@ impl Run<'_> {
         Ok(summary)
     }
 
-    /// After a failure: no output of this date may look complete, so the date's outputs and
-    /// quarantine files go (the marker is already gone).
-    fn clean_up(&self) {
+    /// After a failure that came once writing began: no output of this date may look
+    /// complete, so the marker goes first (if it is still or already there), then the date's
+    /// outputs and quarantine files. Says what the date holds after.
+    fn clean_up(&self) -> DateState {
+        let marker = self.plan.output.join(SUCCESS_MARKER);
+        if let Err(e) = marker.store.delete(&marker.key) {
+            warn!(marker = %marker.uri(), error = %format!("{e:#}"), "Could not remove the marker after a failed run.");
+            return DateState::Incomplete;
+        }
+        let mut state = DateState::Cleared;
         for loc in [&self.plan.output, &self.plan.quarantine] {
             if let Err(e) = remove_data_files(loc, |_| true) {
                 warn!(prefix = %loc.uri(), error = %format!("{e:#}"), "Could not remove the outputs of a failed run.");
+                state = DateState::Incomplete;
             }
         }
+        state
     }
 }
 
@@ -530,6 +683,7 @@ fn score_unit(
     let mut first_row = unit.first_row;
     for batch in obj.read_row_group(unit.row_group, columns, batch_rows)? {
         let batch = batch?;
+        failpoint!("run::score-batch");
         let scored = scorer
             .score(
                 &batch,
@@ -564,6 +718,103 @@ fn score_unit(
     }
     if let Some((builder, _)) = profile {
         let _ = tx.send(Ok(Piece::Profile(Box::new(builder))));
+    }
+    let _ = tx.send(Ok(Piece::Done));
+    Ok(())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The columns a run reads must have one type across the date's objects: outputs of one date
+/// share a schema, and a reader of the date sees one table.
+fn check_one_schema(objects: &[ParquetObject], columns: &[String]) -> Result<()> {
+    let Some(first) = objects.first() else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for obj in &objects[1..] {
+        for c in columns {
+            let (Ok(a), Ok(b)) = (
+                first.schema().field_with_name(c),
+                obj.schema().field_with_name(c),
+            ) else {
+                continue; // missing columns were reported by check_schema
+            };
+            if a.data_type() != b.data_type() {
+                problems.push(format!(
+                    "column '{c}' is {} in {} but {} in {}",
+                    a.data_type(),
+                    first.uri(),
+                    b.data_type(),
+                    obj.uri()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "the date's input objects do not share one schema: {}",
+            problems.join("; ")
+        )
+    }
+}
+
+/// Output names, one per input object, checked to be distinct and to be data-file names.
+fn output_names(plan: &PartitionPlan, objects: &[ParquetObject]) -> Result<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut names = Vec::with_capacity(objects.len());
+    for obj in objects {
+        let name = output_name(&plan.input, &obj.meta.key);
+        if !is_data_file(&name) {
+            bail!(
+                "cannot derive an output name from {} (got '{name}')",
+                obj.uri()
+            );
+        }
+        if !seen.insert(name.clone()) {
+            bail!("two input objects would write the same output {name}");
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// The data files under a prefix, by key.
+fn stored_data_files(prefix: &Location) -> Result<HashMap<String, ObjectMeta>> {
+    Ok(prefix
+        .store
+        .list(&prefix.key)?
+        .into_iter()
+        .filter(|o| is_data_file(prefix.relative(&o.key)))
+        .map(|o| (o.key.clone(), o))
+        .collect())
+}
+
+/// Fails unless the prefix holds exactly the expected data files.
+fn check_only(
+    prefix: &Location,
+    stored: &HashMap<String, ObjectMeta>,
+    expected: &HashSet<String>,
+) -> Result<()> {
+    if let Some(missing) = expected.iter().find(|k| !stored.contains_key(*k)) {
+        bail!(
+            "{} is missing right after it was written; not committing",
+            prefix.store.uri(missing)
+        );
+    }
+    if let Some(extra) = stored.keys().find(|k| !expected.contains(*k)) {
+        bail!(
+            "{} appeared in the output while the run wrote it (another writer?); not committing",
+            prefix.store.uri(extra)
+        );
     }
     Ok(())
 }

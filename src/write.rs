@@ -65,7 +65,16 @@ impl ParquetOutput {
 }
 
 /// The output key for an input object: its path relative to the input prefix, so
-/// `features/dt=D/part-0.parquet` becomes `OUT/part-0.parquet`.
+/// `features/dt=D/part-0.parquet` becomes `OUT/part-0.parquet`. An input URI that names one
+/// object gives that object's file name.
 pub fn output_name(input_prefix: &Location, input_key: &str) -> String {
-    input_prefix.relative(input_key).to_string()
+    match input_prefix.relative(input_key) {
+        "" => input_key
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(input_key)
+            .to_string(),
+        relative => relative.to_string(),
+    }
 }

@@ -79,6 +79,7 @@ impl Runner for JobRunner {
             threads: self.threads,
             batch_rows: self.batch_rows,
             cancel: Some(cancel),
+            ..Default::default()
         };
         run_job(job, date, &self.settings, &self.stores, &opts)
     }

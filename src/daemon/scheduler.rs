@@ -635,9 +635,22 @@ impl Inner {
             }
             Outcome::Finished(r) => {
                 let failed = r.expect_err("checked");
-                self.metrics.run_finished(&failed.record);
+                let held = failed
+                    .error
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::lease::LeaseHeld>());
+                if let Some(held) = held {
+                    // Another process (a `run`, a backfill, a second replica) is on this date:
+                    // its run is the one that counts, so this one is skipped, not retried.
+                    warn!(job = %name, date = %p.date, holder_host = %held.holder.host, holder_pid = held.holder.pid, holder_run_id = %held.holder.run_id, since = %held.acquired_at, "Run skipped: another runner holds the date.");
+                    self.metrics.tick_skipped(name, "lease_held");
+                } else {
+                    self.metrics.run_finished(&failed.record);
+                }
                 let r = &failed.record;
-                if r.status == RunStatus::Aborted {
+                if held.is_some() {
+                    false
+                } else if r.status == RunStatus::Aborted {
                     warn!(job = %name, date = %p.date, run_id = %r.run_id, "Run aborted.");
                     false
                 } else {

@@ -49,9 +49,10 @@ const MAX_TICKS_BACK: usize = 100_000;
 ///
 /// A date is missed when a tick at or before `now` would have scored it and it is later than
 /// every date the job has a finished (succeeded or failed) run record of. Aborted runs do not
-/// count as done: a date interrupted by a shutdown runs again. A job without any record has
-/// never run under this state location and catches up nothing (backfills are explicit:
-/// `nightshift run` or `POST /jobs/NAME/runs`).
+/// count as done: a date whose last run was aborted (a shutdown interrupted it) runs again,
+/// whichever date it is, an older one that a trigger or catch-up was running included. A job
+/// without any record has never run under this state location and catches up nothing
+/// (backfills are explicit: `nightshift run` or `POST /jobs/NAME/runs`).
 pub fn missed_dates(
     job: &JobSpec,
     records: &[RunRecord],
@@ -61,6 +62,33 @@ pub fn missed_dates(
     if records.is_empty() || limit == 0 {
         return Vec::new();
     }
+    let mut dates = dates_after_last_done(job, records, now, limit);
+    // Dates whose latest run was aborted, wherever they are.
+    let mut latest: std::collections::HashMap<NaiveDate, &RunRecord> = Default::default();
+    for r in records {
+        let e = latest.entry(r.logical_date).or_insert(r);
+        if r.started_at >= e.started_at {
+            *e = r;
+        }
+    }
+    dates.extend(
+        latest
+            .into_values()
+            .filter(|r| r.status == RunStatus::Aborted)
+            .map(|r| r.logical_date),
+    );
+    dates.sort();
+    dates.dedup();
+    let skip = dates.len().saturating_sub(limit);
+    dates.split_off(skip)
+}
+
+fn dates_after_last_done(
+    job: &JobSpec,
+    records: &[RunRecord],
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Vec<NaiveDate> {
     let done = records
         .iter()
         .filter(|r| r.status != RunStatus::Aborted)

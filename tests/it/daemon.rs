@@ -136,6 +136,8 @@ fn record(job: &str, date: NaiveDate, status: RunStatus) -> RunRecord {
         quarantine: None,
         drift: None,
         error: None,
+        date_state: None,
+        leftovers_removed: 0,
     }
 }
 
@@ -481,6 +483,20 @@ fn catch_up_runs_exactly_the_missed_dates_up_to_the_limit() {
         3,
         "the aborted 03-04 is still missed"
     );
+    // An older date whose last run was aborted (a trigger of 02-20 interrupted by a shutdown)
+    // comes back too, though later dates are done; one rerun since then settles it.
+    let mut old_aborted = records.clone();
+    old_aborted.push(record("daily", date("2026-02-20"), RunStatus::Aborted));
+    assert_eq!(
+        missed_dates(&job, &old_aborted, now, 10)
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>(),
+        ["2026-02-20", "2026-03-02", "2026-03-03", "2026-03-04"]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    old_aborted.push(record("daily", date("2026-02-20"), RunStatus::Succeeded));
+    assert_eq!(missed_dates(&job, &old_aborted, now, 10).len(), 3);
 
     // Through the daemon's start-up path: records -> missed dates -> runs, oldest first.
     let rig = Rig::new(now, false, 2);

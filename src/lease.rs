@@ -1,0 +1,330 @@
+//! One writer per job and date: a lease object in the state location.
+//!
+//! Leases live at `STATE/leases/JOB/DATE/GENERATION.json`. Taking one is a conditional create
+//! (`If-None-Match: *` on S3, a hard link locally) of the generation after the newest one, and
+//! only when the newest one is released or expired; so of any number of racing runners
+//! exactly one creates a given generation, and a live lease is never taken over. The holder
+//! renews its lease (rewrites its `expires_at`) every third of the ttl while the run goes on;
+//! a dead holder blocks the date for at most one ttl. A holder that finds a newer generation
+//! than its own has lost the lease (it stalled longer than the ttl) and must not commit.
+//!
+//! Expiry compares the contender's clock with the holder's: clocks must agree to well within
+//! the ttl (NTP gives milliseconds; the default ttl is minutes).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::storage::{is_not_found, Location};
+
+/// How long a lease lasts without renewal, unless the settings say otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+
+/// Who holds a lease, for the loser's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    pub run_id: String,
+}
+
+/// The body of a lease object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseBody {
+    job: String,
+    logical_date: NaiveDate,
+    holder: Holder,
+    acquired_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    released: bool,
+}
+
+/// Another runner holds the lease of this job and date.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{job} {date} is already being run by {host} (pid {pid}, run {run_id}) since {since}; \
+     its lease expires at {expires_at} unless renewed",
+    host = holder.host, pid = holder.pid, run_id = holder.run_id,
+    since = acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
+    expires_at = expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+)]
+pub struct LeaseHeld {
+    pub job: String,
+    pub date: NaiveDate,
+    pub holder: Holder,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The lease was taken over by another runner while this one held it (this runner stalled
+/// for longer than the ttl): it must not commit.
+#[derive(Debug, thiserror::Error)]
+#[error("the lease of {job} {date} was lost (this run stalled longer than the lease ttl of {ttl_secs} s and another runner took the date over)")]
+pub struct LeaseLost {
+    pub job: String,
+    pub date: NaiveDate,
+    pub ttl_secs: u64,
+}
+
+/// A held lease. Renewed in the background until released or dropped.
+pub struct Lease {
+    inner: Arc<Inner>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    dir: Location,
+    loc: Location,
+    generation: u64,
+    body: Mutex<LeaseBody>,
+    ttl: Duration,
+    lost: AtomicBool,
+    stop: (Mutex<bool>, Condvar),
+}
+
+fn generation_name(generation: u64) -> String {
+    format!("{generation:020}.json")
+}
+
+fn generation_of(dir: &Location, key: &str) -> Option<u64> {
+    dir.relative(key).strip_suffix(".json")?.parse().ok()
+}
+
+/// The newest lease object of a date, if any: (generation, key).
+fn newest(dir: &Location) -> Result<Option<(u64, String)>> {
+    Ok(dir
+        .store
+        .list(&dir.key)?
+        .into_iter()
+        .filter_map(|o| generation_of(dir, &o.key).map(|g| (g, o.key)))
+        .max_by_key(|(g, _)| *g))
+}
+
+fn this_host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+impl Lease {
+    /// Takes the lease of `job` and `date`, or says who holds it ([`LeaseHeld`] in the chain).
+    pub fn acquire(
+        state: &Location,
+        job: &str,
+        date: NaiveDate,
+        run_id: &str,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        let dir = state.join("leases").join(job).join(&date.to_string());
+        let ttl_chrono = chrono::Duration::from_std(ttl).context("lease ttl")?;
+        // Each round either creates the next generation or finds a live holder; a lost race
+        // means someone else created it, and the next round names them.
+        for _ in 0..8 {
+            let next = match newest(&dir)? {
+                None => 1,
+                Some((generation, key)) => match dir.store.get(&key) {
+                    Ok(bytes) => {
+                        let body: LeaseBody = serde_json::from_slice(&bytes)
+                            .with_context(|| format!("reading lease {}", dir.store.uri(&key)))?;
+                        if !body.released && body.expires_at > Utc::now() {
+                            return Err(LeaseHeld {
+                                job: job.to_string(),
+                                date,
+                                holder: body.holder,
+                                acquired_at: body.acquired_at,
+                                expires_at: body.expires_at,
+                            }
+                            .into());
+                        }
+                        generation + 1
+                    }
+                    // Released and deleted between the listing and the read: look again.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            let now = Utc::now();
+            let body = LeaseBody {
+                job: job.to_string(),
+                logical_date: date,
+                holder: Holder {
+                    host: this_host(),
+                    pid: std::process::id(),
+                    run_id: run_id.to_string(),
+                },
+                acquired_at: now,
+                expires_at: now + ttl_chrono,
+                released: false,
+            };
+            let loc = dir.join(&generation_name(next));
+            if loc
+                .store
+                .put_if_absent(&loc.key, Bytes::from(serde_json::to_vec_pretty(&body)?))?
+            {
+                debug!(lease = %loc.uri(), "Lease taken.");
+                // Older generations are dead (expired or released): tidy them.
+                for o in dir.store.list(&dir.key)? {
+                    if generation_of(&dir, &o.key).is_some_and(|g| g < next) {
+                        let _ = dir.store.delete(&o.key);
+                    }
+                }
+                let inner = Arc::new(Inner {
+                    dir,
+                    loc,
+                    generation: next,
+                    body: Mutex::new(body),
+                    ttl,
+                    lost: AtomicBool::new(false),
+                    stop: (Mutex::new(false), Condvar::new()),
+                });
+                let renewer = {
+                    let inner = Arc::clone(&inner);
+                    std::thread::Builder::new()
+                        .name("nightshift-lease".into())
+                        .spawn(move || inner.renew_until_stopped())
+                        .context("starting the lease renewer")?
+                };
+                return Ok(Lease {
+                    inner,
+                    renewer: Some(renewer),
+                });
+            }
+        }
+        anyhow::bail!("could not take the lease of {job} {date}: too many racing runners")
+    }
+
+    /// Fails with [`LeaseLost`] unless this runner still holds the lease, looking at the
+    /// store now (not only at what the renewer saw).
+    pub fn ensure_held(&self) -> Result<()> {
+        let inner = &self.inner;
+        if !inner.lost.load(Ordering::SeqCst) {
+            // Renewing checks that the newest generation is still ours, and keeps it from
+            // expiring while the caller commits.
+            return inner.renew();
+        }
+        Err(inner.lost_error().into())
+    }
+
+    /// True once the renewer saw the lease taken over.
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::SeqCst)
+    }
+
+    /// Gives the date up: stops renewing and deletes the lease object.
+    pub fn release(mut self) -> Result<()> {
+        self.stop_renewer();
+        if self.inner.lost.load(Ordering::SeqCst) {
+            return Ok(()); // someone else's now
+        }
+        let loc = &self.inner.loc;
+        loc.store
+            .delete(&loc.key)
+            .with_context(|| format!("releasing lease {}", loc.uri()))
+    }
+
+    fn stop_renewer(&mut self) {
+        let (lock, cvar) = &self.inner.stop;
+        *lock.lock().expect("lease stop lock") = true;
+        cvar.notify_all();
+        if let Some(h) = self.renewer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Lease {
+    /// A lease dropped without `release` (a failed run) is released too: the date is free for
+    /// the next runner at once rather than after the ttl.
+    fn drop(&mut self) {
+        if self.renewer.is_some() {
+            self.stop_renewer();
+            if !self.inner.lost.load(Ordering::SeqCst) {
+                let loc = &self.inner.loc;
+                if let Err(e) = loc.store.delete(&loc.key) {
+                    warn!(lease = %loc.uri(), error = %format!("{e:#}"), "Could not release a lease; it expires by itself.");
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lost_error(&self) -> LeaseLost {
+        let body = self.body.lock().expect("lease body lock");
+        LeaseLost {
+            job: body.job.clone(),
+            date: body.logical_date,
+            ttl_secs: self.ttl.as_secs(),
+        }
+    }
+
+    /// Rewrites the lease with a new expiry, unless a newer generation exists.
+    fn renew(&self) -> Result<()> {
+        // Our object is only ever removed by a runner that took a newer generation (and may
+        // since have released it): either way the date is no longer ours.
+        if newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation) {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(self.lost_error().into());
+        }
+        let bytes = {
+            let mut body = self.body.lock().expect("lease body lock");
+            body.expires_at = Utc::now() + chrono::Duration::from_std(self.ttl)?;
+            serde_json::to_vec_pretty(&*body)?
+        };
+        self.loc
+            .store
+            .put(&self.loc.key, Bytes::from(bytes))
+            .with_context(|| format!("renewing lease {}", self.loc.uri()))
+    }
+
+    fn renew_until_stopped(&self) {
+        let (lock, cvar) = &self.stop;
+        let period = self.ttl / 3;
+        let mut stopped = lock.lock().expect("lease stop lock");
+        loop {
+            let (guard, _) = cvar
+                .wait_timeout_while(stopped, period, |s| !*s)
+                .expect("lease stop lock");
+            stopped = guard;
+            if *stopped {
+                return;
+            }
+            if let Err(e) = self.renew() {
+                if self.lost.load(Ordering::SeqCst) {
+                    warn!(lease = %self.loc.uri(), "Lease lost to another runner.");
+                    return;
+                }
+                // A transient failure: the next period tries again, well within the ttl.
+                warn!(lease = %self.loc.uri(), error = %format!("{e:#}"), "Could not renew the lease.");
+            }
+        }
+    }
+}
+
+/// The holder of a date's live lease, if any (for status pages and tests).
+pub fn holder(state: &Location, job: &str, date: NaiveDate) -> Result<Option<Holder>> {
+    let dir = state.join("leases").join(job).join(&date.to_string());
+    let Some((_, key)) = newest(&dir)? else {
+        return Ok(None);
+    };
+    let body: LeaseBody = match dir.store.get(&key) {
+        Ok(b) => serde_json::from_slice(&b)?,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok((!body.released && body.expires_at > Utc::now()).then_some(body.holder))
+}

@@ -1,0 +1,819 @@
+//! The integrity invariants of docs/outputs.md, tried with injected failures at every step of a
+//! run, with the user's own mistakes, and with a second runner, on local storage and on the S3
+//! test server alike:
+//!
+//! 1. `_SUCCESS` is the truth: whenever it exists, every object it lists exists with the size
+//!    and ETag it records, and the output and quarantine prefixes hold no other data object.
+//! 2. Fail before touching: a rerun that fails before it writes leaves the last good outputs
+//!    and their `_SUCCESS` exactly as they were; one that fails after says so in its record.
+//! 4. One writer per job and date.
+//! 5. A failing worker never commits.
+//!
+//! Failures are injected through the binary's failpoints (`FAILPOINTS`, see src/failpoint.rs):
+//! `return` fails the step with an error, `return(exit)` ends the process there as a kill
+//! would, `panic` panics.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+
+use crate::util::{read_parquet, Env, Output, FIXTURES};
+use crate::util_s3::{settings, TestBucket};
+
+const DATE: &str = "2026-11-02";
+const OUT: &str = "scores/churn/dt=2026-11-02/";
+const QUARANTINE: &str = "scores/churn_quarantine/dt=2026-11-02/";
+const INPUT: &str = "features/dt=2026-11-02/";
+const RUNS: &str = "state/runs/churn/2026-11-02/";
+
+/// An object as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    size: u64,
+    etag: String,
+}
+
+/// Where a test's job keeps everything: a local folder, or a bucket on the S3 test server.
+/// Keys are relative to the site's base (`out/` locally, the bucket's root on S3).
+enum Site {
+    Local(Env),
+    S3 { dir: Env, bucket: TestBucket },
+}
+
+impl Site {
+    fn local() -> Self {
+        let env = Env::new();
+        let site = Site::Local(env);
+        site.set_up("out/", "");
+        site
+    }
+
+    fn s3(test: &str) -> Self {
+        let bucket = TestBucket::new(test);
+        let s3 = settings().s3;
+        let extra = format!(
+            "\n[s3]\nendpoint_url = \"{}\"\nregion = \"{}\"\nforce_path_style = true\n\
+             timeout_secs = 60\nmax_attempts = 3\n",
+            s3.endpoint_url.unwrap(),
+            s3.region.unwrap(),
+        );
+        let base = format!("s3://{}/", bucket.name);
+        let site = Site::S3 {
+            dir: Env::new(),
+            bucket,
+        };
+        site.set_up(&base, &extra);
+        site
+    }
+
+    fn dir(&self) -> &Env {
+        match self {
+            Site::Local(env) => env,
+            Site::S3 { dir, .. } => dir,
+        }
+    }
+
+    /// The job, the shared settings, the model and the fixtures of [`DATE`].
+    fn set_up(&self, base: &str, s3_table: &str) {
+        let dir = self.dir();
+        dir.write(
+            "jobs/nightshift.toml",
+            &format!(
+                "registry = \"{base}registry/\"\nstate = \"{base}state/\"\n\
+                 reports = \"{base}reports/\"\nleftover_age = \"0s\"\nlease_ttl = \"1s\"\n{s3_table}"
+            ),
+        );
+        self.write_job(base, "", "[\"id\"]");
+        // The model trained once per test process, copied (uploaded) into this site.
+        let trained = Env::new();
+        trained.train_churn();
+        for (rel, bytes) in files(&trained.path("out/registry")) {
+            self.put(&format!("registry/{rel}"), bytes);
+        }
+        for part in ["part-00000.parquet", "part-00001.parquet"] {
+            let bytes = std::fs::read(format!("{FIXTURES}/{INPUT}{part}")).unwrap();
+            self.put(&format!("{INPUT}{part}"), Bytes::from(bytes));
+        }
+    }
+
+    fn base(&self) -> String {
+        match self {
+            Site::Local(_) => "out/".into(),
+            Site::S3 { bucket, .. } => format!("s3://{}/", bucket.name),
+        }
+    }
+
+    fn write_job(&self, base: &str, input_suffix: &str, passthrough: &str) {
+        self.dir().write(
+            "jobs/churn.toml",
+            &format!(
+                r#"name = "churn"
+schedule = "30 2 * * *"
+
+[input]
+uri = "{base}features/dt={{date}}/{input_suffix}"
+
+[model]
+name = "churn"
+version = 1
+
+[output]
+uri = "{base}scores/churn/dt={{date}}/"
+quarantine_uri = "{base}scores/churn_quarantine/dt={{date}}/"
+passthrough = {passthrough}
+"#
+            ),
+        );
+    }
+
+    fn put(&self, key: &str, bytes: Bytes) {
+        match self {
+            Site::Local(env) => {
+                let p = env.path(&format!("out/{key}"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+            Site::S3 { bucket, .. } => {
+                let a = &bucket.admin;
+                a.runtime
+                    .block_on(
+                        a.client
+                            .put_object()
+                            .bucket(&bucket.name)
+                            .key(key)
+                            .body(ByteStream::from(bytes))
+                            .send(),
+                    )
+                    .unwrap();
+            }
+        }
+    }
+
+    fn delete(&self, key: &str) {
+        match self {
+            Site::Local(env) => std::fs::remove_file(env.path(&format!("out/{key}"))).unwrap(),
+            Site::S3 { bucket, .. } => {
+                let a = &bucket.admin;
+                a.runtime
+                    .block_on(
+                        a.client
+                            .delete_object()
+                            .bucket(&bucket.name)
+                            .key(key)
+                            .send(),
+                    )
+                    .unwrap();
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Bytes> {
+        match self {
+            Site::Local(env) => std::fs::read(env.path(&format!("out/{key}")))
+                .ok()
+                .map(Bytes::from),
+            Site::S3 { bucket, .. } => {
+                let a = &bucket.admin;
+                a.runtime.block_on(async {
+                    let out = a
+                        .client
+                        .get_object()
+                        .bucket(&bucket.name)
+                        .key(key)
+                        .send()
+                        .await
+                        .ok()?;
+                    Some(out.body.collect().await.unwrap().into_bytes())
+                })
+            }
+        }
+    }
+
+    /// Every object under a prefix (temp objects included), relative to it.
+    fn list(&self, prefix: &str) -> BTreeMap<String, Listed> {
+        match self {
+            Site::Local(env) => files(&env.path(&format!("out/{prefix}")))
+                .into_iter()
+                .map(|(k, b)| {
+                    (
+                        k,
+                        Listed {
+                            size: b.len() as u64,
+                            etag: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+            Site::S3 { bucket, .. } => {
+                let a = &bucket.admin;
+                let mut out = BTreeMap::new();
+                let mut token = None;
+                loop {
+                    let page = a
+                        .runtime
+                        .block_on(
+                            a.client
+                                .list_objects_v2()
+                                .bucket(&bucket.name)
+                                .prefix(prefix)
+                                .set_continuation_token(token.take())
+                                .send(),
+                        )
+                        .unwrap();
+                    for o in page.contents() {
+                        out.insert(
+                            o.key().unwrap().strip_prefix(prefix).unwrap().to_string(),
+                            Listed {
+                                size: o.size().unwrap() as u64,
+                                etag: o.e_tag().unwrap_or_default().to_string(),
+                            },
+                        );
+                    }
+                    match page.next_continuation_token() {
+                        Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                        _ => break,
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// `nightshift run churn --date DATE`, with failpoints, killed if it hangs.
+    fn run(&self, failpoints: &str, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+        cmd.args(["run", "churn", "--date", DATE])
+            .args(extra)
+            .current_dir(self.dir().path(""))
+            .env("NO_COLOR", "1")
+            .env("FAILPOINTS", failpoints)
+            .env_remove("NIGHTSHIFT_LOG")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3");
+        run_bounded(cmd, Duration::from_secs(120))
+    }
+
+    fn ok(&self) -> Output {
+        let out = self.run("", &[]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    /// The run records of [`DATE`], oldest first.
+    fn records(&self) -> Vec<Value> {
+        let mut records: Vec<Value> = self
+            .list(RUNS)
+            .keys()
+            .filter(|k| k.ends_with(".json"))
+            .map(|k| serde_json::from_slice(&self.get(&format!("{RUNS}{k}")).unwrap()).unwrap())
+            .collect();
+        records.sort_by_key(|r| r["started_at"].as_str().unwrap().to_string());
+        records
+    }
+
+    /// What a reader of the date sees: the listings of both prefixes and the marker's bytes.
+    fn snapshot(
+        &self,
+    ) -> (
+        BTreeMap<String, Listed>,
+        BTreeMap<String, Listed>,
+        Option<Bytes>,
+    ) {
+        (
+            self.list(OUT),
+            self.list(QUARANTINE),
+            self.get(&format!("{OUT}_SUCCESS")),
+        )
+    }
+
+    /// Invariant 1. Returns whether the date is committed (has a `_SUCCESS`).
+    fn assert_success_is_the_truth(&self, context: &str) -> bool {
+        let Some(marker) = self.get(&format!("{OUT}_SUCCESS")) else {
+            return false;
+        };
+        let m: Value = serde_json::from_slice(&marker)
+            .unwrap_or_else(|e| panic!("{context}: _SUCCESS is not a manifest: {e}"));
+        let out = self.list(OUT);
+        let quarantine = self.list(QUARANTINE);
+        let mut listed_out = Vec::new();
+        let mut listed_q = Vec::new();
+        for f in m["files"].as_array().unwrap() {
+            let name = f["name"].as_str().unwrap();
+            let found = out
+                .get(name)
+                .unwrap_or_else(|| panic!("{context}: _SUCCESS lists {name}, which is gone"));
+            assert_eq!(
+                found.size,
+                f["size"].as_u64().unwrap(),
+                "{context}: size of {name}"
+            );
+            assert_eq!(
+                found.etag,
+                f["etag"].as_str().unwrap(),
+                "{context}: ETag of {name}"
+            );
+            listed_out.push(name.to_string());
+            if let Some(q) = f["quarantine"].as_object() {
+                let qname = q["name"].as_str().unwrap();
+                let found = quarantine.get(qname).unwrap_or_else(|| {
+                    panic!("{context}: _SUCCESS lists quarantine {qname}, which is gone")
+                });
+                assert_eq!(
+                    found.size,
+                    q["size"].as_u64().unwrap(),
+                    "{context}: size of {qname}"
+                );
+                assert_eq!(
+                    found.etag,
+                    q["etag"].as_str().unwrap(),
+                    "{context}: ETag of {qname}"
+                );
+                listed_q.push(qname.to_string());
+            }
+        }
+        let data = |m: &BTreeMap<String, Listed>| -> Vec<String> {
+            m.keys().filter(|k| is_data_file(k)).cloned().collect()
+        };
+        listed_out.sort();
+        listed_q.sort();
+        assert_eq!(
+            data(&out),
+            listed_out,
+            "{context}: data objects in {OUT} besides _SUCCESS's"
+        );
+        assert_eq!(
+            data(&quarantine),
+            listed_q,
+            "{context}: data objects in {QUARANTINE}"
+        );
+        true
+    }
+
+    /// Temp objects and open multipart uploads left in the date's prefixes.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .list(OUT)
+            .into_keys()
+            .chain(self.list(QUARANTINE).into_keys())
+            .filter(|k| k.rsplit('/').next().unwrap().starts_with("_tmp."))
+            .collect();
+        if let Site::S3 { bucket, .. } = self {
+            left.extend(bucket.admin.open_uploads(&bucket.name).unwrap_or_default());
+        }
+        left
+    }
+}
+
+/// Files under a folder, relative, with their bytes.
+fn files(dir: &Path) -> Vec<(String, Bytes)> {
+    crate::util::files_under(dir)
+        .into_iter()
+        .map(|rel| {
+            let bytes = std::fs::read(dir.join(&rel)).unwrap();
+            (rel, Bytes::from(bytes))
+        })
+        .collect()
+}
+
+fn is_data_file(rel: &str) -> bool {
+    rel.ends_with(".parquet")
+        && rel
+            .split('/')
+            .all(|s| !s.starts_with('_') && !s.starts_with('.'))
+}
+
+/// Runs a command to its end, or kills it after `limit`: a hang is a failure, not a stuck CI.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nightshift starts");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("nightshift hung for {limit:?}: {cmd:?}");
+        }
+    };
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// What a failure at a step leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    /// The previous outputs and `_SUCCESS`, exactly.
+    Untouched,
+    /// No `_SUCCESS` and no data object (the run cleaned up).
+    Cleared,
+    /// No `_SUCCESS` (a crash: the next run cleans up).
+    NoMarker,
+    /// This run's complete outputs and `_SUCCESS` (a crash right after the commit).
+    Committed,
+}
+
+/// Every step of a run, each broken in each way that applies.
+const SCENARIOS: &[(&str, &str, Leaves)] = &[
+    ("run::plan", "return", Leaves::Untouched),
+    ("run::model", "return", Leaves::Untouched),
+    ("run::footers", "return", Leaves::Untouched),
+    ("run::schema", "return", Leaves::Untouched),
+    ("run::marker-delete", "return", Leaves::Untouched),
+    ("run::score-batch", "return", Leaves::Cleared),
+    ("run::score-batch", "1*off->panic", Leaves::Cleared),
+    ("run::output-commit", "return", Leaves::Cleared),
+    ("run::output-commit", "1*off->return", Leaves::Cleared),
+    ("run::quarantine-commit", "return", Leaves::Cleared),
+    ("run::drift", "return", Leaves::Cleared),
+    ("run::stale-cleanup", "return", Leaves::Cleared),
+    ("run::marker-write", "return", Leaves::Cleared),
+    ("run::after-marker", "return", Leaves::Cleared),
+    ("run::plan", "return(exit)", Leaves::Untouched),
+    ("run::schema", "return(exit)", Leaves::Untouched),
+    ("run::score-batch", "return(exit)", Leaves::NoMarker),
+    (
+        "run::output-commit",
+        "1*off->return(exit)",
+        Leaves::NoMarker,
+    ),
+    ("run::quarantine-commit", "return(exit)", Leaves::NoMarker),
+    ("run::stale-cleanup", "return(exit)", Leaves::NoMarker),
+    ("run::marker-write", "return(exit)", Leaves::NoMarker),
+    ("run::after-marker", "return(exit)", Leaves::Committed),
+];
+
+fn break_every_step(site: &Site) {
+    site.ok();
+    assert!(site.assert_success_is_the_truth("first run"));
+    let good_rows = rows_committed(site);
+    assert_eq!(
+        good_rows,
+        (1994, 6),
+        "scored and quarantined rows of {DATE}"
+    );
+
+    for &(point, action, leaves) in SCENARIOS {
+        let context = format!("{point}={action}");
+        let before = site.snapshot();
+        let records_before = site.records().len();
+        let out = site.run(&format!("{point}={action}"), &["--batch-rows", "300"]);
+        assert_ne!(
+            out.code, 0,
+            "{context}: the run should fail\n{}",
+            out.stderr
+        );
+        let committed = site.assert_success_is_the_truth(&context);
+        let (out_now, q_now, _) = site.snapshot();
+        match leaves {
+            Leaves::Untouched => assert!(site.snapshot() == before, "{context}: outputs changed"),
+            Leaves::Cleared => {
+                assert!(!committed, "{context}: _SUCCESS left");
+                let data: Vec<_> = out_now
+                    .keys()
+                    .chain(q_now.keys())
+                    .filter(|k| is_data_file(k))
+                    .collect();
+                assert!(data.is_empty(), "{context}: data left: {data:?}");
+            }
+            Leaves::NoMarker => assert!(!committed, "{context}: _SUCCESS left"),
+            Leaves::Committed => {
+                assert!(committed, "{context}: no _SUCCESS");
+                assert_eq!(rows_committed(site), good_rows, "{context}");
+            }
+        }
+        // A run that failed (rather than crashed) says what the date holds now.
+        let records = site.records();
+        if !action.contains("exit") {
+            assert_eq!(
+                records.len(),
+                records_before + 1,
+                "{context}: one record more"
+            );
+            let last = records.last().unwrap();
+            assert_eq!(last["status"], "failed", "{context}");
+            let expected = match leaves {
+                Leaves::Untouched => "untouched",
+                _ => "cleared",
+            };
+            assert_eq!(last["date_state"], expected, "{context}: {last}");
+            if action.contains("panic") {
+                let error = last["error"].as_str().unwrap();
+                assert!(error.contains("panicked"), "{context}: {error}");
+            }
+        }
+
+        // The next run recovers the date whole, and removes what a crash left (once the
+        // crashed runner's lease has expired).
+        if action.contains("exit") {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let left = site.leftovers();
+        site.ok();
+        assert_eq!(
+            site.records().last().unwrap()["leftovers_removed"],
+            left.len(),
+            "rerun after {context}: counts what it removed, {left:?}"
+        );
+        assert!(site.assert_success_is_the_truth(&format!("rerun after {context}")));
+        assert_eq!(rows_committed(site), good_rows, "rerun after {context}");
+        assert_eq!(
+            site.leftovers(),
+            Vec::<String>::new(),
+            "rerun after {context}"
+        );
+    }
+}
+
+/// Scored and quarantined rows of the committed date, read back from the outputs themselves.
+fn rows_committed(site: &Site) -> (usize, usize) {
+    let m: Value = serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap();
+    let mut scored = 0;
+    let mut quarantined = 0;
+    for f in m["files"].as_array().unwrap() {
+        scored += parquet_rows(
+            &site
+                .get(&format!("{OUT}{}", f["name"].as_str().unwrap()))
+                .unwrap(),
+        );
+        if let Some(q) = f["quarantine"].as_object() {
+            quarantined += parquet_rows(
+                &site
+                    .get(&format!("{QUARANTINE}{}", q["name"].as_str().unwrap()))
+                    .unwrap(),
+            );
+        }
+    }
+    (scored, quarantined)
+}
+
+fn parquet_rows(bytes: &Bytes) -> usize {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+}
+
+#[test]
+fn success_is_the_truth_whatever_step_fails_locally() {
+    break_every_step(&Site::local());
+}
+
+#[test]
+fn success_is_the_truth_whatever_step_fails_on_s3() {
+    break_every_step(&Site::s3("integrity-steps"));
+}
+
+/// The fixture partition with one column cast to another type.
+fn with_column_as(column: &str, to: DataType) -> Bytes {
+    let batch = read_parquet(Path::new(&format!("{FIXTURES}/{INPUT}part-00001.parquet")));
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns = Vec::new();
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if f.name() == column {
+            fields.push(Field::new(f.name(), to.clone(), true));
+            columns.push(cast(c, &to).unwrap());
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    let batch = RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap();
+    parquet_bytes(&batch)
+}
+
+fn parquet_bytes(batch: &RecordBatch) -> Bytes {
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+    Bytes::from(buf)
+}
+
+/// Invariant 2 with the mistakes users make: each rerun fails before it writes, names the
+/// problem, and leaves the last good outputs and `_SUCCESS` exactly as they were.
+fn user_mistakes_leave_the_last_good_date(site: &Site) {
+    site.ok();
+    let good = site.snapshot();
+    let base = site.base();
+    let check = |what: &str, expect: &str, undo: &dyn Fn()| {
+        let out = site.run("", &[]);
+        assert_ne!(out.code, 0, "{what}: should fail");
+        assert!(out.stderr.contains(expect), "{what}: {}", out.stderr);
+        assert!(site.snapshot() == good, "{what}: the good outputs changed");
+        assert_eq!(
+            site.records().last().unwrap()["date_state"],
+            "untouched",
+            "{what}"
+        );
+        undo();
+    };
+
+    // A broken file dropped into the partition.
+    site.put(
+        &format!("{INPUT}part-00002.parquet"),
+        Bytes::from_static(b"not parquet at all"),
+    );
+    check("broken file", "part-00002.parquet", &|| {
+        site.delete(&format!("{INPUT}part-00002.parquet"))
+    });
+    // A file whose column has another type than the others' (both numbers: the model takes
+    // either, but one date is one schema).
+    site.put(
+        &format!("{INPUT}part-00002.parquet"),
+        with_column_as("monthly_charges", DataType::Float32),
+    );
+    check("column type differs", "do not share one schema", &|| {
+        site.delete(&format!("{INPUT}part-00002.parquet"))
+    });
+    // A passthrough column that is missing.
+    site.write_job(&base, "", "[\"id\", \"customer_name\"]");
+    check(
+        "missing passthrough",
+        "passthrough column 'customer_name' is missing",
+        &|| site.write_job(&base, "", "[\"id\"]"),
+    );
+    // A wrong model: the artifact does not match its checksum.
+    let artifact = site
+        .list("registry/churn/1/")
+        .into_keys()
+        .find(|k| k.starts_with("model"))
+        .expect("a model artifact");
+    let key = format!("registry/churn/1/{artifact}");
+    let original = site.get(&key).unwrap();
+    let mut tampered = original.to_vec();
+    let last = tampered.len() - 2;
+    tampered[last] ^= 1;
+    site.put(&key, Bytes::from(tampered));
+    check("tampered model", "sha256", &|| {
+        site.put(&key, original.clone())
+    });
+
+    // Mended, the next run commits again.
+    site.ok();
+    assert!(site.assert_success_is_the_truth("after the mistakes"));
+}
+
+#[test]
+fn user_mistakes_leave_the_last_good_outputs_locally() {
+    user_mistakes_leave_the_last_good_date(&Site::local());
+}
+
+#[test]
+fn user_mistakes_leave_the_last_good_outputs_on_s3() {
+    user_mistakes_leave_the_last_good_date(&Site::s3("integrity-mistakes"));
+}
+
+/// Invariant 4: while one runner works on the date, a second is refused, naming the holder;
+/// a crashed holder blocks the date only until its lease expires.
+fn one_writer_per_date(site: &Site) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+    cmd.args(["run", "churn", "--date", DATE])
+        .current_dir(site.dir().path(""))
+        .env("FAILPOINTS", "run::footers=sleep(4000)")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let first = cmd.spawn().unwrap();
+    let pid = first.id();
+    let leases = "state/leases/churn/2026-11-02/";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.list(leases).is_empty() {
+        assert!(Instant::now() < deadline, "the first runner took no lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = site.run("", &[]);
+    assert_ne!(second.code, 0, "a second runner must be refused");
+    assert!(
+        second.stderr.contains("is already being run by")
+            && second.stderr.contains(&format!("pid {pid}")),
+        "{}",
+        second.stderr
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(site.assert_success_is_the_truth("after two runners"));
+    let records = site.records();
+    assert_eq!(
+        records.len(),
+        1,
+        "the refused runner records nothing: {records:?}"
+    );
+    assert!(site.list(leases).is_empty(), "the lease is released");
+
+    // A holder killed mid-run leaves its lease; it blocks the date until it expires.
+    let crashed = site.run("run::footers=return(exit)", &[]);
+    assert_eq!(crashed.code, 137, "{}", crashed.stderr);
+    assert!(
+        !site.list(leases).is_empty(),
+        "a killed runner leaves its lease"
+    );
+    let refused = site.run("", &[]);
+    assert_ne!(refused.code, 0, "the lease is still live");
+    assert!(
+        refused.stderr.contains("is already being run by"),
+        "{}",
+        refused.stderr
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    site.ok();
+    assert!(site.assert_success_is_the_truth("after the expired lease"));
+}
+
+#[test]
+fn one_writer_per_date_locally() {
+    one_writer_per_date(&Site::local());
+}
+
+#[test]
+fn one_writer_per_date_on_s3() {
+    one_writer_per_date(&Site::s3("integrity-lease"));
+}
+
+/// Invariant 5: a worker that panics or fails never lets its output be committed, and the
+/// run ends, with any number of threads.
+#[test]
+fn a_failing_worker_never_commits_with_any_thread_count() {
+    let site = Site::local();
+    for threads in ["1", "2", "5"] {
+        for action in ["panic", "1*off->panic", "2*off->return"] {
+            let context = format!("{threads} threads, {action}");
+            let out = site.run(
+                &format!("run::score-batch={action}"),
+                &["--threads", threads, "--batch-rows", "250"],
+            );
+            assert_ne!(out.code, 0, "{context}");
+            assert!(!site.assert_success_is_the_truth(&context), "{context}");
+            let data: Vec<_> = site
+                .list(OUT)
+                .into_keys()
+                .filter(|k| is_data_file(k))
+                .collect();
+            assert!(data.is_empty(), "{context}: {data:?}");
+        }
+    }
+    site.ok();
+    assert!(site.assert_success_is_the_truth("after the failing workers"));
+}
+
+/// Invariant 7: a URI naming one object works (the output takes its name), on both stores;
+/// a partition of zero-row files is a success with zero rows.
+fn inputs_as_users_have_them(site: &Site) {
+    let base = site.base();
+    site.write_job(&base, "part-00001.parquet", "[\"id\"]");
+    site.ok();
+    assert!(site.assert_success_is_the_truth("single object"));
+    let m: Value = serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap();
+    let names: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["part-00001.parquet"]);
+    assert_eq!(site.leftovers(), Vec::<String>::new());
+
+    // Zero-row files: the date is committed, empty.
+    site.write_job(&base, "", "[\"id\"]");
+    let batch = read_parquet(Path::new(&format!("{FIXTURES}/{INPUT}part-00000.parquet")));
+    let empty = parquet_bytes(&batch.slice(0, 0));
+    site.put(&format!("{INPUT}part-00000.parquet"), empty.clone());
+    site.put(&format!("{INPUT}part-00001.parquet"), empty);
+    site.ok();
+    assert!(site.assert_success_is_the_truth("zero rows"));
+    assert_eq!(rows_committed(site), (0, 0));
+}
+
+#[test]
+fn inputs_as_users_have_them_locally() {
+    inputs_as_users_have_them(&Site::local());
+}
+
+#[test]
+fn inputs_as_users_have_them_on_s3() {
+    inputs_as_users_have_them(&Site::s3("integrity-inputs"));
+}
