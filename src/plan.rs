@@ -1,11 +1,17 @@
 //! Planning a run: which logical date, which input objects, and where outputs go.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::JobSpec;
 use crate::read::list_data_files;
-use crate::storage::{Location, ObjectMeta, Stores};
+use crate::storage::{is_not_found, Location, ObjectMeta, Stores};
+
+/// The date's input is not there (yet): upstream may still deliver it, so a later attempt
+/// may succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoInput(String);
 
 /// One run's inputs and destinations, resolved for its logical date.
 #[derive(Debug, Clone)]
@@ -24,12 +30,16 @@ impl PartitionPlan {
         let input = stores.locate(&job.input.uri(&job.name, date)?)?;
         let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
         let quarantine = stores.locate(&job.output.quarantine.uri(&job.name, date)?)?;
-        let objects = list_data_files(&input)?;
+        let objects = match list_data_files(&input) {
+            Err(e) if is_not_found(&e) => return Err(NoInput(format!("{e:#}")).into()),
+            listed => listed?,
+        };
         if objects.is_empty() {
-            bail!(
+            return Err(NoInput(format!(
                 "no Parquet files for {date} at {}: nothing to score",
                 input.uri()
-            );
+            ))
+            .into());
         }
         Ok(Self {
             job: job.name.clone(),

@@ -78,6 +78,32 @@ pub struct Aborted;
 pub struct RunFailed {
     pub record: RunRecord,
     pub error: anyhow::Error,
+    /// Whether the same run may succeed if tried again later (see [`is_transient`]).
+    pub transient: bool,
+}
+
+/// Whether a run that failed with `e` may succeed when tried again later: the input was not
+/// there yet (upstream may still deliver it), or storage was unreachable, slow or throttled
+/// past the client's own retries. A mistake (a schema mismatch, a missing model, access
+/// denied, too many bad rows) fails the same way every time.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind as K;
+    e.chain().any(|c| {
+        c.is::<crate::plan::NoInput>()
+            || c.downcast_ref::<crate::storage::S3Error>()
+                .is_some_and(|s| s.kind == crate::storage::S3ErrorKind::Transient)
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    K::TimedOut
+                        | K::ConnectionReset
+                        | K::ConnectionAborted
+                        | K::ConnectionRefused
+                        | K::BrokenPipe
+                        | K::Interrupted
+                )
+            })
+    })
 }
 
 impl std::fmt::Display for RunFailed {
@@ -202,6 +228,7 @@ pub fn run_job(
             return Err(Box::new(RunFailed {
                 record,
                 error: error.expect("checked above"),
+                transient: false,
             }));
         }
     }
@@ -225,6 +252,7 @@ pub fn run_job(
             Ok(record)
         }
         (None, Err(e)) => Err(Box::new(RunFailed {
+            transient: is_transient(&e),
             error: e.context("the run succeeded but its run record could not be written"),
             record,
         })),
@@ -238,7 +266,11 @@ pub fn run_job(
             } else {
                 info!(error = %format!("{error:#}"), date_state = ?record.date_state, "Run failed.");
             }
-            Err(Box::new(RunFailed { record, error }))
+            Err(Box::new(RunFailed {
+                transient: is_transient(&error),
+                record,
+                error,
+            }))
         }
     }
 }

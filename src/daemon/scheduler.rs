@@ -653,9 +653,13 @@ impl Inner {
                 } else if r.status == RunStatus::Aborted {
                     warn!(job = %name, date = %p.date, run_id = %r.run_id, "Run aborted.");
                     false
-                } else {
+                } else if failed.transient {
                     warn!(job = %name, date = %p.date, run_id = %r.run_id, attempt = p.attempt, error = %format!("{:#}", failed.error), "Run attempt failed.");
                     true
+                } else {
+                    // Retrying a mistake fails the same way `retries` more times: say it once.
+                    warn!(job = %name, date = %p.date, run_id = %r.run_id, attempt = p.attempt, error = %format!("{:#}", failed.error), "Run failed; not retried (the cause is not transient).");
+                    false
                 }
             }
             Outcome::Panicked(msg) => {

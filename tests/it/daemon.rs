@@ -82,6 +82,8 @@ struct FakeRunner {
     gate: Mutex<Gate>,
     opened: Condvar,
     failing: Mutex<Vec<NaiveDate>>,
+    /// Dates that fail with a mistake (not transient): never worth a retry.
+    broken: Mutex<Vec<NaiveDate>>,
 }
 
 #[derive(Default)]
@@ -166,6 +168,14 @@ impl Runner for FakeRunner {
             return Err(Box::new(RunFailed {
                 record: record(&job.name, date, RunStatus::Failed),
                 error: anyhow::anyhow!("input not there yet"),
+                transient: true,
+            }));
+        }
+        if self.broken.lock().unwrap().contains(&date) {
+            return Err(Box::new(RunFailed {
+                record: record(&job.name, date, RunStatus::Failed),
+                error: anyhow::anyhow!("column 'tenure_months' is missing"),
+                transient: false,
             }));
         }
         Ok(record(&job.name, date, RunStatus::Succeeded))
@@ -438,6 +448,68 @@ fn failed_runs_are_retried_with_exponential_backoff() {
         rig.waiting("daily").is_empty(),
         "no attempt after the last retry"
     );
+}
+
+#[test]
+fn a_run_that_fails_for_good_is_not_retried() {
+    let rig = Rig::new(utc(2026, 6, 1, 0, 0), false, 2);
+    rig.sched.set_jobs(vec![rig.job(
+        "daily",
+        "30 2 * * *",
+        "UTC",
+        "retries = 3\nretry_backoff = \"30s\"",
+    )]);
+    rig.runner.broken.lock().unwrap().push(date("2026-05-31"));
+    let t0 = utc(2026, 6, 1, 2, 30);
+    rig.tick_at(t0);
+    assert!(rig.sched.wait_idle(Duration::from_secs(10)));
+    for t in [30, 90, 500] {
+        rig.tick_at(t0 + chrono::Duration::seconds(t));
+        assert!(rig.sched.wait_idle(Duration::from_secs(10)));
+    }
+    assert_eq!(rig.runner.calls().len(), 1, "a mistake is not retried");
+    assert!(rig.waiting("daily").is_empty());
+}
+
+/// What the daemon's retry policy reads: transient causes only.
+#[test]
+fn transient_causes_are_told_from_mistakes() {
+    use nightshift::run::is_transient;
+    let io = |k| anyhow::Error::new(std::io::Error::from(k)).context("reading s3://b/k");
+    assert!(is_transient(&io(std::io::ErrorKind::TimedOut)));
+    assert!(is_transient(&io(std::io::ErrorKind::ConnectionReset)));
+    assert!(!is_transient(&io(std::io::ErrorKind::PermissionDenied)));
+    assert!(!is_transient(&anyhow::anyhow!("column 'x' is missing")));
+
+    // Through a real run: a date without input is worth another try, a missing model is not.
+    let env = Env::new();
+    env.train_churn();
+    env.job("churn", "in/dt={date}/", "");
+    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
+    let mut job = cfg.job("churn").unwrap().clone();
+    job.input.0 = env.path("in/dt={date}/").to_string_lossy().into_owned();
+    job.output.uri.0 = env.path("out/s/dt={date}/").to_string_lossy().into_owned();
+    job.output.quarantine.0 = env.path("out/q/dt={date}/").to_string_lossy().into_owned();
+    let local = |p: &str| Uri::Local(env.path(p));
+    let settings = nightshift::config::Settings {
+        registry: local("out/registry"),
+        state: local("out/state"),
+        reports: local("out/reports"),
+        ..cfg.settings.clone()
+    };
+    let stores = Stores::new(&settings).unwrap();
+    let opts = nightshift::run::RunOptions::default();
+    let failed = nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts)
+        .unwrap_err();
+    assert!(failed.transient, "no input yet: {:#}", failed.error);
+    crate::util::copy_dir(
+        Path::new(&format!("{}/features/dt=2026-11-02", crate::util::FIXTURES)),
+        &env.path("in/dt=2026-11-02"),
+    );
+    job.model.version = 7;
+    let failed = nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts)
+        .unwrap_err();
+    assert!(!failed.transient, "missing model: {:#}", failed.error);
 }
 
 fn history(dir: &Path) -> RunHistory {
