@@ -6,7 +6,13 @@
 //! exactly one creates a given generation, and a live lease is never taken over. The holder
 //! renews its lease (rewrites its `expires_at`) every third of the ttl while the run goes on;
 //! a dead holder blocks the date for at most one ttl. A holder that finds a newer generation
-//! than its own has lost the lease (it stalled longer than the ttl) and must not commit.
+//! than its own has lost the lease (it stalled longer than the ttl) and must not write any
+//! more. The newest generation is never deleted (a release marks it released), so generations
+//! only grow and a number is never handed out twice.
+//!
+//! This is not a fencing token: a holder that stalls between its last check and a write (a
+//! check comes before every output's commit and before the marker) can still make that one
+//! write. With the default ttl of minutes, that takes a stall of minutes at exactly that point.
 //!
 //! Expiry compares the contender's clock with the holder's: clocks must agree to well within
 //! the ttl (NTP gives milliseconds; the default ttl is minutes).
@@ -61,6 +67,16 @@ pub struct LeaseHeld {
     pub holder: Holder,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+impl LeaseHeld {
+    /// True when the holder was a process on this host that no longer exists (a runner that
+    /// was killed): its lease only waits for its expiry, and the date can be tried again then.
+    pub fn holder_is_gone(&self) -> bool {
+        self.holder.host == this_host()
+            && self.holder.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.holder.pid)).exists()
+    }
 }
 
 /// The lease was taken over by another runner while this one held it (this runner stalled
@@ -138,9 +154,18 @@ impl Lease {
                 None => 1,
                 Some((generation, key)) => match dir.store.get(&key) {
                     Ok(bytes) => {
-                        let body: LeaseBody = serde_json::from_slice(&bytes)
-                            .with_context(|| format!("reading lease {}", dir.store.uri(&key)))?;
-                        if !body.released && body.expires_at > Utc::now() {
+                        // An unreadable lease (written by hand, or by a future version) must
+                        // not block the date for ever: it counts as expired.
+                        let body = match serde_json::from_slice::<LeaseBody>(&bytes) {
+                            Ok(body) => Some(body),
+                            Err(e) => {
+                                warn!(lease = %dir.store.uri(&key), error = %e, "Unreadable lease; taken as expired.");
+                                None
+                            }
+                        };
+                        if let Some(body) =
+                            body.filter(|b| !b.released && b.expires_at > Utc::now())
+                        {
                             return Err(LeaseHeld {
                                 job: job.to_string(),
                                 date,
@@ -152,7 +177,7 @@ impl Lease {
                         }
                         generation + 1
                     }
-                    // Released and deleted between the listing and the read: look again.
+                    // Tidied by a new holder between the listing and the read: look again.
                     Err(e) if is_not_found(&e) => continue,
                     Err(e) => return Err(e),
                 },
@@ -176,7 +201,8 @@ impl Lease {
                 .put_if_absent(&loc.key, Bytes::from(serde_json::to_vec_pretty(&body)?))?
             {
                 debug!(lease = %loc.uri(), "Lease taken.");
-                // Older generations are dead (expired or released): tidy them.
+                // Older generations are dead (expired or released): tidy them. Ours, the
+                // newest, stays until the next taker tidies it.
                 for o in dir.store.list(&dir.key)? {
                     if generation_of(&dir, &o.key).is_some_and(|g| g < next) {
                         let _ = dir.store.delete(&o.key);
@@ -224,16 +250,11 @@ impl Lease {
         self.inner.lost.load(Ordering::SeqCst)
     }
 
-    /// Gives the date up: stops renewing and deletes the lease object.
+    /// Gives the date up: stops renewing and marks the lease released (kept, so that its
+    /// generation number is never handed out again).
     pub fn release(mut self) -> Result<()> {
         self.stop_renewer();
-        if self.inner.lost.load(Ordering::SeqCst) {
-            return Ok(()); // someone else's now
-        }
-        let loc = &self.inner.loc;
-        loc.store
-            .delete(&loc.key)
-            .with_context(|| format!("releasing lease {}", loc.uri()))
+        self.inner.mark_released()
     }
 
     fn stop_renewer(&mut self) {
@@ -252,17 +273,33 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if self.renewer.is_some() {
             self.stop_renewer();
-            if !self.inner.lost.load(Ordering::SeqCst) {
+            if let Err(e) = self.inner.mark_released() {
                 let loc = &self.inner.loc;
-                if let Err(e) = loc.store.delete(&loc.key) {
-                    warn!(lease = %loc.uri(), error = %format!("{e:#}"), "Could not release a lease; it expires by itself.");
-                }
+                warn!(lease = %loc.uri(), error = %format!("{e:#}"), "Could not release a lease; it expires by itself.");
             }
         }
     }
 }
 
 impl Inner {
+    /// Marks the lease released, unless another runner has taken the date since.
+    fn mark_released(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst)
+            || newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation)
+        {
+            return Ok(()); // someone else's now
+        }
+        let bytes = {
+            let mut body = self.body.lock().expect("lease body lock");
+            body.released = true;
+            serde_json::to_vec_pretty(&*body)?
+        };
+        self.loc
+            .store
+            .put(&self.loc.key, Bytes::from(bytes))
+            .with_context(|| format!("releasing lease {}", self.loc.uri()))
+    }
+
     fn lost_error(&self) -> LeaseLost {
         let body = self.body.lock().expect("lease body lock");
         LeaseLost {
@@ -322,7 +359,10 @@ pub fn holder(state: &Location, job: &str, date: NaiveDate) -> Result<Option<Hol
         return Ok(None);
     };
     let body: LeaseBody = match dir.store.get(&key) {
-        Ok(b) => serde_json::from_slice(&b)?,
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(body) => body,
+            Err(_) => return Ok(None),
+        },
         Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => return Err(e),
     };

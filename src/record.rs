@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::drift::DriftSummary;
 use crate::score::Counts;
@@ -98,9 +99,13 @@ pub enum DateState {
     Committed,
     /// The run failed after it began writing: no `_SUCCESS`, and its outputs were removed.
     Cleared,
-    /// The run failed after it began writing and could not remove every output: no
-    /// `_SUCCESS`, so readers must not trust what is there; the next run replaces it.
+    /// The run failed after it began writing and could not remove every output; a
+    /// `_SUCCESS` there (if the failure came after it was written) is still true, and without
+    /// one readers must not trust what is there; the next run replaces it.
     Incomplete,
+    /// The run lost its lease to another runner (it stalled longer than the lease ttl): the
+    /// date is that runner's, and this run left it alone.
+    HandedOver,
 }
 
 /// What every run records, successful or not.
@@ -143,9 +148,27 @@ impl RunRecord {
 }
 
 /// Reads and writes run records under the state location.
+///
+/// Records pile up (one per attempt, forever), so what the daemon reads at start and for
+/// `GET /jobs` is never all of them: the listing gives each record's date and run id (from its
+/// key, `JOB/DATE/RUN_ID.json`), run ids start with the start time, and only the newest few
+/// are read, plus the few that catch-up needs beyond them ([`RunHistory::for_catch_up`]). A
+/// record that cannot be read or parsed is skipped with a warning naming it.
 pub struct RunHistory {
     root: Location,
 }
+
+/// A record known from the listing, not read yet.
+#[derive(Debug, Clone)]
+struct RecordKey {
+    key: String,
+    date: NaiveDate,
+    run_id: String,
+}
+
+/// Records read past the newest ones at most, looking for the last succeeded run (for the
+/// `nightshift_last_success_timestamp_seconds` metric) when none of them succeeded.
+const MAX_SUCCESS_SEARCH: usize = 500;
 
 impl RunHistory {
     pub fn new(state: Location) -> Self {
@@ -167,7 +190,8 @@ impl RunHistory {
         Ok(loc)
     }
 
-    /// Every record of a job, oldest first.
+    /// Every record of a job, oldest first. Reads them all and fails on the first one it
+    /// cannot parse: for tools, not for the daemon (see [`RunHistory::latest`]).
     pub fn list(&self, job: &str) -> Result<Vec<RunRecord>> {
         let dir = self.root.join(job);
         let mut out = Vec::new();
@@ -179,6 +203,134 @@ impl RunHistory {
             let rec: RunRecord = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading run record {}", dir.store.uri(&o.key)))?;
             out.push(rec);
+        }
+        out.sort_by_key(|r| r.started_at);
+        Ok(out)
+    }
+
+    /// The job's records as the listing shows them, newest first (by run id, which starts
+    /// with the start time). Objects not laid out as `DATE/RUN_ID.json` are not records
+    /// (temporary files of a write in progress among them).
+    fn keys(&self, job: &str) -> Result<Vec<RecordKey>> {
+        let dir = self.root.join(job);
+        let mut keys: Vec<RecordKey> = dir
+            .store
+            .list(&dir.key)?
+            .into_iter()
+            .filter_map(|o| {
+                let rel = dir.relative(&o.key);
+                let (date, file) = rel.split_once('/')?;
+                let run_id = file.strip_suffix(".json")?;
+                if run_id.is_empty() || run_id.contains('/') || run_id.starts_with(['.', '_']) {
+                    return None;
+                }
+                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+                Some(RecordKey {
+                    run_id: run_id.to_string(),
+                    date,
+                    key: o.key,
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| (&b.run_id, &b.key).cmp(&(&a.run_id, &a.key)));
+        Ok(keys)
+    }
+
+    /// Reads one record; an unreadable one is logged (naming it) and skipped.
+    fn read(&self, k: &RecordKey) -> Option<RunRecord> {
+        let parsed = self.root.store.get(&k.key).and_then(|bytes| {
+            serde_json::from_slice::<RunRecord>(&bytes).map_err(anyhow::Error::from)
+        });
+        match parsed {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(
+                    record = %self.root.store.uri(&k.key),
+                    error = %format!("{e:#}"),
+                    "Skipping a run record that cannot be read."
+                );
+                None
+            }
+        }
+    }
+
+    /// The job's `n` newest readable records (by start), oldest first. Reads about `n`
+    /// records however many there are; unreadable ones are skipped (and replaced by older
+    /// ones, up to `n` more reads).
+    pub fn latest(&self, job: &str, n: usize) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::with_capacity(n);
+        for k in self.keys(job)?.iter().take(2 * n) {
+            if out.len() == n {
+                break;
+            }
+            out.extend(self.read(k));
+        }
+        out.sort_by_key(|r| r.started_at);
+        Ok(out)
+    }
+
+    /// What the daemon needs at start, oldest first, without reading every record: the `n`
+    /// newest records (for catch-up's aborted dates and the last runs), every record of the
+    /// latest date that has a finished (not aborted) run down to that run, so that
+    /// [`crate::daemon::timetable::missed_dates`] sees the latest date done and, for every
+    /// date it sees, that date's latest run; and, if none of those succeeded, older records
+    /// until one that did (at most [`MAX_SUCCESS_SEARCH`] more).
+    ///
+    /// A date whose latest run was aborted and started before the `n` newest runs is not
+    /// among them: it is not caught up.
+    pub fn for_catch_up(&self, job: &str, n: usize) -> Result<Vec<RunRecord>> {
+        let keys = self.keys(job)?;
+        let mut read = vec![false; keys.len()];
+        let mut out: Vec<RunRecord> = Vec::new();
+        // Reads key i once; its status if it was read now.
+        let take = |i: usize, read: &mut [bool], out: &mut Vec<RunRecord>| {
+            if std::mem::replace(&mut read[i], true) {
+                return None;
+            }
+            let r = self.read(&keys[i])?;
+            let status = r.status;
+            out.push(r);
+            Some(status)
+        };
+        // The newest n: every date among them has its latest run here too.
+        for i in 0..keys.len().min(n) {
+            take(i, &mut read, &mut out);
+        }
+        // The latest date done. Dates after the newest runs' latest done date can only be
+        // known done by reading their records, newest first, until a finished one.
+        let done_here = out
+            .iter()
+            .filter(|r| r.status != RunStatus::Aborted)
+            .map(|r| r.logical_date)
+            .max();
+        let mut dates: Vec<NaiveDate> = keys.iter().map(|k| k.date).collect();
+        dates.sort_unstable_by(|a, b| b.cmp(a));
+        dates.dedup();
+        'dates: for date in dates {
+            if done_here.is_some_and(|d| date <= d) {
+                break;
+            }
+            for i in (0..keys.len()).filter(|&i| keys[i].date == date) {
+                if matches!(take(i, &mut read, &mut out), Some(s) if s != RunStatus::Aborted) {
+                    break 'dates;
+                }
+            }
+        }
+        // The last success, for its metric, within reason.
+        if !out.iter().any(|r| r.status == RunStatus::Succeeded) {
+            let mut looked = 0;
+            for i in 0..keys.len() {
+                if read[i] {
+                    continue;
+                }
+                if looked == MAX_SUCCESS_SEARCH {
+                    break;
+                }
+                looked += 1;
+                if take(i, &mut read, &mut out) == Some(RunStatus::Succeeded) {
+                    break;
+                }
+            }
         }
         out.sort_by_key(|r| r.started_at);
         Ok(out)

@@ -25,7 +25,7 @@ use crate::drift::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::drift::report::{self, ReportContext};
 use crate::drift::{self, DriftSummary};
 use crate::failpoint;
-use crate::lease::{Lease, LeaseHeld};
+use crate::lease::{Lease, LeaseHeld, LeaseLost};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
 use crate::read::{check_schema, is_data_file, ParquetObject};
@@ -199,6 +199,8 @@ pub fn run_job(
         record.leftovers_removed = run.leftovers_removed.load(Ordering::SeqCst);
         record.date_state = Some(match &result {
             Ok(_) => DateState::Committed,
+            // The date is another runner's now: what is there is its work, not ours to clear.
+            Err(e) if e.chain().any(|c| c.is::<LeaseLost>()) => DateState::HandedOver,
             Err(_) if run.touched.load(Ordering::SeqCst) => run.clean_up(),
             Err(_) => DateState::Untouched,
         });
@@ -349,6 +351,7 @@ impl Run<'_> {
             .unwrap_or_default();
         check_one_schema(&objects, &columns)?;
         let names = output_names(plan, &objects)?;
+        check_no_aliases(plan)?;
         self.opts.check_cancelled()?;
         self.lease.ensure_held()?;
 
@@ -398,10 +401,15 @@ impl Run<'_> {
                     // running or done: workers blocked on a full channel cannot starve it.
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= units.len()
-                            || cancelled.load(Ordering::SeqCst)
-                            || self.opts.cancelled()
-                        {
+                        if i >= units.len() {
+                            break;
+                        }
+                        if cancelled.load(Ordering::SeqCst) || self.opts.cancelled() {
+                            // Close the channels of the units nobody will take, so the writer
+                            // waiting on one of them sees it end instead of waiting for ever.
+                            for s in &senders[i..] {
+                                s.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            }
                             break;
                         }
                         let tx = senders[i]
@@ -599,6 +607,7 @@ impl Run<'_> {
                     }
                     file_counts.add(&scored.counts);
                 }
+                self.opts.check_cancelled()?;
                 if !done {
                     bail!(
                         "the worker scoring row group {} of {} stopped before it finished",
@@ -608,9 +617,9 @@ impl Run<'_> {
                 }
             }
             self.opts.check_cancelled()?;
-            if self.lease.is_lost() {
-                self.lease.ensure_held()?;
-            }
+            // Checked in the store before each commit: a runner that stalled past its ttl
+            // must not replace its successor's outputs.
+            self.lease.ensure_held()?;
             failpoint!("run::output-commit");
             let rows = output.finish()?;
             let quarantine = match quarantine {
@@ -817,6 +826,96 @@ fn output_names(plan: &PartitionPlan, objects: &[ParquetObject]) -> Result<Vec<S
         names.push(name);
     }
     Ok(names)
+}
+
+/// On local storage, the run never writes or deletes through a symbolic link in its output or
+/// quarantine folders (a link could lead anywhere, into the input or out of the tree), and
+/// the folders are not one another, or the input, under another name.
+fn check_no_aliases(plan: &PartitionPlan) -> Result<()> {
+    use crate::storage::Uri;
+    let local = |loc: &Location| match loc.uri() {
+        Uri::Local(p) => Some(p),
+        Uri::S3 { .. } => None,
+    };
+    let (Some(input), Some(output), Some(quarantine)) = (
+        local(&plan.input),
+        local(&plan.output),
+        local(&plan.quarantine),
+    ) else {
+        return Ok(());
+    };
+    for dir in [&output, &quarantine] {
+        if let Some(link) = find_symlink(dir)? {
+            bail!(
+                "{} is a symbolic link inside the output folder {}: nightshift does not write or delete through links there; replace it with a real folder",
+                link.display(),
+                dir.display()
+            );
+        }
+    }
+    let named = [("input", &input), ("output", &output), ("quarantine", &quarantine)];
+    let real: Vec<_> = named
+        .iter()
+        .map(|(n, p)| Ok((*n, *p, real_path(p)?)))
+        .collect::<Result<_>>()?;
+    for (i, (a, ap, ar)) in real.iter().enumerate() {
+        for (b, bp, br) in &real[i + 1..] {
+            if ar.starts_with(br) || br.starts_with(ar) {
+                bail!(
+                    "the {a} location {} and the {b} location {} are the same folder or nest in each other once symbolic links are followed ({} and {})",
+                    ap.display(),
+                    bp.display(),
+                    ar.display(),
+                    br.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first symbolic link at or below `dir` (the folder itself included), not following any.
+fn find_symlink(dir: &std::path::Path) -> Result<Option<std::path::PathBuf>> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if meta.file_type().is_symlink() {
+        return Ok(Some(dir.to_path_buf()));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            if let Some(link) = find_symlink(&entry?.path())? {
+                return Ok(Some(link));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A path with every symbolic link of its existing part resolved (the part that does not exist
+/// yet cannot be a link).
+fn real_path(p: &std::path::Path) -> Result<std::path::PathBuf> {
+    let abs = std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => {
+                let mut out = real;
+                out.extend(rest.iter().rev());
+                return Ok(out);
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
+    }
 }
 
 /// The data files under a prefix, by key.

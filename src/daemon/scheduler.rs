@@ -626,6 +626,9 @@ impl Inner {
         self.metrics.runs_active(st.running);
         let stopping = st.stopping;
         let name = spec.name.as_str();
+        // A date held by a killed runner of this host (a daemon restarted within the lease
+        // ttl) is tried again once that lease has expired, as the same attempt.
+        let mut after_dead_holder = None;
         let failed_attempt = match outcome {
             Outcome::Finished(r) if r.is_ok() => {
                 let record = r.expect("checked");
@@ -642,8 +645,13 @@ impl Inner {
                 if let Some(held) = held {
                     // Another process (a `run`, a backfill, a second replica) is on this date:
                     // its run is the one that counts, so this one is skipped, not retried.
-                    warn!(job = %name, date = %p.date, holder_host = %held.holder.host, holder_pid = held.holder.pid, holder_run_id = %held.holder.run_id, since = %held.acquired_at, "Run skipped: another runner holds the date.");
-                    self.metrics.tick_skipped(name, "lease_held");
+                    if held.holder_is_gone() {
+                        info!(job = %name, date = %p.date, holder_pid = held.holder.pid, holder_run_id = %held.holder.run_id, retry_at = %held.expires_at, "The date is held by a runner of this host that is gone; trying again when its lease expires.");
+                        after_dead_holder = Some(held.expires_at + chrono::Duration::seconds(1));
+                    } else {
+                        warn!(job = %name, date = %p.date, holder_host = %held.holder.host, holder_pid = held.holder.pid, holder_run_id = %held.holder.run_id, since = %held.acquired_at, "Run skipped: another runner holds the date.");
+                        self.metrics.tick_skipped(name, "lease_held");
+                    }
                 } else {
                     self.metrics.run_finished(&failed.record);
                 }
@@ -670,7 +678,15 @@ impl Inner {
         let retries = spec.scheduling.retries;
         if let Some(js) = st.jobs.get_mut(name) {
             js.running.retain(|a| a.id != id);
-            if failed_attempt && !stopping && p.attempt <= retries {
+            if let Some(not_before) = after_dead_holder.filter(|_| !stopping) {
+                js.waiting.push_front(Pending {
+                    date: p.date,
+                    attempt: p.attempt,
+                    not_before,
+                    cause: Cause::Retry,
+                    seq: self.seq.fetch_add(1, Ordering::SeqCst),
+                });
+            } else if failed_attempt && !stopping && p.attempt <= retries {
                 let wait = js.spec.scheduling.backoff_before(p.attempt + 1);
                 let not_before =
                     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);

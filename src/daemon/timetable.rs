@@ -44,8 +44,9 @@ pub fn logical_date(job: &JobSpec, tick: DateTime<Utc>) -> NaiveDate {
 /// 1000 days stops here rather than walk 1.4 million ticks).
 const MAX_TICKS_BACK: usize = 100_000;
 
-/// The logical dates a job missed while the daemon was down, oldest first, at most `limit`
-/// (the latest ones).
+/// The logical dates a job missed while the daemon was down, oldest first: at most `limit`
+/// (the latest ones) of those after its last finished date, and every date whose last run was
+/// aborted, whatever the limit.
 ///
 /// A date is missed when a tick at or before `now` would have scored it and it is later than
 /// every date the job has a finished (succeeded or failed) run record of. Aborted runs do not
@@ -59,10 +60,14 @@ pub fn missed_dates(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Vec<NaiveDate> {
-    if records.is_empty() || limit == 0 {
+    if records.is_empty() {
         return Vec::new();
     }
-    let mut dates = dates_after_last_done(job, records, now, limit);
+    let mut dates = if limit == 0 {
+        Vec::new()
+    } else {
+        dates_after_last_done(job, records, now, limit)
+    };
     // Dates whose latest run was aborted, wherever they are.
     let mut latest: std::collections::HashMap<NaiveDate, &RunRecord> = Default::default();
     for r in records {
@@ -79,8 +84,7 @@ pub fn missed_dates(
     );
     dates.sort();
     dates.dedup();
-    let skip = dates.len().saturating_sub(limit);
-    dates.split_off(skip)
+    dates
 }
 
 fn dates_after_last_done(

@@ -566,6 +566,13 @@ fn catch_up_runs_exactly_the_missed_dates_up_to_the_limit() {
             .collect::<Vec<_>>(),
         ["2026-02-20", "2026-03-02", "2026-03-03", "2026-03-04"]
     );
+    // Whatever the limit, catch-up off included: the aborted run was one the daemon began.
+    let strs = |d: Vec<NaiveDate>| d.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        strs(missed_dates(&job, &old_aborted, now, 1)),
+        ["2026-02-20", "2026-03-04"]
+    );
+    assert_eq!(strs(missed_dates(&job, &old_aborted, now, 0)), ["2026-02-20"]);
     std::thread::sleep(std::time::Duration::from_millis(2));
     old_aborted.push(record("daily", date("2026-02-20"), RunStatus::Succeeded));
     assert_eq!(missed_dates(&job, &old_aborted, now, 10).len(), 3);

@@ -34,6 +34,21 @@ const OUT: &str = "scores/churn/dt=2026-11-02/";
 const QUARANTINE: &str = "scores/churn_quarantine/dt=2026-11-02/";
 const INPUT: &str = "features/dt=2026-11-02/";
 const RUNS: &str = "state/runs/churn/2026-11-02/";
+const LEASES: &str = "state/leases/churn/2026-11-02/";
+/// A little more than the tests' `lease_ttl`.
+const LEASE_TTL: Duration = Duration::from_millis(3200);
+
+/// Whether each lease object of the date says it was released, oldest first.
+fn lease_states(site: &Site) -> Vec<bool> {
+    site.list(LEASES)
+        .keys()
+        .map(|k| {
+            let body: Value =
+                serde_json::from_slice(&site.get(&format!("{LEASES}{k}")).unwrap()).unwrap();
+            body["released"].as_bool().unwrap()
+        })
+        .collect()
+}
 
 /// An object as the store lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +104,7 @@ impl Site {
             "jobs/nightshift.toml",
             &format!(
                 "registry = \"{base}registry/\"\nstate = \"{base}state/\"\n\
-                 reports = \"{base}reports/\"\nleftover_age = \"0s\"\nlease_ttl = \"1s\"\n{s3_table}"
+                 reports = \"{base}reports/\"\nleftover_age = \"0s\"\nlease_ttl = \"3s\"\n{s3_table}"
             ),
         );
         self.write_job(base, "", "[\"id\"]");
@@ -523,7 +538,7 @@ fn break_every_step(site: &Site) {
         // The next run recovers the date whole, and removes what a crash left (once the
         // crashed runner's lease has expired).
         if action.contains("exit") {
-            std::thread::sleep(Duration::from_millis(1100));
+            std::thread::sleep(LEASE_TTL);
         }
         let left = site.leftovers();
         site.ok();
@@ -723,14 +738,15 @@ fn one_writer_per_date(site: &Site) {
         1,
         "the refused runner records nothing: {records:?}"
     );
-    assert!(site.list(leases).is_empty(), "the lease is released");
+    assert_eq!(lease_states(site), [true], "the lease is released (and kept)");
 
     // A holder killed mid-run leaves its lease; it blocks the date until it expires.
     let crashed = site.run("run::footers=return(exit)", &[]);
     assert_eq!(crashed.code, 137, "{}", crashed.stderr);
-    assert!(
-        !site.list(leases).is_empty(),
-        "a killed runner leaves its lease"
+    assert_eq!(
+        lease_states(site),
+        [false],
+        "a killed runner leaves its lease live; older generations are tidied"
     );
     let refused = site.run("", &[]);
     assert_ne!(refused.code, 0, "the lease is still live");
@@ -739,7 +755,7 @@ fn one_writer_per_date(site: &Site) {
         "{}",
         refused.stderr
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(LEASE_TTL);
     site.ok();
     assert!(site.assert_success_is_the_truth("after the expired lease"));
 }
@@ -816,4 +832,236 @@ fn inputs_as_users_have_them_locally() {
 #[test]
 fn inputs_as_users_have_them_on_s3() {
     inputs_as_users_have_them(&Site::s3("integrity-inputs"));
+}
+
+/// Every committed row of the date as (id, score bits, prediction), sorted: what a clean run
+/// and a recovered one must agree on, row for row.
+fn committed_rows(site: &Site) -> Vec<(i64, u64, i64)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let m: Value =
+        serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap();
+    let mut rows = Vec::new();
+    for f in m["files"].as_array().unwrap() {
+        let bytes = site.get(&format!("{OUT}{}", f["name"].as_str().unwrap())).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let ids = cast(b.column_by_name("id").unwrap(), &DataType::Int64).unwrap();
+            let ids = ids.as_primitive::<Int64Type>();
+            let scores = b.column_by_name("score").unwrap().as_primitive::<Float64Type>();
+            let pred = cast(b.column_by_name("prediction").unwrap(), &DataType::Int64).unwrap();
+            let pred = pred.as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                rows.push((ids.value(i), scores.value(i).to_bits(), pred.value(i)));
+            }
+        }
+    }
+    rows.sort_unstable();
+    rows
+}
+
+/// How many times each fault scenario runs (`NIGHTSHIFT_FAULT_RUNS`, default 8), and the seed
+/// of its random timings (`NIGHTSHIFT_FAULT_SEED` replays a failure; printed either way).
+fn fault_plan(scenario: &str) -> (usize, u64) {
+    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed}");
+    (runs, seed)
+}
+
+/// `kill -9` at a random instant of a run, then a rerun: the date always ends with the clean
+/// run's rows, exactly, and nothing left behind; at no instant does `_SUCCESS` lie.
+fn killed_while_writing(site: &Site, scenario: &str) {
+    use rand::{Rng, SeedableRng};
+    site.ok();
+    let clean = committed_rows(site);
+    assert_eq!(clean.len(), 1994);
+    let (runs, seed) = fault_plan(scenario);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut killed_with_marker = 0;
+    for i in 0..runs {
+        // Slowed down (a few ms a batch) so that a kill lands anywhere in it.
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+        cmd.args(["run", "churn", "--date", DATE, "--batch-rows", "100", "--threads", "2"])
+            .current_dir(site.dir().path(""))
+            .env("FAILPOINTS", "run::score-batch=sleep(25)")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let delay = rng.gen_range(0..500);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+        let status = child.wait().unwrap();
+        let context = format!("{scenario} run {i}: killed after {delay} ms ({status})");
+        if site.assert_success_is_the_truth(&context) {
+            killed_with_marker += 1;
+            assert_eq!(committed_rows(site), clean, "{context}");
+        }
+        std::thread::sleep(LEASE_TTL); // the dead runner's lease expires
+        site.ok();
+        assert!(site.assert_success_is_the_truth(&context));
+        assert_eq!(committed_rows(site), clean, "{context}: rows after the rerun");
+        assert_eq!(site.leftovers(), Vec::<String>::new(), "{context}");
+    }
+    eprintln!("{scenario}: {runs} kills, {killed_with_marker} after the commit");
+}
+
+#[test]
+fn killed_while_writing_then_run_again_locally() {
+    killed_while_writing(&Site::local(), "kill -9 locally");
+}
+
+#[test]
+fn killed_while_writing_then_run_again_on_s3() {
+    killed_while_writing(&Site::s3("integrity-kill"), "kill -9 on S3");
+}
+
+/// Two runners started together on one date, again and again: one commits, the other is
+/// refused naming it (or runs after it); the date is always whole and `_SUCCESS` true.
+fn two_runners_race(site: &Site, scenario: &str) {
+    let (runs, _) = fault_plan(scenario);
+    let mut refused = 0;
+    for i in 0..runs {
+        let spawn = || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+            cmd.args(["run", "churn", "--date", DATE])
+                .current_dir(site.dir().path(""))
+                .env_remove("AWS_ENDPOINT_URL")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let context = format!("{scenario} round {i}");
+        let ok = outs.iter().filter(|o| o.status.success()).count();
+        assert!(ok >= 1, "{context}: neither runner committed");
+        for o in outs.iter().filter(|o| !o.status.success()) {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("is already being run by"), "{context}: {err}");
+            refused += 1;
+        }
+        assert!(site.assert_success_is_the_truth(&context));
+        assert_eq!(rows_committed(site), (1994, 6), "{context}");
+    }
+    let records = site.records();
+    assert_eq!(records.len(), 2 * runs - refused, "refused runners record nothing");
+    assert!(records.iter().all(|r| r["status"] == "succeeded"));
+    eprintln!("{scenario}: {runs} rounds, {refused} runners refused");
+}
+
+#[test]
+fn two_runners_on_one_date_locally() {
+    two_runners_race(&Site::local(), "two runners locally");
+}
+
+#[test]
+fn two_runners_on_one_date_on_s3() {
+    two_runners_race(&Site::s3("integrity-race"), "two runners on S3");
+}
+
+/// A runner frozen (SIGSTOP) past its lease ttl loses the date to the next runner; when it
+/// wakes it finds it out before its next write, stops, and leaves the new runner's outputs
+/// alone.
+fn a_stalled_runner_hands_the_date_over(site: &Site) {
+    site.ok();
+    let clean = committed_rows(site);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+    cmd.args(["run", "churn", "--date", DATE, "--batch-rows", "500"])
+        .current_dir(site.dir().path(""))
+        .env("FAILPOINTS", "run::score-batch=sleep(1500)")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let stalled = cmd.spawn().unwrap();
+    let pid = stalled.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lease_states(site) != [false] {
+        assert!(Instant::now() < deadline, "the first runner took no lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // into its scoring
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    std::thread::sleep(LEASE_TTL);
+    site.ok(); // takes the date over and commits it
+    let committed = site.snapshot();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let out = stalled.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the stalled runner must not succeed");
+    assert!(stderr.contains("was lost"), "{stderr}");
+    assert!(site.snapshot() == committed, "the stalled runner touched the new outputs");
+    assert!(site.assert_success_is_the_truth("after the hand-over"));
+    assert_eq!(committed_rows(site), clean);
+    let states: Vec<String> = site
+        .records()
+        .iter()
+        .map(|r| r["date_state"].as_str().unwrap().to_string())
+        .collect();
+    // By start: the first run, the stalled one, the one that took over.
+    assert_eq!(states, ["committed", "handed_over", "committed"]);
+}
+
+#[test]
+fn a_stalled_runner_hands_the_date_over_locally() {
+    a_stalled_runner_hands_the_date_over(&Site::local());
+}
+
+#[test]
+fn a_stalled_runner_hands_the_date_over_on_s3() {
+    a_stalled_runner_hands_the_date_over(&Site::s3("integrity-handover"));
+}
+
+/// Local folders reached through symbolic links: the run neither writes nor deletes through
+/// a link in its output, nor writes scores where its quarantine (or input) really is.
+#[test]
+fn output_folders_reached_through_links_are_refused_before_anything_is_touched() {
+    let site = Site::local();
+    site.ok();
+    let good = site.snapshot();
+    let env = site.dir();
+    // A link inside the output folder to data elsewhere: never deleted as a stale output.
+    let precious = env.path("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("keep.parquet"), b"not ours").unwrap();
+    std::os::unix::fs::symlink(&precious, env.path(&format!("out/{OUT}archive"))).unwrap();
+    let out = site.run("", &[]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("is a symbolic link inside the output folder"),
+        "{}",
+        out.stderr
+    );
+    assert!(precious.join("keep.parquet").exists(), "deleted through a link");
+    std::fs::remove_file(env.path(&format!("out/{OUT}archive"))).unwrap();
+    assert!(site.snapshot() == good);
+
+    // A quarantine folder that is the output folder under another name.
+    std::fs::create_dir_all(env.path("out/alias")).unwrap();
+    std::os::unix::fs::symlink(env.path("out/scores/churn"), env.path("out/alias/q")).unwrap();
+    let job = std::fs::read_to_string(env.path("jobs/churn.toml")).unwrap();
+    env.write(
+        "jobs/churn.toml",
+        &job.replace("scores/churn_quarantine/dt={date}/", "alias/q/dt={date}/"),
+    );
+    let out = site.run("", &[]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("nest in each other once symbolic links are followed"),
+        "{}",
+        out.stderr
+    );
+    assert!(site.snapshot() == good, "outputs changed");
 }
