@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backfill::{self, DateOutcome, DatePlan, Reprocess};
 use crate::config::{self, Config, ModelRef};
 use crate::model::{self, Algorithm, Hyperparameters, ModelManifest, Registry, TrainRequest};
 use crate::record::RunRecord;
@@ -43,6 +44,8 @@ pub enum Command {
     },
     /// Run one job now for one logical date.
     Run(RunArgs),
+    /// Run one job over a range of logical dates: plan, progress, resume by running again.
+    Backfill(BackfillArgs),
     /// Train, list and inspect model versions in the registry.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -111,6 +114,55 @@ pub struct RunArgs {
     /// Rows per record batch (default: the job's `run.batch_rows`).
     #[arg(long)]
     pub batch_rows: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Name of the job (its `name` field).
+    pub job: String,
+    /// First logical date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub from: NaiveDate,
+    /// Last logical date, YYYY-MM-DD (inclusive).
+    #[arg(long, value_parser = parse_date)]
+    pub to: NaiveDate,
+    /// Dates run at once; each gets its share of the worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Which dates run again: none skips committed dates and dates whose last run failed;
+    /// failed also reruns failed ones; stale reruns dates scored by another model version or
+    /// from changed inputs; all reruns every date.
+    #[arg(long, value_enum, default_value_t = ReprocessArg::None)]
+    pub reprocess: ReprocessArg,
+    /// Print the plan (each date's action and why, its inputs, rows and bytes from the
+    /// Parquet footers) and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folder of job files.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+    /// Worker threads in all (default: one per core), shared by the dates in flight.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReprocessArg {
+    None,
+    Failed,
+    Stale,
+    All,
+}
+
+impl From<ReprocessArg> for Reprocess {
+    fn from(r: ReprocessArg) -> Self {
+        match r {
+            ReprocessArg::None => Reprocess::None,
+            ReprocessArg::Failed => Reprocess::Failed,
+            ReprocessArg::Stale => Reprocess::Stale,
+            ReprocessArg::All => Reprocess::All,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +245,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Run(args) => run(&args),
+        Command::Backfill(args) => backfill(&args),
         Command::Model(ModelCommand::Train(args)) => train(&args),
         Command::Model(ModelCommand::List { name, registry }) => {
             list_models(name.as_deref(), &registry)
@@ -276,6 +329,233 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
             Err(failed.error)
         }
     }
+}
+
+fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    if args.from > args.to {
+        bail!("--from {} is after --to {}", args.from, args.to);
+    }
+    let cfg = load_config(&args.jobs)?;
+    let job = cfg.job(&args.job)?;
+    let stores = Stores::new(&cfg.settings)?;
+    let range = backfill::dates(args.from, args.to);
+    let reprocess = Reprocess::from(args.reprocess);
+    let plans = backfill::plan(job, &cfg.settings, &stores, &range, reprocess, args.dry_run)?;
+    let to_run = plans.iter().filter(|p| p.action.runs()).count();
+    println!(
+        "{} {}..{} (--reprocess {}): {} dates, {to_run} to run, {} to skip",
+        job.name,
+        args.from,
+        args.to,
+        format!("{:?}", args.reprocess).to_lowercase(),
+        plans.len(),
+        plans.len() - to_run
+    );
+    if args.dry_run {
+        print_plan(&plans);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in plans.iter().filter(|p| !p.action.runs()) {
+        if let backfill::Action::Skip(why) = &p.action {
+            eprintln!("{} skipped: {why}", p.date);
+        }
+    }
+
+    // Ctrl-C or SIGTERM: no date starts after it, and runs in flight are aborted.
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("nightshift-signals".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let (Ok(mut term), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                });
+                eprintln!("stopping: no further date starts; runs in flight are aborted");
+                cancel.store(true, Ordering::SeqCst);
+            })
+            .context("starting the signal handler")?;
+    }
+
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(to_run as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} dates  {msg}  elapsed {elapsed}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let rows = AtomicU64::new(0);
+    let failures = AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let done = |date: NaiveDate, outcome: &DateOutcome| {
+        let line = match outcome {
+            DateOutcome::Succeeded(r) => {
+                rows.fetch_add(r.counts.rows_in, Ordering::SeqCst);
+                format!(
+                    "{date} succeeded: {} rows in {:.1} s",
+                    r.counts.rows_in, r.seconds
+                )
+            }
+            DateOutcome::Failed(f) => {
+                failures.fetch_add(1, Ordering::SeqCst);
+                format!("{date} {}: {:#}", status_word(&f.record), f.error)
+            }
+            DateOutcome::NotStarted => format!("{date} not started (stopped)"),
+        };
+        let rate = rows.load(Ordering::SeqCst) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        match &bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!(
+                    "{rate:.0} rows/s  failures {}",
+                    failures.load(Ordering::SeqCst)
+                ));
+                if !matches!(outcome, DateOutcome::Succeeded(_)) {
+                    bar.println(line);
+                }
+            }
+            None => eprintln!("{line}"),
+        }
+    };
+    let outcomes = backfill::execute(
+        job,
+        &cfg.settings,
+        &stores,
+        &plans,
+        args.parallel,
+        threads,
+        cancel,
+        &done,
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    print_backfill_summary(&plans, &outcomes);
+    let bad = outcomes
+        .iter()
+        .filter(|(_, o)| !matches!(o, DateOutcome::Succeeded(_)))
+        .count();
+    if bad > 0 {
+        bail!("{bad} of {to_run} dates did not succeed (see above; `--reprocess failed` reruns failed ones)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_word(r: &RunRecord) -> String {
+    format!("{:?}", r.status).to_lowercase()
+}
+
+fn print_plan(plans: &[DatePlan]) {
+    println!(
+        "{:<10}  {:<6}  {:>6}  {:>12}  {:>10}  why",
+        "date", "action", "inputs", "rows", "MiB"
+    );
+    let (mut inputs, mut rows, mut bytes) = (0, 0, 0);
+    for p in plans {
+        let (action, why) = match &p.action {
+            backfill::Action::Run(w) => ("run", w),
+            backfill::Action::Skip(w) => ("skip", w),
+        };
+        let r = p.rows.unwrap_or(0);
+        if p.action.runs() {
+            inputs += p.inputs;
+            rows += r;
+            bytes += p.bytes;
+        }
+        println!(
+            "{:<10}  {action:<6}  {:>6}  {:>12}  {:>10.2}  {why}",
+            p.date,
+            p.inputs,
+            r,
+            p.bytes as f64 / (1 << 20) as f64
+        );
+    }
+    println!(
+        "{:<10}  {:<6}  {inputs:>6}  {rows:>12}  {:>10.2}  (the dates that run)",
+        "total",
+        "",
+        bytes as f64 / (1 << 20) as f64
+    );
+}
+
+fn print_backfill_summary(plans: &[DatePlan], outcomes: &[(NaiveDate, DateOutcome)]) {
+    println!(
+        "{:<10}  {:<11}  {:>10}  {:>8}  detail",
+        "date", "status", "rows", "seconds"
+    );
+    let by_date: std::collections::HashMap<_, _> = outcomes.iter().map(|(d, o)| (*d, o)).collect();
+    let (mut ok, mut failed, mut skipped) = (0, 0, 0);
+    for p in plans {
+        let (status, rows, seconds, detail) = match (by_date.get(&p.date), &p.action) {
+            (None, backfill::Action::Skip(why)) => {
+                skipped += 1;
+                (
+                    "skipped".to_string(),
+                    String::new(),
+                    String::new(),
+                    why.clone(),
+                )
+            }
+            (None, _) | (Some(DateOutcome::NotStarted), _) => {
+                failed += 1;
+                (
+                    "not started".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                )
+            }
+            (Some(DateOutcome::Succeeded(r)), _) => {
+                ok += 1;
+                (
+                    "succeeded".into(),
+                    r.counts.rows_in.to_string(),
+                    format!("{:.2}", r.seconds),
+                    format!("run {}", r.run_id),
+                )
+            }
+            (Some(DateOutcome::Failed(f)), _) => {
+                failed += 1;
+                (
+                    status_word(&f.record),
+                    String::new(),
+                    format!("{:.2}", f.record.seconds),
+                    format!("{:#}", f.error),
+                )
+            }
+        };
+        println!(
+            "{:<10}  {status:<11}  {rows:>10}  {seconds:>8}  {detail}",
+            p.date
+        );
+    }
+    println!("{ok} succeeded, {failed} failed or stopped, {skipped} skipped");
 }
 
 /// The run summary users read after `run`.

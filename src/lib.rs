@@ -7,6 +7,7 @@
 //! registry and training; `storage` hides local files and S3 behind one interface. `daemon`
 //! schedules runs and serves the HTTP API. `lease` keeps one writer per job and date.
 
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;
