@@ -114,6 +114,40 @@ pub struct RunArgs {
     /// Rows per record batch (default: the job's `run.batch_rows`).
     #[arg(long)]
     pub batch_rows: Option<usize>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+}
+
+/// Splitting work over processes (Kubernetes Indexed Jobs, AWS Batch array jobs).
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Split the work over this many processes; this one does its share (see --shard-index).
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// This process's share, 0-based (default: JOB_COMPLETION_INDEX, as Kubernetes Indexed
+    /// Jobs set it).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: Option<u32>,
+    /// A key shared by all shards of one sharded run (`run` only; in Kubernetes the Job's
+    /// uid, from the pod label batch.kubernetes.io/controller-uid).
+    #[arg(long, env = "NIGHTSHIFT_SHARD_RUN")]
+    pub shard_run: Option<String>,
+}
+
+impl ShardArgs {
+    /// (index, count) when sharded.
+    fn index(&self) -> Result<Option<(u32, u32)>> {
+        let Some(count) = self.shards else {
+            return Ok(None);
+        };
+        let Some(index) = self.shard_index else {
+            bail!("--shards {count} needs --shard-index (or JOB_COMPLETION_INDEX)");
+        };
+        if index >= count {
+            bail!("--shard-index {index} is not in 0..{count}");
+        }
+        Ok(Some((index, count)))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +178,9 @@ pub struct BackfillArgs {
     /// Worker threads in all (default: one per core), shared by the dates in flight.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Dates go to shards in turn: date i of the range to shard i mod N.
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -313,10 +350,20 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
     let stores = Stores::new(&cfg.settings)?;
+    let shard = match args.shard.index()? {
+        None => None,
+        Some((index, count)) => {
+            let Some(run) = args.shard.shard_run.clone() else {
+                bail!("--shards needs --shard-run (or NIGHTSHIFT_SHARD_RUN): a key all shards of this run share");
+            };
+            Some(crate::shard::Shard::new(index, count, run)?)
+        }
+    };
     let opts = RunOptions {
         threads: args.threads,
         batch_rows: args.batch_rows,
         cancel: None,
+        shard,
         ..Default::default()
     };
     match run_job(job, args.date, &cfg.settings, &stores, &opts) {
@@ -342,7 +389,15 @@ fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
     let stores = Stores::new(&cfg.settings)?;
-    let range = backfill::dates(args.from, args.to);
+    let mut range = backfill::dates(args.from, args.to);
+    if let Some((index, count)) = args.shard.index()? {
+        range = range
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % count == index)
+            .map(|(_, d)| d)
+            .collect();
+    }
     let reprocess = Reprocess::from(args.reprocess);
     let plans = backfill::plan(job, &cfg.settings, &stores, &range, reprocess, args.dry_run)?;
     let to_run = plans.iter().filter(|p| p.action.runs()).count();
@@ -614,6 +669,17 @@ pub fn print_summary(r: &RunRecord) {
     );
     if let Some(o) = &r.output {
         println!("  output            {o}");
+    }
+    if let Some(s) = &r.shard {
+        let date = if r.date_state == Some(crate::record::DateState::Committed) {
+            "the last shard: the date is committed"
+        } else {
+            "the date's _SUCCESS waits for the other shards"
+        };
+        println!(
+            "  shard             {} of {} (run {}): {date}",
+            s.index, s.count, s.run
+        );
     }
 }
 

@@ -142,10 +142,15 @@ impl Lease {
         state: &Location,
         job: &str,
         date: NaiveDate,
+        scope: Option<&str>,
         run_id: &str,
         ttl: Duration,
     ) -> Result<Lease> {
-        let dir = state.join("leases").join(job).join(&date.to_string());
+        // A shard of a sharded run leases its own part of the date.
+        let mut dir = state.join("leases").join(job).join(&date.to_string());
+        if let Some(scope) = scope {
+            dir = dir.join(scope);
+        }
         let ttl_chrono = chrono::Duration::from_std(ttl).context("lease ttl")?;
         // Each round either creates the next generation or finds a live holder; a lost race
         // means someone else created it, and the next round names them.

@@ -20,5 +20,6 @@ pub mod read;
 pub mod record;
 pub mod run;
 pub mod score;
+pub mod shard;
 pub mod storage;
 pub mod write;

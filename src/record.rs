@@ -77,6 +77,9 @@ pub struct RunManifest {
     pub quarantine_prefix: String,
     /// The drift verdict, when the run reported drift.
     pub drift: Option<DriftSummary>,
+    /// For a date scored by a sharded run: how many shards, and their run key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<crate::shard::ShardSet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +106,9 @@ pub enum DateState {
     /// `_SUCCESS` there (if the failure came after it was written) is still true, and without
     /// one readers must not trust what is there; the next run replaces it.
     Incomplete,
+    /// A shard's outputs and manifest are written; the date's `_SUCCESS` waits for the other
+    /// shards of its run (the last one writes it).
+    ShardDone,
     /// The run lost its lease to another runner (it stalled longer than the lease ttl): the
     /// date is that runner's, and this run left it alone.
     HandedOver,
@@ -135,6 +141,9 @@ pub struct RunRecord {
     /// run removed from its output and quarantine prefixes.
     #[serde(default)]
     pub leftovers_removed: u64,
+    /// The shard this run scored, for a sharded run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl RunRecord {
@@ -154,8 +163,12 @@ impl RunRecord {
 /// key, `JOB/DATE/RUN_ID.json`), run ids start with the start time, and only the newest few
 /// are read, plus the few that catch-up needs beyond them ([`RunHistory::for_catch_up`]). A
 /// record that cannot be read or parsed is skipped with a warning naming it.
+///
+/// An aborted run also leaves an empty marker, `STATE/aborted/JOB/DATE/RUN_ID`, so that a
+/// date whose latest run was aborted is found from listings however old it is.
 pub struct RunHistory {
     root: Location,
+    aborted: Location,
 }
 
 /// A record known from the listing, not read yet.
@@ -174,10 +187,23 @@ impl RunHistory {
     pub fn new(state: Location) -> Self {
         Self {
             root: state.join("runs"),
+            aborted: state.join("aborted"),
         }
     }
 
     pub fn write(&self, record: &RunRecord) -> Result<Location> {
+        if record.status == RunStatus::Aborted {
+            // Before the record: a marker without its record is ignored, a record without its
+            // marker is only found among the newest.
+            let marker = self
+                .aborted
+                .join(&record.job)
+                .join(&record.logical_date.to_string())
+                .join(&record.run_id);
+            if let Err(e) = marker.store.put(&marker.key, Bytes::new()) {
+                warn!(marker = %marker.uri(), error = %format!("{e:#}"), "Could not mark an aborted run.");
+            }
+        }
         let loc = self
             .root
             .join(&record.job)
@@ -212,26 +238,7 @@ impl RunHistory {
     /// with the start time). Objects not laid out as `DATE/RUN_ID.json` are not records
     /// (temporary files of a write in progress among them).
     fn keys(&self, job: &str) -> Result<Vec<RecordKey>> {
-        let dir = self.root.join(job);
-        let mut keys: Vec<RecordKey> = dir
-            .store
-            .list(&dir.key)?
-            .into_iter()
-            .filter_map(|o| {
-                let rel = dir.relative(&o.key);
-                let (date, file) = rel.split_once('/')?;
-                let run_id = file.strip_suffix(".json")?;
-                if run_id.is_empty() || run_id.contains('/') || run_id.starts_with(['.', '_']) {
-                    return None;
-                }
-                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-                Some(RecordKey {
-                    run_id: run_id.to_string(),
-                    date,
-                    key: o.key,
-                })
-            })
-            .collect();
+        let mut keys = listed(&self.root.join(job), ".json")?;
         keys.sort_by(|a, b| (&b.run_id, &b.key).cmp(&(&a.run_id, &a.key)));
         Ok(keys)
     }
@@ -270,14 +277,14 @@ impl RunHistory {
     }
 
     /// What the daemon needs at start, oldest first, without reading every record: the `n`
-    /// newest records (for catch-up's aborted dates and the last runs), every record of the
-    /// latest date that has a finished (not aborted) run down to that run, so that
-    /// [`crate::daemon::timetable::missed_dates`] sees the latest date done and, for every
-    /// date it sees, that date's latest run; and, if none of those succeeded, older records
-    /// until one that did (at most [`MAX_SUCCESS_SEARCH`] more).
+    /// newest records; every record of the latest date that has a finished (not aborted) run,
+    /// down to that run; the latest run of every date whose latest run was aborted (known from
+    /// the markers); and, if none of those succeeded, older records until one that did (at
+    /// most [`MAX_SUCCESS_SEARCH`] more), for the last-success metric. So
+    /// [`crate::daemon::timetable::missed_dates`] sees the latest date done, every date whose
+    /// latest run was aborted, and for every date it sees, that date's latest run.
     ///
-    /// A date whose latest run was aborted and started before the `n` newest runs is not
-    /// among them: it is not caught up.
+    /// (Aborted runs recorded by versions without markers are found among the `n` newest.)
     pub fn for_catch_up(&self, job: &str, n: usize) -> Result<Vec<RunRecord>> {
         let keys = self.keys(job)?;
         let mut read = vec![false; keys.len()];
@@ -316,6 +323,24 @@ impl RunHistory {
                 }
             }
         }
+        // Dates whose latest run was aborted, however old: from the markers, each checked
+        // against the listing (a later run of the date supersedes it) and read.
+        match listed(&self.aborted.join(job), "") {
+            Ok(markers) => {
+                for m in markers {
+                    // Keys are newest first: the first of the date is its latest run.
+                    let latest = keys.iter().position(|k| k.date == m.date);
+                    if let Some(i) = latest.filter(|&i| keys[i].run_id == m.run_id) {
+                        take(i, &mut read, &mut out);
+                    }
+                }
+            }
+            Err(e) => warn!(
+                job = %job,
+                error = %format!("{e:#}"),
+                "Cannot list the markers of aborted runs; only the newest runs are looked at."
+            ),
+        }
         // The last success, for its metric, within reason.
         if !out.iter().any(|r| r.status == RunStatus::Succeeded) {
             let mut looked = 0;
@@ -335,4 +360,27 @@ impl RunHistory {
         out.sort_by_key(|r| r.started_at);
         Ok(out)
     }
+}
+
+/// Objects under `dir` laid out as `DATE/RUN_ID{suffix}`; others are skipped.
+fn listed(dir: &Location, suffix: &str) -> Result<Vec<RecordKey>> {
+    Ok(dir
+        .store
+        .list(&dir.key)?
+        .into_iter()
+        .filter_map(|o| {
+            let rel = dir.relative(&o.key);
+            let (date, file) = rel.split_once('/')?;
+            let run_id = file.strip_suffix(suffix)?;
+            if run_id.is_empty() || run_id.contains('/') || run_id.starts_with(['.', '_']) {
+                return None;
+            }
+            let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+            Some(RecordKey {
+                run_id: run_id.to_string(),
+                date,
+                key: o.key,
+            })
+        })
+        .collect())
 }

@@ -34,6 +34,7 @@ use crate::record::{
     StoredObject, SUCCESS_MARKER,
 };
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
+use crate::shard::{self, Shard};
 use crate::storage::{Location, ObjectMeta, Stores};
 use crate::write::{output_name, ParquetOutput};
 
@@ -51,6 +52,8 @@ pub struct RunOptions {
     /// Temporary objects of crashed runs older than this are removed from the output and
     /// quarantine prefixes (default: the settings' `leftover_age`).
     pub leftover_age: Option<Duration>,
+    /// Score only this shard of the date's objects (see [`crate::shard`]).
+    pub shard: Option<Shard>,
 }
 
 impl RunOptions {
@@ -154,6 +157,7 @@ pub fn run_job(
         error: None,
         date_state: Some(DateState::Untouched),
         leftovers_removed: 0,
+        shard: opts.shard.clone(),
     };
     // Held until the run record is written: one writer per job and date, from the first
     // check to the last word.
@@ -162,16 +166,32 @@ pub fn run_job(
         opts.check_cancelled()?;
         let state = stores.locate(&settings.state)?;
         let ttl = opts.lease_ttl.unwrap_or(settings.lease_ttl);
-        let lease = &*lease.insert(Lease::acquire(&state, &job.name, date, &run_id, ttl)?);
+        let scope = opts.shard.as_ref().map(Shard::label);
+        let lease = &*lease.insert(Lease::acquire(
+            &state,
+            &job.name,
+            date,
+            scope.as_deref(),
+            &run_id,
+            ttl,
+        )?);
         failpoint!("run::plan");
-        let plan = PartitionPlan::resolve(job, date, stores)?;
+        let mut plan = PartitionPlan::resolve(job, date, stores)?;
+        if let Some(s) = &opts.shard {
+            let input = plan.input.clone();
+            plan.objects
+                .retain(|o| s.owns(&output_name(&input, &o.key)));
+        }
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
         record.quarantine = Some(plan.quarantine.uri().to_string());
         failpoint!("run::model");
         let registry = Registry::new(stores.locate(job.registry(settings))?);
         let model = Arc::new(registry.load(&job.model)?);
-        let reference = if job.drift.enabled {
+        let reference = if job.drift.enabled && opts.shard.is_some() {
+            warn!("A sharded run writes no drift report (each shard sees only part of the date).");
+            None
+        } else if job.drift.enabled {
             let profile = registry.profile(&model.manifest)?;
             if profile.is_none() {
                 warn!(model = %job.model, "The model version has no reference profile: no drift report.");
@@ -194,11 +214,13 @@ pub fn run_job(
             leftover_age: opts.leftover_age.unwrap_or(settings.leftover_age),
             touched: AtomicBool::new(false),
             leftovers_removed: AtomicU64::new(0),
+            committed_date: AtomicBool::new(false),
         };
         let result = run.execute();
         record.leftovers_removed = run.leftovers_removed.load(Ordering::SeqCst);
         record.date_state = Some(match &result {
-            Ok(_) => DateState::Committed,
+            Ok(_) if run.committed_date.load(Ordering::SeqCst) => DateState::Committed,
+            Ok(_) => DateState::ShardDone,
             // The date is another runner's now: what is there is its work, not ours to clear.
             Err(e) if e.chain().any(|c| c.is::<LeaseLost>()) => DateState::HandedOver,
             Err(_) if run.touched.load(Ordering::SeqCst) => run.clean_up(),
@@ -292,6 +314,8 @@ struct Run<'a> {
     /// Set just before the first change to the date's outputs (the marker's removal).
     touched: AtomicBool,
     leftovers_removed: AtomicU64,
+    /// Set when this run wrote the date's `_SUCCESS` (a shard's run may not).
+    committed_date: AtomicBool,
 }
 
 /// What the writer collected: the outputs, the counts, and the merged profile.
@@ -355,13 +379,19 @@ impl Run<'_> {
         self.opts.check_cancelled()?;
         self.lease.ensure_held()?;
 
-        self.remove_leftovers();
+        // Shards share the prefixes with live writers: the last one cleans up (below).
+        if self.opts.shard.is_none() {
+            self.remove_leftovers();
+        }
         // From here on the date's outputs change: without the marker, readers know the set is
         // not complete.
         failpoint!("run::marker-delete");
         self.touched.store(true, Ordering::SeqCst);
         let marker = plan.output.join(SUCCESS_MARKER);
         marker.store.delete(&marker.key)?;
+        if let Some(s) = &self.opts.shard {
+            shard::forget(s, &plan.output)?;
+        }
 
         let mut units = Vec::new();
         for (i, obj) in objects.iter().enumerate() {
@@ -492,13 +522,26 @@ impl Run<'_> {
             .map(|q| plan.quarantine.join(&q.name).key)
             .collect();
         failpoint!("run::stale-cleanup");
-        remove_data_files(&plan.output, |k| !keep.contains(k))?;
-        remove_data_files(&plan.quarantine, |k| !keep_q.contains(k))?;
+        let mine = |prefix: &Location, k: &str| self.owns(prefix.relative(k));
+        remove_data_files(&plan.output, |k| mine(&plan.output, k) && !keep.contains(k))?;
+        remove_data_files(&plan.quarantine, |k| {
+            mine(&plan.quarantine, k) && !keep_q.contains(k)
+        })?;
 
         // The marker records each object as the store now has it, and nothing else may be
         // there: what `_SUCCESS` lists is exactly what a reader finds.
-        let stored = stored_data_files(&plan.output)?;
-        let stored_q = stored_data_files(&plan.quarantine)?;
+        let all = stored_data_files(&plan.output)?;
+        let all_q = stored_data_files(&plan.quarantine)?;
+        let stored: HashMap<String, ObjectMeta> = all
+            .iter()
+            .filter(|(k, _)| mine(&plan.output, k))
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        let stored_q: HashMap<String, ObjectMeta> = all_q
+            .iter()
+            .filter(|(k, _)| mine(&plan.quarantine, k))
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
         check_only(&plan.output, &stored, &keep)?;
         check_only(&plan.quarantine, &stored_q, &keep_q)?;
         for f in &mut files {
@@ -525,16 +568,74 @@ impl Run<'_> {
             files,
             quarantine_prefix: plan.quarantine.uri().to_string(),
             drift,
+            shards: None,
         };
         self.opts.check_cancelled()?;
         // A runner that stalled past its lease must not commit over its successor's work.
         self.lease.ensure_held()?;
+        if let Some(s) = &self.opts.shard {
+            return self.commit_shard(s, manifest);
+        }
         failpoint!("run::marker-write");
         marker.store.put(
             &marker.key,
             Bytes::from(serde_json::to_vec_pretty(&manifest)?),
         )?;
         failpoint!("run::after-marker");
+        self.committed_date.store(true, Ordering::SeqCst);
+        Ok(manifest)
+    }
+
+    /// Whether a name in the output or quarantine prefix is this run's to write and remove:
+    /// all of them, or its shard's.
+    fn owns(&self, name: &str) -> bool {
+        self.opts.shard.as_ref().is_none_or(|s| s.owns(name))
+    }
+
+    /// A shard writes its manifest; the shard that completes its run writes `_SUCCESS`.
+    fn commit_shard(&self, s: &Shard, manifest: RunManifest) -> Result<RunManifest> {
+        let plan = self.plan;
+        let loc = s.manifest(&plan.output);
+        failpoint!("run::shard-manifest");
+        loc.store
+            .put(&loc.key, Bytes::from(serde_json::to_vec_pretty(&manifest)?))
+            .with_context(|| format!("writing shard manifest {}", loc.uri()))?;
+        let relative = |prefix: &Location, m: &HashMap<String, ObjectMeta>| {
+            m.values()
+                .map(|o| {
+                    (
+                        prefix.relative(&o.key).to_string(),
+                        (o.size, o.etag.clone()),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        failpoint!("run::marker-write");
+        let date = shard::complete(
+            s,
+            &plan.output,
+            &plan.quarantine,
+            manifest.clone(),
+            || {
+                Ok((
+                    relative(&plan.output, &stored_data_files(&plan.output)?),
+                    relative(&plan.quarantine, &stored_data_files(&plan.quarantine)?),
+                ))
+            },
+            || self.lease.ensure_held(),
+        )?;
+        if let Some(date) = &date {
+            info!(
+                shards = s.count,
+                files = date.files.len(),
+                "Last shard: the date is committed."
+            );
+            self.committed_date.store(true, Ordering::SeqCst);
+            // Every shard of the run is done: what is left in the prefixes is dead.
+            self.remove_leftovers();
+        } else {
+            info!(shard = %s.label(), "Shard committed; the date waits for the other shards.");
+        }
         Ok(manifest)
     }
 
@@ -700,9 +801,15 @@ impl Run<'_> {
             warn!(marker = %marker.uri(), error = %format!("{e:#}"), "Could not remove the marker after a failed run.");
             return DateState::Incomplete;
         }
+        if let Some(s) = &self.opts.shard {
+            if let Err(e) = shard::forget(s, &self.plan.output) {
+                warn!(error = %format!("{e:#}"), "Could not remove the shard's manifest after a failed run.");
+                return DateState::Incomplete;
+            }
+        }
         let mut state = DateState::Cleared;
         for loc in [&self.plan.output, &self.plan.quarantine] {
-            if let Err(e) = remove_data_files(loc, |_| true) {
+            if let Err(e) = remove_data_files(loc, |k| self.owns(loc.relative(k))) {
                 warn!(prefix = %loc.uri(), error = %format!("{e:#}"), "Could not remove the outputs of a failed run.");
                 state = DateState::Incomplete;
             }
@@ -853,7 +960,11 @@ fn check_no_aliases(plan: &PartitionPlan) -> Result<()> {
             );
         }
     }
-    let named = [("input", &input), ("output", &output), ("quarantine", &quarantine)];
+    let named = [
+        ("input", &input),
+        ("output", &output),
+        ("quarantine", &quarantine),
+    ];
     let real: Vec<_> = named
         .iter()
         .map(|(n, p)| Ok((*n, *p, real_path(p)?)))

@@ -140,6 +140,7 @@ fn record(job: &str, date: NaiveDate, status: RunStatus) -> RunRecord {
         error: None,
         date_state: None,
         leftovers_removed: 0,
+        shard: None,
     }
 }
 
@@ -499,16 +500,16 @@ fn transient_causes_are_told_from_mistakes() {
     };
     let stores = Stores::new(&settings).unwrap();
     let opts = nightshift::run::RunOptions::default();
-    let failed = nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts)
-        .unwrap_err();
+    let failed =
+        nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts).unwrap_err();
     assert!(failed.transient, "no input yet: {:#}", failed.error);
     crate::util::copy_dir(
         Path::new(&format!("{}/features/dt=2026-11-02", crate::util::FIXTURES)),
         &env.path("in/dt=2026-11-02"),
     );
     job.model.version = 7;
-    let failed = nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts)
-        .unwrap_err();
+    let failed =
+        nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts).unwrap_err();
     assert!(!failed.transient, "missing model: {:#}", failed.error);
 }
 
@@ -572,7 +573,10 @@ fn catch_up_runs_exactly_the_missed_dates_up_to_the_limit() {
         strs(missed_dates(&job, &old_aborted, now, 1)),
         ["2026-02-20", "2026-03-04"]
     );
-    assert_eq!(strs(missed_dates(&job, &old_aborted, now, 0)), ["2026-02-20"]);
+    assert_eq!(
+        strs(missed_dates(&job, &old_aborted, now, 0)),
+        ["2026-02-20"]
+    );
     std::thread::sleep(std::time::Duration::from_millis(2));
     old_aborted.push(record("daily", date("2026-02-20"), RunStatus::Succeeded));
     assert_eq!(missed_dates(&job, &old_aborted, now, 10).len(), 3);

@@ -738,7 +738,11 @@ fn one_writer_per_date(site: &Site) {
         1,
         "the refused runner records nothing: {records:?}"
     );
-    assert_eq!(lease_states(site), [true], "the lease is released (and kept)");
+    assert_eq!(
+        lease_states(site),
+        [true],
+        "the lease is released (and kept)"
+    );
 
     // A holder killed mid-run leaves its lease; it blocks the date until it expires.
     let crashed = site.run("run::footers=return(exit)", &[]);
@@ -839,21 +843,24 @@ fn inputs_as_users_have_them_on_s3() {
 fn committed_rows(site: &Site) -> Vec<(i64, u64, i64)> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, Int64Type};
-    let m: Value =
-        serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap();
     let mut rows = Vec::new();
     for f in m["files"].as_array().unwrap() {
-        let bytes = site.get(&format!("{OUT}{}", f["name"].as_str().unwrap())).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .unwrap()
-                .build()
-                .unwrap();
+        let bytes = site
+            .get(&format!("{OUT}{}", f["name"].as_str().unwrap()))
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         for b in reader {
             let b = b.unwrap();
             let ids = cast(b.column_by_name("id").unwrap(), &DataType::Int64).unwrap();
             let ids = ids.as_primitive::<Int64Type>();
-            let scores = b.column_by_name("score").unwrap().as_primitive::<Float64Type>();
+            let scores = b
+                .column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float64Type>();
             let pred = cast(b.column_by_name("prediction").unwrap(), &DataType::Int64).unwrap();
             let pred = pred.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
@@ -893,16 +900,27 @@ fn killed_while_writing(site: &Site, scenario: &str) {
     for i in 0..runs {
         // Slowed down (a few ms a batch) so that a kill lands anywhere in it.
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
-        cmd.args(["run", "churn", "--date", DATE, "--batch-rows", "100", "--threads", "2"])
-            .current_dir(site.dir().path(""))
-            .env("FAILPOINTS", "run::score-batch=sleep(25)")
-            .env_remove("AWS_ENDPOINT_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "run",
+            "churn",
+            "--date",
+            DATE,
+            "--batch-rows",
+            "100",
+            "--threads",
+            "2",
+        ])
+        .current_dir(site.dir().path(""))
+        .env("FAILPOINTS", "run::score-batch=sleep(25)")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let mut child = cmd.spawn().unwrap();
         let delay = rng.gen_range(0..500);
         std::thread::sleep(Duration::from_millis(delay));
-        let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status();
         let status = child.wait().unwrap();
         let context = format!("{scenario} run {i}: killed after {delay} ms ({status})");
         if site.assert_success_is_the_truth(&context) {
@@ -912,7 +930,11 @@ fn killed_while_writing(site: &Site, scenario: &str) {
         std::thread::sleep(LEASE_TTL); // the dead runner's lease expires
         site.ok();
         assert!(site.assert_success_is_the_truth(&context));
-        assert_eq!(committed_rows(site), clean, "{context}: rows after the rerun");
+        assert_eq!(
+            committed_rows(site),
+            clean,
+            "{context}: rows after the rerun"
+        );
         assert_eq!(site.leftovers(), Vec::<String>::new(), "{context}");
     }
     eprintln!("{scenario}: {runs} kills, {killed_with_marker} after the commit");
@@ -957,7 +979,11 @@ fn two_runners_race(site: &Site, scenario: &str) {
         assert_eq!(rows_committed(site), (1994, 6), "{context}");
     }
     let records = site.records();
-    assert_eq!(records.len(), 2 * runs - refused, "refused runners record nothing");
+    assert_eq!(
+        records.len(),
+        2 * runs - refused,
+        "refused runners record nothing"
+    );
     assert!(records.iter().all(|r| r["status"] == "succeeded"));
     eprintln!("{scenario}: {runs} rounds, {refused} runners refused");
 }
@@ -993,16 +1019,27 @@ fn a_stalled_runner_hands_the_date_over(site: &Site) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300)); // into its scoring
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     std::thread::sleep(LEASE_TTL);
     site.ok(); // takes the date over and commits it
     let committed = site.snapshot();
-    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let out = stalled.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the stalled runner must not succeed");
     assert!(stderr.contains("was lost"), "{stderr}");
-    assert!(site.snapshot() == committed, "the stalled runner touched the new outputs");
+    assert!(
+        site.snapshot() == committed,
+        "the stalled runner touched the new outputs"
+    );
     assert!(site.assert_success_is_the_truth("after the hand-over"));
     assert_eq!(committed_rows(site), clean);
     let states: Vec<String> = site
@@ -1040,11 +1077,15 @@ fn output_folders_reached_through_links_are_refused_before_anything_is_touched()
     let out = site.run("", &[]);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("is a symbolic link inside the output folder"),
+        out.stderr
+            .contains("is a symbolic link inside the output folder"),
         "{}",
         out.stderr
     );
-    assert!(precious.join("keep.parquet").exists(), "deleted through a link");
+    assert!(
+        precious.join("keep.parquet").exists(),
+        "deleted through a link"
+    );
     std::fs::remove_file(env.path(&format!("out/{OUT}archive"))).unwrap();
     assert!(site.snapshot() == good);
 
@@ -1059,9 +1100,424 @@ fn output_folders_reached_through_links_are_refused_before_anything_is_touched()
     let out = site.run("", &[]);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("nest in each other once symbolic links are followed"),
+        out.stderr
+            .contains("nest in each other once symbolic links are followed"),
         "{}",
         out.stderr
     );
     assert!(site.snapshot() == good, "outputs changed");
 }
+
+/// Credentials of the test's own s3s-fs (it listens on loopback only).
+const OWN_KEY: &str = "nightshift-test";
+const OWN_SECRET: &str = "nightshift-test-secret";
+
+/// An s3s-fs of the test's own, on a free port and a data folder of its own, which the test
+/// kills (`kill -9`) and starts again on the same port and data: the shared test server is
+/// never touched.
+struct OwnServer {
+    port: u16,
+    data: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    starts: usize,
+}
+
+impl OwnServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = OwnServer {
+            port,
+            data: tempfile::tempdir().unwrap(),
+            logs: tempfile::tempdir().unwrap(),
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts s3s-fs on the port and data folder, and waits until it accepts connections.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "s3s-fs is already running");
+        self.starts += 1;
+        let log = self.logs.path().join(format!("s3s-fs.{}.log", self.starts));
+        let mut child = match Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", OWN_KEY, "--secret-key", OWN_SECRET])
+            .arg(self.data.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "s3s-fs is not on PATH, so the server-restart scenario cannot run: `make test` \
+                 (or `make s3-server`) installs it (cargo install s3s-fs@0.14.1 --features \
+                 binary --locked)"
+            ),
+            Err(e) => panic!("starting s3s-fs: {e}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "s3s-fs on port {} exited ({status}): {}",
+                    self.port,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no clean shutdown, connections in flight are cut.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// Multipart uploads started and neither completed nor aborted: s3s-fs cannot list them
+    /// (501), but keeps each as `.upload-<id>.json` (and its parts as `.upload_id-<id>.part-N`)
+    /// at the root of its data folder.
+    fn open_uploads(&self) -> Vec<String> {
+        std::fs::read_dir(self.data.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(".upload-") || n.starts_with(".upload_id-"))
+            .collect()
+    }
+
+    /// An admin client of this server, and a fresh bucket on it.
+    fn bucket(&self, test: &str) -> TestBucket {
+        use aws_sdk_s3::config::{Credentials, Region};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoint = self.endpoint();
+        let client = runtime.block_on(async {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(endpoint)
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new(OWN_KEY, OWN_SECRET, None, None, "test"))
+                .load()
+                .await;
+            aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(true)
+                    .build(),
+            )
+        });
+        let name = crate::util_s3::unique_bucket_name(test);
+        runtime
+            .block_on(client.create_bucket().bucket(&name).send())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating bucket {name}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+        TestBucket {
+            name,
+            stores: nightshift::storage::Stores::new(&Default::default()).unwrap(),
+            admin: crate::util_s3::Admin { runtime, client },
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Site {
+    /// The job, its settings (with `s3_table` as their `[s3]` table), model and inputs in a
+    /// bucket of a server of the test's own.
+    fn s3_at(bucket: TestBucket, s3_table: &str) -> Self {
+        let base = format!("s3://{}/", bucket.name);
+        let site = Site::S3 {
+            dir: Env::new(),
+            bucket,
+        };
+        site.set_up(&base, s3_table);
+        site
+    }
+}
+
+/// `nightshift run churn --date DATE` with the own server's credentials (whatever the
+/// environment has) and failpoints.
+fn own_server_run(site: &Site, failpoints: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+    cmd.args(["run", "churn", "--date", DATE])
+        .args(extra)
+        .current_dir(site.dir().path(""))
+        .env("NO_COLOR", "1")
+        .env("FAILPOINTS", failpoints)
+        .env("AWS_ACCESS_KEY_ID", OWN_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", OWN_SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_MAX_ATTEMPTS")
+        .env_remove("NIGHTSHIFT_LOG")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_S3");
+    cmd
+}
+
+/// Rows of `clean` missing from `got`, and rows of `got` beyond `clean` (duplicates or
+/// strangers); both sorted.
+fn rows_lost_and_extra(clean: &[(i64, u64, i64)], got: &[(i64, u64, i64)]) -> (usize, usize) {
+    let (mut i, mut j, mut lost, mut extra) = (0, 0, 0, 0);
+    while i < clean.len() || j < got.len() {
+        match (clean.get(i), got.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) if a < b => (i, lost) = (i + 1, lost + 1),
+            (Some(_), None) => (i, lost) = (i + 1, lost + 1),
+            _ => (j, extra) = (j + 1, extra + 1),
+        }
+    }
+    (lost, extra)
+}
+
+/// Every data object a reader can see in the date's prefixes is a whole Parquet file.
+fn assert_visible_objects_whole(site: &Site, context: &str) {
+    for prefix in [OUT, QUARANTINE] {
+        for key in site.list(prefix).into_keys().filter(|k| is_data_file(k)) {
+            let bytes = site.get(&format!("{prefix}{key}")).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .unwrap_or_else(|e| panic!("{context}: {prefix}{key} is not whole: {e}"))
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                batch.unwrap_or_else(|e| panic!("{context}: {prefix}{key} is not whole: {e}"));
+            }
+        }
+    }
+}
+
+/// How a run with the server killed under it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartOutcome {
+    /// Its retries rode over the outage.
+    Succeeded,
+    /// Failed, and no `_SUCCESS` is there.
+    FailedCleared,
+    /// Failed before writing: the last good `_SUCCESS` and outputs are as they were.
+    FailedUntouched,
+    /// Failed after writing its `_SUCCESS`, which is true.
+    FailedCommitted,
+}
+
+/// Issue 9, "the S3 server killed in the middle of a run and restarted": a job entirely on an
+/// s3s-fs of the test's own; each round a slowed run, the server `kill -9`ed at a random instant
+/// of it and started again (same port, same data) 0.5 to 1 s later. The run either rides over
+/// the outage on its retries or fails cleanly (non-zero, and no `_SUCCESS`, or the last good one
+/// untouched if it failed before writing); then a plain rerun (after the lease ttl if the run
+/// failed) succeeds. A last round keeps the server down 8 s, longer than the retry budget, so
+/// that the failing side is tried too. After each round: `_SUCCESS` true, the clean run's rows
+/// exactly (none lost, none twice), every visible object whole, no temp object nor open
+/// multipart upload left, the rerun's record `succeeded`.
+/// `NIGHTSHIFT_FAULT_RUNS` (default 4) rounds, `NIGHTSHIFT_FAULT_SEED` replays the timings.
+#[test]
+fn s3_server_killed_mid_run_and_restarted() {
+    use rand::{Rng, SeedableRng};
+    let scenario = "S3 server killed and restarted";
+    let began = Instant::now();
+    let mut server = OwnServer::start();
+    // The SDK's retries (backoffs of up to 1 s, 2 s, 4 s) ride over an outage of about a
+    // second nearly always; a request is given up after 10 s whatever its attempts.
+    let s3_table = format!(
+        "\n[s3]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n\
+         timeout_secs = 10\nmax_attempts = 4\n",
+        server.endpoint()
+    );
+    let site = Site::s3_at(server.bucket("server-restart"), &s3_table);
+    let ok = |failpoints: &str, extra: &[&str], context: &str| {
+        let out = run_bounded(
+            own_server_run(&site, failpoints, extra),
+            Duration::from_secs(90),
+        );
+        assert_eq!(out.code, 0, "{context}\n{}\n{}", out.stdout, out.stderr);
+    };
+    ok("", &[], "clean run");
+    assert!(site.assert_success_is_the_truth("clean run"));
+    let clean = committed_rows(&site);
+    assert_eq!(clean.len(), 1994);
+
+    // How long a slowed run takes with the server up: kills land within it.
+    let slowed = ["--batch-rows", "100", "--threads", "2"];
+    let t = Instant::now();
+    ok("run::score-batch=sleep(25)", &slowed, "slowed run");
+    let span = t.elapsed().as_millis() as u64;
+    assert_eq!(committed_rows(&site), clean, "slowed run");
+
+    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed} (a slowed run: {span} ms)");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut uploads_seen = 0;
+
+    let mut round = |context: String, delay: Duration, outage: Duration| -> RestartOutcome {
+        let before = site.get(&format!("{OUT}_SUCCESS"));
+        let mut cmd = own_server_run(&site, "run::score-batch=sleep(25)", &slowed);
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nightshift starts");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let t = Instant::now();
+        std::thread::sleep(delay);
+        let done_early = rx.try_recv().ok();
+        let ended_first = done_early.is_some();
+        server.kill();
+        std::thread::sleep(outage);
+        server.spawn();
+        let out = match done_early {
+            Some(out) => out,
+            None => rx
+                .recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|_| {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    panic!("{context}: nightshift hung after the restart");
+                }),
+        }
+        .unwrap();
+        let took = t.elapsed();
+        let context = format!(
+            "{context}: killed after {} ms{}, down {} ms",
+            delay.as_millis(),
+            if ended_first {
+                " (the run had ended)"
+            } else {
+                ""
+            },
+            outage.as_millis()
+        );
+
+        // What a reader sees once the server is back, before anything else runs.
+        let committed = site.assert_success_is_the_truth(&context);
+        assert_visible_objects_whole(&site, &context);
+        if committed {
+            let got = committed_rows(&site);
+            let lost_extra = rows_lost_and_extra(&clean, &got);
+            assert_eq!(lost_extra, (0, 0), "{context}: rows lost, rows extra");
+            assert_eq!(got, clean, "{context}");
+        }
+        let reason = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let outcome = if out.status.success() {
+            assert!(committed, "{context}: the run succeeded without a _SUCCESS");
+            RestartOutcome::Succeeded
+        } else if !committed {
+            RestartOutcome::FailedCleared
+        } else if site.get(&format!("{OUT}_SUCCESS")) == before {
+            RestartOutcome::FailedUntouched
+        } else {
+            RestartOutcome::FailedCommitted
+        };
+        if outcome == RestartOutcome::Succeeded {
+            eprintln!("{context}: {outcome:?} in {} ms", took.as_millis());
+        } else {
+            eprintln!("{context}: {outcome:?} in {} ms: {reason}", took.as_millis());
+        }
+
+        // Then a plain rerun succeeds, once a lease the outage left live has expired.
+        if outcome != RestartOutcome::Succeeded {
+            std::thread::sleep(LEASE_TTL);
+        }
+        ok("", &[], &format!("{context}: the rerun"));
+        assert!(site.assert_success_is_the_truth(&context));
+        let got = committed_rows(&site);
+        let lost_extra = rows_lost_and_extra(&clean, &got);
+        assert_eq!(
+            lost_extra,
+            (0, 0),
+            "{context}: rows lost, rows extra after the rerun"
+        );
+        assert_eq!(got, clean, "{context}: rows after the rerun");
+        assert_eq!(
+            site.leftovers(),
+            Vec::<String>::new(),
+            "{context}: temp objects"
+        );
+        let uploads = server.open_uploads();
+        uploads_seen += uploads.len();
+        assert!(
+            uploads.is_empty(),
+            "{context}: multipart uploads left open: {uploads:?}"
+        );
+        let last = site.records().pop().unwrap();
+        assert_eq!(last["status"], "succeeded", "{context}: the rerun's record");
+        outcome
+    };
+
+    let mut outcomes = Vec::new();
+    for i in 0..runs {
+        // Within the first 80% of a run, so that nearly every kill lands in one.
+        let delay = Duration::from_millis(rng.gen_range(0..(span * 4 / 5).max(1)));
+        let outage = Duration::from_millis(rng.gen_range(500..1000));
+        outcomes.push(round(format!("{scenario} run {i}"), delay, outage));
+    }
+    // Late in the run, once it has begun to write.
+    let delay = Duration::from_millis(rng.gen_range(span / 2..(span * 4 / 5).max(span / 2 + 1)));
+    let long = round(
+        format!("{scenario}, down 8 s"),
+        delay,
+        Duration::from_secs(8),
+    );
+    let count = |o: RestartOutcome| outcomes.iter().filter(|&&x| x == o).count();
+    eprintln!(
+        "{scenario}: {runs} runs (down 0.5-1 s): {} succeeded, {} failed cleanly ({} with no \
+         _SUCCESS, {} before writing with the last good _SUCCESS kept, {} after a true \
+         _SUCCESS); down 8 s: {long:?}; rows lost 0, duplicates 0, open multipart uploads \
+         {uploads_seen}; {:.1} s",
+        count(RestartOutcome::Succeeded),
+        runs - count(RestartOutcome::Succeeded),
+        count(RestartOutcome::FailedCleared),
+        count(RestartOutcome::FailedUntouched),
+        count(RestartOutcome::FailedCommitted),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// Sharded runs and backfills, with the checks above.
+#[path = "shards.rs"]
+mod shards;
