@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::config::{JobSpec, Settings};
 use crate::read::{list_data_files, ParquetObject};
-use crate::record::{InputFingerprint, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER};
+use crate::record::{
+    InputFingerprint, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER,
+};
 use crate::run::{run_job, RunFailed, RunOptions};
 use crate::storage::{is_not_found, Location, Stores};
 
@@ -76,7 +78,7 @@ pub fn plan(
     reprocess: Reprocess,
     estimate: bool,
 ) -> Result<Vec<DatePlan>> {
-    let state = stores.locate(&settings.state)?;
+    let history = RunHistory::new(stores.locate(&settings.state)?);
     let mut plans = Vec::with_capacity(range.len());
     for &date in range {
         let input = stores.locate(&job.input.uri(&job.name, date)?)?;
@@ -87,7 +89,7 @@ pub fn plan(
         };
         let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
         let manifest = read_manifest(&output)?;
-        let last = last_record(&state, &job.name, date)?;
+        let last = history.latest_of_date(&job.name, date)?;
         let mut action = decide(
             job,
             reprocess,
@@ -194,27 +196,6 @@ fn read_manifest(output: &Location) -> Result<Option<RunManifest>> {
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// The newest run record of a job and date (`STATE/runs/JOB/DATE/RUN_ID.json`), skipping
-/// unreadable ones.
-fn last_record(state: &Location, job: &str, date: NaiveDate) -> Result<Option<RunRecord>> {
-    let dir = state.join("runs").join(job).join(&date.to_string());
-    let mut newest: Option<RunRecord> = None;
-    for o in dir.store.list(&dir.key)? {
-        if !o.key.ends_with(".json") {
-            continue;
-        }
-        let Ok(bytes) = dir.store.get(&o.key) else {
-            continue;
-        };
-        if let Ok(r) = serde_json::from_slice::<RunRecord>(&bytes) {
-            if newest.as_ref().is_none_or(|n| r.started_at > n.started_at) {
-                newest = Some(r);
-            }
-        }
-    }
-    Ok(newest)
 }
 
 /// How one planned date ended.

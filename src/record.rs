@@ -261,11 +261,45 @@ impl RunHistory {
         }
     }
 
+    /// The record of a run, by its id, under any job and date.
+    pub fn find(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let name = format!("{run_id}.json");
+        for o in self.root.store.list(&self.root.key)? {
+            if o.key.rsplit('/').next() == Some(name.as_str()) {
+                let bytes = self.root.store.get(&o.key)?;
+                return Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("reading run record {}", self.root.store.uri(&o.key))
+                })?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The latest readable record of a job and date.
+    pub fn latest_of_date(&self, job: &str, date: NaiveDate) -> Result<Option<RunRecord>> {
+        let dir = self.root.join(job).join(&date.to_string());
+        let mut newest: Option<RunRecord> = None;
+        for o in dir.store.list(&dir.key)? {
+            if !o.key.ends_with(".json") {
+                continue;
+            }
+            let Ok(bytes) = dir.store.get(&o.key) else {
+                continue;
+            };
+            if let Ok(r) = serde_json::from_slice::<RunRecord>(&bytes) {
+                if newest.as_ref().is_none_or(|n| r.started_at > n.started_at) {
+                    newest = Some(r);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
     /// The job's `n` newest readable records (by start), oldest first. Reads about `n`
     /// records however many there are; unreadable ones are skipped (and replaced by older
     /// ones, up to `n` more reads).
     pub fn latest(&self, job: &str, n: usize) -> Result<Vec<RunRecord>> {
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(1024));
         for k in self.keys(job)?.iter().take(2 * n) {
             if out.len() == n {
                 break;

@@ -297,3 +297,70 @@ fn sigterm_stops_a_backfill_cleanly_and_the_next_one_finishes() {
         assert!(marker(&env, d).is_some(), "{d}");
     }
 }
+
+#[test]
+fn runs_list_and_show_read_the_history() {
+    let env = env();
+    let out = backfill(&env, &["--from", "2026-10-31", "--to", DATES[2]]);
+    assert_ne!(out.code, 0, "10-31 has no input");
+
+    let list = env.ok(&["runs", "list", "churn"]);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "a header and one line per run:\n{}",
+        list.stdout
+    );
+    assert!(lines[0].starts_with("date") && lines[0].contains("drift"));
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" succeeded ")).count(),
+        3,
+        "{}",
+        list.stdout
+    );
+
+    let failed = env.ok(&[
+        "runs", "list", "churn", "--status", "failed", "--format", "json",
+    ]);
+    let failed: Vec<Value> = serde_json::from_str(&failed.stdout).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["logical_date"], "2026-10-31");
+    let limited = env.ok(&["runs", "list", "churn", "--limit", "2", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&limited.stdout)
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let id = failed[0]["run_id"].as_str().unwrap();
+    let show = env.ok(&["runs", "show", id]);
+    assert!(
+        show.stdout.contains("churn 2026-10-31 failed"),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout
+            .contains("error             no Parquet files for 2026-10-31"),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("date now holds    untouched"),
+        "{}",
+        show.stdout
+    );
+    let by_date = env.ok(&["runs", "show", "churn", DATES[1], "--format", "json"]);
+    let r: Value = serde_json::from_str(&by_date.stdout).unwrap();
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["counts"]["rows_quarantined"], 6);
+    let missing = env.run(&["runs", "show", "20991231T000000Z-00000000"]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("no run record with id"),
+        "{}",
+        missing.stderr
+    );
+}
