@@ -201,22 +201,28 @@ fn read_manifest(output: &Location) -> Result<Option<RunManifest>> {
 /// How one planned date ended.
 #[derive(Debug)]
 pub enum DateOutcome {
-    Succeeded(RunRecord),
+    Succeeded(Box<RunRecord>),
     Failed(Box<RunFailed>),
     /// Not started: the backfill was stopped first.
     NotStarted,
 }
 
-/// Runs the dates of `plans` that run, `parallel` at once, each with its share of the
-/// `threads`. `done` is called as each date ends (from the worker threads). Setting `cancel`
+/// How many dates run at once, and the worker threads they share.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub parallel: usize,
+    pub threads: usize,
+}
+
+/// Runs the dates of `plans` that run, `pace.parallel` at once, each with its share of the
+/// threads. `done` is called as each date ends (from the worker threads). Setting `cancel`
 /// stops the backfill: no date starts after it, and runs in flight are aborted.
 pub fn execute(
     job: &JobSpec,
     settings: &Settings,
     stores: &Stores,
     plans: &[DatePlan],
-    parallel: usize,
-    threads: usize,
+    pace: Pace,
     cancel: Arc<AtomicBool>,
     done: &(dyn Fn(NaiveDate, &DateOutcome) + Sync),
 ) -> Vec<(NaiveDate, DateOutcome)> {
@@ -225,9 +231,9 @@ pub fn execute(
         .filter(|p| p.action.runs())
         .map(|p| p.date)
         .collect();
-    let parallel = parallel.clamp(1, to_run.len().max(1));
+    let parallel = pace.parallel.clamp(1, to_run.len().max(1));
     let opts = RunOptions {
-        threads: Some((threads / parallel).max(1)),
+        threads: Some((pace.threads / parallel).max(1)),
         cancel: Some(cancel.clone()),
         ..Default::default()
     };
@@ -242,7 +248,7 @@ pub fn execute(
                     DateOutcome::NotStarted
                 } else {
                     match run_job(job, date, settings, stores, &opts) {
-                        Ok(r) => DateOutcome::Succeeded(r),
+                        Ok(r) => DateOutcome::Succeeded(Box::new(r)),
                         Err(f) => DateOutcome::Failed(f),
                     }
                 };

@@ -558,8 +558,10 @@ fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
         &cfg.settings,
         &stores,
         &plans,
-        args.parallel,
-        threads,
+        backfill::Pace {
+            parallel: args.parallel,
+            threads,
+        },
         cancel,
         &done,
     );
@@ -577,7 +579,7 @@ fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_history(jobs: &PathBuf) -> Result<crate::record::RunHistory> {
+fn run_history(jobs: &std::path::Path) -> Result<crate::record::RunHistory> {
     let settings = config::load_settings(jobs).map_err(|d| {
         anyhow::anyhow!(
             "invalid settings (run `nightshift validate {}`):\n{d}",
@@ -595,7 +597,7 @@ fn runs_list(
     limit: usize,
     status: Option<StatusArg>,
     format: FormatArg,
-    jobs: &PathBuf,
+    jobs: &std::path::Path,
 ) -> Result<ExitCode> {
     let history = run_history(jobs)?;
     let wanted = status.map(|s| match s {
@@ -655,7 +657,7 @@ fn runs_list(
     Ok(ExitCode::SUCCESS)
 }
 
-fn runs_show(run: &[String], format: FormatArg, jobs: &PathBuf) -> Result<ExitCode> {
+fn runs_show(run: &[String], format: FormatArg, jobs: &std::path::Path) -> Result<ExitCode> {
     let history = run_history(jobs)?;
     let record = match run {
         [id] => history

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +25,7 @@ use super::scheduler::{Accepted, Scheduler, TriggerError};
 use crate::config::{ModelRef, Settings};
 use crate::model::Registry;
 use crate::record::{RunHistory, RunRecord};
-use crate::storage::Stores;
+use crate::storage::{Stores, Uri};
 
 /// Bodies of requests other than predictions.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -46,13 +47,27 @@ pub struct Api {
 }
 
 impl Api {
-    /// Reads the token from its environment variable; an empty one counts as none.
+    /// Reads the token from its environment variable, without the whitespace around it (a
+    /// secret mounted from a file ends with a newline); an empty one counts as none.
     pub fn token_from_env(var: &str) -> Option<[u8; 32]> {
-        std::env::var(var)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|t| Sha256::digest(t.as_bytes()).into())
+        std::env::var(var).ok().as_deref().and_then(token_digest)
     }
+}
+
+/// The digest a token is compared by, trimmed; `None` for an empty one.
+pub fn token_digest(token: &str) -> Option<[u8; 32]> {
+    let t = token.trim();
+    (!t.is_empty()).then(|| Sha256::digest(t.as_bytes()).into())
+}
+
+/// The token of an `Authorization` header value with the `Bearer` scheme, matched without
+/// regard to case (RFC 6750 section 2.1, RFC 9110 section 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 pub fn router(api: Api) -> Router {
@@ -74,6 +89,40 @@ pub fn router(api: Api) -> Router {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A value from the request as an error message shows it: at most 64 characters.
+fn shown(s: &str) -> String {
+    shortened(s, 64)
+}
+
+fn shortened(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// A path that did not decode (bad percent-encoding, not UTF-8) as a JSON 400.
+fn bad_path(e: PathRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("invalid path: {}", shortened(&e.body_text(), 200)),
+    )
+}
+
+/// The refusal (400) of a job name that no job file could have (the rule of `nightshift
+/// validate`), before it is looked up anywhere.
+fn invalid_job_name(name: &str) -> Option<Response> {
+    (!Registry::is_valid_name(name)).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "'{}' is not a job name: job names use only letters, digits, '_' and '-'",
+                shown(name)
+            ),
+        )
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -142,7 +191,10 @@ async fn describe(api: &Api, names: Vec<String>) -> Result<Vec<Value>, Response>
     let job_names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
     let histories = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<RunRecord>>> {
         let history = RunHistory::new(stores.locate(&state)?);
-        job_names.iter().map(|n| history.list(n)).collect()
+        job_names
+            .iter()
+            .map(|n| history.latest(n, LAST_RUNS))
+            .collect()
     })
     .await
     .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -177,7 +229,14 @@ async fn jobs(State(api): State<Api>) -> Response {
     }
 }
 
-async fn job(State(api): State<Api>, Path(name): Path<String>) -> Response {
+async fn job(State(api): State<Api>, path: Result<Path<String>, PathRejection>) -> Response {
+    let name = match path {
+        Ok(Path(n)) => n,
+        Err(e) => return bad_path(e),
+    };
+    if let Some(r) = invalid_job_name(&name) {
+        return r;
+    }
     if api.scheduler.view(&name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no job named '{name}'"));
     }
@@ -200,8 +259,8 @@ fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
+        .and_then(bearer_token)
+        .and_then(token_digest);
     let ok = given.is_some_and(|g| bool::from(g.ct_eq(expected)));
     if ok {
         None
@@ -224,11 +283,18 @@ struct TriggerBody {
 
 async fn trigger(
     State(api): State<Api>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(r) = refuse(&api, &headers) {
+        return r;
+    }
+    let name = match path {
+        Ok(Path(n)) => n,
+        Err(e) => return bad_path(e),
+    };
+    if let Some(r) = invalid_job_name(&name) {
         return r;
     }
     let Some(spec) = api.scheduler.spec(&name) else {
@@ -281,29 +347,144 @@ async fn trigger(
     }
 }
 
+/// A model version number as a path gives it: digits only, from 1.
+fn parse_version(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().filter(|&n| n > 0)
+}
+
+/// `?job=NAME` of a prediction, if given; the refusal (400) of anything else.
+fn job_param(query: Option<&str>) -> Result<Option<String>, Box<Response>> {
+    let mut job = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("job", name)) => {
+                if let Some(r) = invalid_job_name(name) {
+                    return Err(Box::new(r));
+                }
+                job = Some(name.to_string());
+            }
+            _ => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown query parameter '{}': the only one is job=NAME",
+                        shown(pair)
+                    ),
+                )))
+            }
+        }
+    }
+    Ok(job)
+}
+
+/// The registry a pinned model version is served from: that of the job pinning it (`job`
+/// when given). Only pinned versions are served, so a request never makes the daemon look
+/// for a model no job file names, and never in a registry no job uses.
+fn pinned_registry(
+    api: &Api,
+    model: &ModelRef,
+    job: Option<&str>,
+) -> Result<Uri, (StatusCode, String)> {
+    let specs: Vec<_> = api
+        .scheduler
+        .job_names()
+        .iter()
+        .filter_map(|n| api.scheduler.spec(n))
+        .collect();
+    if let Some(job) = job {
+        return match specs.iter().find(|j| j.name == job) {
+            None => Err((StatusCode::NOT_FOUND, format!("no job named '{job}'"))),
+            Some(j) if j.model != *model => Err((
+                StatusCode::NOT_FOUND,
+                format!("job '{job}' pins model {}, not {model}", j.model),
+            )),
+            Some(j) => Ok(j.registry(&api.settings).clone()),
+        };
+    }
+    let pins: Vec<_> = specs.iter().filter(|j| j.model == *model).collect();
+    match pins.as_slice() {
+        [] => {
+            let others: Vec<String> = specs
+                .iter()
+                .filter(|j| j.model.name == model.name)
+                .map(|j| format!("{} (job {})", j.model, j.name))
+                .collect();
+            Err((
+                StatusCode::NOT_FOUND,
+                if others.is_empty() {
+                    format!(
+                        "no job pins a model named '{}': only versions that a job pins are served",
+                        model.name
+                    )
+                } else {
+                    format!(
+                        "no job pins {model}: only versions that a job pins are served (pinned: {})",
+                        others.join(", ")
+                    )
+                },
+            ))
+        }
+        [first, rest @ ..] => {
+            let registry = first.registry(&api.settings);
+            if rest.iter().all(|j| j.registry(&api.settings) == registry) {
+                Ok(registry.clone())
+            } else {
+                let names: Vec<&str> = pins.iter().map(|j| j.name.as_str()).collect();
+                Err((
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{model} is pinned by jobs with different registries ({}): say which \
+                         job's with ?job=NAME",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 async fn predict(
     State(api): State<Api>,
-    Path((name, version)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let Ok(version) = version.parse::<u32>() else {
+    let (name, version) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return bad_path(e),
+    };
+    if !Registry::is_valid_name(&name) {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("'{version}' is not a model version number"),
+            format!(
+                "'{}' is not a model name: model names use only letters, digits, '_' and '-'",
+                shown(&name)
+            ),
+        );
+    }
+    let Some(version) = parse_version(&version) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "'{}' is not a model version number (1, 2, ...)",
+                shown(&version)
+            ),
         );
     };
+    let job = match job_param(query.as_deref()) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
     let model_ref = ModelRef { name, version };
+    let registry_uri = match pinned_registry(&api, &model_ref, job.as_deref()) {
+        Ok(u) => u,
+        Err((status, message)) => return error(status, message),
+    };
     let outcome = tokio::task::spawn_blocking(move || -> Result<Value, (StatusCode, Value)> {
         let fail = |status, message: String| (status, json!({ "error": message }));
-        // A job that pins this model in a registry of its own is where the model lives.
-        let registry_uri = api
-            .scheduler
-            .job_names()
-            .iter()
-            .filter_map(|n| api.scheduler.spec(n))
-            .find(|j| j.model.name == model_ref.name && j.registry.is_some())
-            .and_then(|j| j.registry.clone())
-            .unwrap_or_else(|| api.settings.registry.clone());
         let registry = api
             .stores
             .locate(&registry_uri)
@@ -315,7 +496,7 @@ async fn predict(
             .map_err(|e| match e {
                 ModelError::NotFound(m) => fail(StatusCode::NOT_FOUND, m),
                 ModelError::Other(e) => {
-                    error!(model = %model_ref, error = %format!("{e:#}"), "Could not load a model for online scoring.");
+                    error!(model = %model_ref, registry = %registry_uri, error = %format!("{e:#}"), "Could not load a model for online scoring.");
                     fail(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot load model {model_ref}: {e:#}"))
                 }
             })?;

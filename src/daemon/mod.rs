@@ -88,16 +88,23 @@ impl Runner for JobRunner {
 /// Runs the daemon until SIGTERM or SIGINT; `cfg` was loaded (and validated) from
 /// `opts.jobs`.
 pub fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
+    // Made out here, and dropped after the runtime: the S3 client owns a runtime of its own,
+    // which must not be dropped from inside this one (tokio panics), as it would be when the
+    // runtime's tasks, which hold clones, are dropped at shutdown.
+    let stores = Stores::new(&cfg.settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("nightshift-daemon")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg, opts))
+    let result = rt.block_on(serve(cfg, opts, stores.clone()));
+    drop(rt);
+    drop(stores);
+    result
 }
 
-async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
+async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     // First, so that a signal during start-up is handled rather than fatal.
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -109,7 +116,6 @@ async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let addr = listener.local_addr()?;
 
     let settings = Arc::new(cfg.settings.clone());
-    let stores = Stores::new(&settings)?;
     let metrics = Arc::new(Metrics::new());
     let runner = Arc::new(JobRunner {
         settings: (*settings).clone(),
@@ -265,12 +271,16 @@ async fn serve(cfg: Config, opts: DaemonOptions) -> Result<()> {
     result
 }
 
+/// Run records read per job at start, the newest (plus what catch-up needs beyond them, see
+/// [`RunHistory::for_catch_up`]): start-up does not read every record ever written.
+pub const CATCH_UP_RECORDS: usize = 50;
+
 /// At start: each job's last success (for the metric) and the dates it missed, which the
 /// scheduler then runs (see [`timetable::missed_dates`]).
 pub fn catch_up(scheduler: &Scheduler, metrics: &Metrics, history: &RunHistory, jobs: &[JobSpec]) {
     let now = scheduler.now();
     for job in jobs {
-        let records = match history.list(&job.name) {
+        let records = match history.for_catch_up(&job.name, CATCH_UP_RECORDS) {
             Ok(r) => r,
             Err(e) => {
                 warn!(job = %job.name, error = %format!("{e:#}"), "Cannot read the job's run records; it catches up nothing.");

@@ -213,10 +213,11 @@ fn label(col: &ArrayRef, i: usize) -> Value {
     }
 }
 
-/// Loaded model versions, kept: a version is immutable once registered.
+/// Loaded model versions, kept: a version is immutable once registered. Keyed by registry,
+/// name and version: two registries may each hold a different `churn@1`.
 #[derive(Default)]
 pub struct ModelCache {
-    models: Mutex<HashMap<(String, u32), Arc<LoadedModel>>>,
+    models: Mutex<HashMap<(String, String, u32), Arc<LoadedModel>>>,
 }
 
 /// Why a model could not be had.
@@ -229,23 +230,33 @@ pub enum ModelError {
 }
 
 impl ModelCache {
-    /// The version from the registry (blocking: call off the async runtime).
+    /// The version from the registry (blocking: call off the async runtime). The name must
+    /// be valid ([`Registry::check_name`]); an invalid one is an error, never a listing.
     pub fn get(
         &self,
         registry: &Registry,
         model: &ModelRef,
     ) -> Result<Arc<LoadedModel>, ModelError> {
-        let key = (model.name.clone(), model.version);
+        let key = (
+            registry.uri().to_string(),
+            model.name.clone(),
+            model.version,
+        );
         if let Some(m) = self.models.lock().expect("model cache lock").get(&key) {
             return Ok(m.clone());
         }
         let versions = registry.versions(&model.name)?;
         if !versions.contains(&model.version) {
             return Err(ModelError::NotFound(if versions.is_empty() {
-                format!("no model named '{}' in the registry", model.name)
+                format!(
+                    "no model named '{}' in the registry {}",
+                    model.name,
+                    registry.uri()
+                )
             } else {
                 format!(
-                    "model {model} is not in the registry (versions: {})",
+                    "model {model} is not in the registry {} (versions: {})",
+                    registry.uri(),
                     versions
                         .iter()
                         .map(u32::to_string)

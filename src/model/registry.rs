@@ -97,12 +97,56 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// What a model name (and a job name: the same rule) may be: letters, digits, '_' and '-',
+/// not empty. Such a name is one path segment that cannot climb out of the registry (no '/',
+/// no '..', nothing a store decodes), which matters where names come from a URL.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Refuses a file name from a manifest that is not a plain name beside it (an edited manifest
+/// must not make the registry read elsewhere).
+fn beside_manifest(file: &str) -> Result<()> {
+    let plain = !file.is_empty()
+        && file != "."
+        && file != ".."
+        && !file.contains(['/', '\\'])
+        && !file.starts_with('.');
+    if !plain {
+        bail!("the model manifest names '{file}', which is not a file beside it");
+    }
+    Ok(())
+}
+
 impl Registry {
     pub fn new(root: Location) -> Self {
         Self { root }
     }
 
+    /// Where the registry is, for messages and as part of cache keys.
+    pub fn uri(&self) -> crate::storage::Uri {
+        self.root.uri()
+    }
+
+    /// [`is_valid_name`], for callers outside `model`.
+    pub fn is_valid_name(name: &str) -> bool {
+        is_valid_name(name)
+    }
+
+    /// Refuses a model name that is not [`is_valid_name`], with the message users read.
+    pub fn check_name(name: &str) -> Result<()> {
+        if !is_valid_name(name) {
+            bail!("model name '{name}' must use only letters, digits, '_' and '-'");
+        }
+        Ok(())
+    }
+
+    /// A version's folder; the name was checked by the caller ([`Registry::check_name`]).
     fn version_dir(&self, name: &str, version: u32) -> Location {
+        debug_assert!(is_valid_name(name));
         self.root.join(name).join(&version.to_string())
     }
 
@@ -126,6 +170,7 @@ impl Registry {
 
     /// Registered versions of a model, ascending.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        Self::check_name(name)?;
         let dir = self.root.join(name);
         let mut versions: Vec<u32> = dir
             .store
@@ -142,6 +187,7 @@ impl Registry {
     }
 
     pub fn manifest(&self, model: &ModelRef) -> Result<ModelManifest> {
+        Self::check_name(&model.name)?;
         let loc = self.version_dir(&model.name, model.version).join(MANIFEST);
         let bytes = match loc.store.get(&loc.key) {
             Ok(b) => b,
@@ -173,6 +219,7 @@ impl Registry {
     /// Loads a version and checks its artifact against the manifest's checksum.
     pub fn load(&self, model: &ModelRef) -> Result<LoadedModel> {
         let manifest = self.manifest(model)?;
+        beside_manifest(&manifest.artifact)?;
         let loc = self
             .version_dir(&model.name, model.version)
             .join(&manifest.artifact);
@@ -202,6 +249,8 @@ impl Registry {
         let (Some(name), Some(sha)) = (&manifest.profile, &manifest.profile_sha256) else {
             return Ok(None);
         };
+        Self::check_name(&manifest.name)?;
+        beside_manifest(name)?;
         let loc = self
             .version_dir(&manifest.name, manifest.version)
             .join(name);
@@ -223,6 +272,7 @@ impl Registry {
         estimator: &Estimator,
         profile: Option<&DatasetProfile>,
     ) -> Result<ModelManifest> {
+        Self::check_name(&manifest.name)?;
         let artifact = Bytes::from(serde_json::to_vec(estimator)?);
         manifest.artifact_sha256 = sha256_hex(&artifact);
         manifest.artifact = format!("model-{}.json", &manifest.artifact_sha256[..12]);
