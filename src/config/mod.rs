@@ -285,6 +285,27 @@ fn read_settings(
         s3.force_path_style = t.optional(rep, "force_path_style").map(|v| v.value);
         s3.timeout_secs = t.optional(rep, "timeout_secs").map(|v| v.value);
         s3.max_attempts = t.optional(rep, "max_attempts").map(|v| v.value);
+        // Per-attempt limits; a zero would fail every request.
+        for (key, slot) in [
+            ("connect_timeout", &mut s3.connect_timeout),
+            ("first_byte_timeout", &mut s3.first_byte_timeout),
+            ("inactivity_timeout", &mut s3.inactivity_timeout),
+        ] {
+            let Some(v) = t.optional::<String>(rep, key) else {
+                continue;
+            };
+            match daemon::parse_duration(&v.value) {
+                Some(d) if !d.is_zero() => *slot = Some(d),
+                Some(_) => rep.error(v.span, format!("field 's3.{key}' must be more than 0")),
+                None => rep.error(
+                    v.span,
+                    format!(
+                        "field 's3.{key}': invalid duration '{}'; use a number and a unit, e.g. \"500ms\", \"3s\", \"1m\"",
+                        v.value
+                    ),
+                ),
+            }
+        }
         t.finish(rep);
     }
     let reports = root.optional(rep, "reports");
@@ -368,11 +389,8 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
 
     let name: Option<Located<String>> = root.required(rep, "name", "");
     if let Some(n) = &name {
-        let valid = !n.value.is_empty()
-            && n.value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid {
+        // One rule for job and model names: both become path segments (and HTTP paths).
+        if !crate::model::Registry::is_valid_name(&n.value) {
             rep.error(
                 n.span.clone(),
                 "job name must be non-empty and use only letters, digits, '_' and '-'",
@@ -446,6 +464,15 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     let model = match root.table(rep, "model") {
         Some(mut t) => {
             let name = t.required::<String>(rep, "name", "");
+            if let Some(n) = name
+                .as_ref()
+                .filter(|n| !crate::model::Registry::is_valid_name(&n.value))
+            {
+                rep.error(
+                    n.span.clone(),
+                    "model name must be non-empty and use only letters, digits, '_' and '-'",
+                );
+            }
             let registry: Option<Located<String>> = t.optional(rep, "registry");
             registry_span = registry.as_ref().map(|r| r.span.clone());
             registry_override = read_uri(rep, registry);

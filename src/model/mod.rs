@@ -52,17 +52,7 @@ impl LoadedModel {
 /// Reads the training data, fits preprocessing and the model on a seeded split, measures it on
 /// the holdout, and registers it as a new version.
 pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
-    if !req
-        .name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        || req.name.is_empty()
-    {
-        bail!(
-            "model name '{}' must use only letters, digits, '_' and '-'",
-            req.name
-        );
-    }
+    Registry::check_name(&req.name)?;
     let files = list_data_files(&req.data)?;
     if files.is_empty() {
         bail!("no Parquet files at {}", req.data.uri());

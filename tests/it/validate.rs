@@ -48,6 +48,7 @@ snapshot_cases!(
     quarantine_in_output,
     passthrough_reserved,
     passthrough_twice,
+    model_name_is_a_path,
 );
 
 /// `validate` on a folder of `tests/data/locations/`: its output and exit code.
