@@ -1282,6 +1282,83 @@ fn sigterm_during_a_run_aborts_it_leaving_no_partial_output_and_exits_0() {
     );
 }
 
+/// SIGTERM to the daemon in the middle of a run, then a restart, again and again: the
+/// aborted date comes back by itself (catch-up finds it, though the run was a trigger and the
+/// schedule would never score it), and ends committed with every row, once.
+#[test]
+fn a_date_aborted_by_sigterm_comes_back_after_a_restart() {
+    let runs: usize = std::env::var("NIGHTSHIFT_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let env = Env::new();
+    env.train_churn();
+    env.write(
+        "jobs/nightshift.toml",
+        "registry = \"out/registry/\"\nstate = \"out/state/\"\nshutdown_grace = \"100ms\"\nlease_ttl = \"2s\"\n",
+    );
+    let source = Path::new(FIXTURES).join("features/dt=2026-11-01/part-00000.parquet");
+    std::fs::create_dir_all(env.path("slow/dt=2026-11-01")).unwrap();
+    for i in 0..40 {
+        std::fs::copy(
+            &source,
+            env.path(&format!("slow/dt=2026-11-01/part-{i:05}.parquet")),
+        )
+        .unwrap();
+    }
+    let out = env.path("out/scores/slow/dt=2026-11-01");
+    let marker = out.join("_SUCCESS");
+    for round in 0..runs {
+        std::fs::remove_dir_all(env.path("out/scores")).ok();
+        // Slow (a row a batch) for the run to abort; fast for the one that comes back.
+        quiet_job(&env, "slow", "slow/dt={date}/", "batch_rows = 1");
+        let d = Daemon::start(&env, &["--threads", "1"], Some(TOKEN));
+        let b = bearer();
+        let (status, body) = d.request(
+            "POST",
+            "/jobs/slow/runs",
+            &[("Authorization", b.as_str())],
+            r#"{"date": "2026-11-01"}"#,
+        );
+        assert_eq!(status, 202, "{body}");
+        let start = Instant::now();
+        while files_under(&out).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "{}", d.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(d.terminate(), 0, "round {round}");
+        assert!(
+            !marker.exists(),
+            "round {round}: an aborted run leaves no _SUCCESS"
+        );
+
+        quiet_job(&env, "slow", "slow/dt={date}/", "");
+        let d = Daemon::start(&env, &["--threads", "1"], Some(TOKEN));
+        let start = Instant::now();
+        while !marker.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {round}: the aborted date did not come back:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(d.terminate(), 0);
+        let m: Value = serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+        assert_eq!(m["files"].as_array().unwrap().len(), 40, "round {round}");
+        assert_eq!(m["counts"]["rows_in"], 40 * 1000, "round {round}");
+        let data: Vec<String> = files_under(&out)
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .collect();
+        assert_eq!(
+            data.len(),
+            40,
+            "round {round}: one output per input, no temp file"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation of the daemon's fields: what users read.
 

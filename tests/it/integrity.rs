@@ -1456,7 +1456,10 @@ fn s3_server_killed_mid_run_and_restarted() {
         if outcome == RestartOutcome::Succeeded {
             eprintln!("{context}: {outcome:?} in {} ms", took.as_millis());
         } else {
-            eprintln!("{context}: {outcome:?} in {} ms: {reason}", took.as_millis());
+            eprintln!(
+                "{context}: {outcome:?} in {} ms: {reason}",
+                took.as_millis()
+            );
         }
 
         // Then a plain rerun succeeds, once a lease the outage left live has expired.
