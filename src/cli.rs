@@ -417,7 +417,9 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
     let opts = RunOptions {
         threads: args.threads,
         batch_rows: args.batch_rows,
-        cancel: None,
+        cancel: Some(stop_on_signals(
+            "stopping: the run is aborted and its outputs removed",
+        )?),
         shard,
         ..Default::default()
     };
@@ -435,8 +437,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
 
 fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     if args.from > args.to {
         bail!("--from {} is after --to {}", args.from, args.to);
@@ -476,36 +477,7 @@ fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
     }
 
     // Ctrl-C or SIGTERM: no date starts after it, and runs in flight are aborted.
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        std::thread::Builder::new()
-            .name("nightshift-signals".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    let (Ok(mut term), Ok(mut int)) = (
-                        signal(SignalKind::terminate()),
-                        signal(SignalKind::interrupt()),
-                    ) else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                });
-                eprintln!("stopping: no further date starts; runs in flight are aborted");
-                cancel.store(true, Ordering::SeqCst);
-            })
-            .context("starting the signal handler")?;
-    }
+    let cancel = stop_on_signals("stopping: no further date starts; runs in flight are aborted")?;
 
     let threads = args
         .threads
@@ -691,6 +663,43 @@ fn runs_show(run: &[String], format: FormatArg, jobs: &std::path::Path) -> Resul
         println!("  error             {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A flag set by the first SIGTERM or SIGINT (Ctrl-C), after printing `why` on stderr: the
+/// run (or backfill) in flight aborts as the daemon's runs do at shutdown, removing what it
+/// wrote and releasing its lease, instead of being killed mid-write. In a container the
+/// process is PID 1, which gets no default handler for SIGTERM.
+fn stop_on_signals(why: &'static str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    // Registered before this returns, so a signal from now on is never the default (fatal).
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("nightshift-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            eprintln!("{why}");
+            flag.store(true, Ordering::SeqCst);
+        })
+        .context("starting the signal handler")?;
+    Ok(cancel)
 }
 
 fn status_word(r: &RunRecord) -> String {

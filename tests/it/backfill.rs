@@ -364,3 +364,37 @@ fn runs_list_and_show_read_the_history() {
         missing.stderr
     );
 }
+
+/// `run` stopped by SIGTERM (a pod deleted, Ctrl-C) aborts like a daemon run: recorded
+/// aborted, nothing of it left, its lease released at once for the next runner.
+#[test]
+fn sigterm_aborts_a_run_cleanly() {
+    let env = env_with("batch_rows = 100");
+    let child = Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["run", "churn", "--date", DATES[1], "--threads", "1"])
+        .current_dir(env.path(""))
+        .env("FAILPOINTS", "run::score-batch=sleep(40)")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run's lease", || {
+        env.path("out/state/leases/churn").exists()
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the run was aborted"), "{stderr}");
+    let records = records(&env, DATES[1]);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["status"], "aborted");
+    assert!(marker(&env, DATES[1]).is_none());
+    let left = crate::util::files_under(&env.path(&format!("out/scores/churn/dt={}", DATES[1])));
+    assert!(left.is_empty(), "{left:?}");
+    // No lease to wait for: the next run goes at once.
+    env.ok(&["run", "churn", "--date", DATES[1]]);
+}
