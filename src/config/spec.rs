@@ -233,6 +233,14 @@ pub struct S3Settings {
     pub force_path_style: Option<bool>,
     pub timeout_secs: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// `connect_timeout`: how long one attempt may take to connect (default 3 s).
+    pub connect_timeout: Option<std::time::Duration>,
+    /// `first_byte_timeout`: how long one attempt may wait for the response headers once its
+    /// request is sent (default 10 s); an upload's body gets time to go out on top.
+    pub first_byte_timeout: Option<std::time::Duration>,
+    /// `inactivity_timeout`: how long a body (uploaded or downloaded) may go without a byte
+    /// before the attempt is abandoned (default 10 s). A slow body that still moves is never cut.
+    pub inactivity_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Settings {

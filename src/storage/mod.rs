@@ -19,8 +19,10 @@ use chrono::{DateTime, Utc};
 
 pub use local::LocalStorage;
 pub use s3::{
-    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Storage, DEFAULT_MAX_ATTEMPTS,
+    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Storage, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_TIMEOUT_SECS, MIN_PART_SIZE,
+    UPLOAD_FLOOR_BYTES_PER_SEC,
 };
 
 /// Where an object or prefix lives.

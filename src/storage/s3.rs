@@ -13,6 +13,14 @@
 //! nor the 409 `ConditionalRequestConflict` of a conditional write; this module retries those
 //! itself, with the same attempt budget. Conditional writes (`put_if_absent`) are retried here
 //! rather than by the SDK, to tell our own earlier write from someone else's.
+//!
+//! Stalls: every attempt has its own limits, so a server (or a proxy) that takes a request and
+//! answers nothing costs seconds, not the whole-request timeout: `connect_timeout` to connect,
+//! `first_byte_timeout` from the request to the response headers (an upload's body gets time to
+//! go out on top, see [`upload_read_timeout`]), and `inactivity_timeout` for a body that stops
+//! moving, in either direction (the SDK's stalled-stream protection, and [`read_body`] for the
+//! downloads this module streams). A stalled attempt is abandoned and retried like any other
+//! transient failure; a slow body that still moves is never cut.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -29,7 +37,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::{Region, StalledStreamProtectionConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
@@ -53,8 +61,21 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Whole-request limit, retries included, when the settings do not say. For a download it
 /// covers the request up to the response headers; a body that stops flowing is caught by the
-/// SDK's stalled-stream protection instead.
+/// inactivity timeout instead.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// Per attempt: connecting, when the settings do not say (the SDK's own default is 3.1 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per attempt: from the request sent to the response headers, when the settings do not say.
+/// S3 answers in milliseconds; a request that waits this long is taken as lost and sent again.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per attempt: the longest a request or response body may go without a byte.
+pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The time to the response headers of an upload includes sending its body, which is allowed
+/// on top of `first_byte_timeout` at this rate: 32 s for an 8 MiB part. An upload slower than
+/// this is cut and retried (one that stops altogether is cut sooner, by `inactivity_timeout`).
+/// The SDK offers no hook at the end of a request body, so the wait for the answer cannot be
+/// counted from there.
+pub const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 256 << 10;
 /// Part size of streamed uploads. Larger parts mean fewer requests but more memory: a sink
 /// holds up to `MAX_PARTS_IN_FLIGHT + 1` parts.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -220,6 +241,9 @@ where
 struct Tuning {
     part_size: usize,
     max_attempts: u32,
+    /// The longest a downloaded body may go without a byte: the client's stalled-stream
+    /// grace period, so both directions agree.
+    inactivity: Duration,
 }
 
 /// One bucket on S3 or an S3-compatible server.
@@ -249,12 +273,13 @@ impl S3Storage {
     pub fn new(bucket: impl Into<String>, client: Client, runtime: Arc<Runtime>) -> Self {
         Self {
             bucket: bucket.into(),
-            client,
             runtime,
             tuning: Tuning {
                 part_size: DEFAULT_PART_SIZE,
                 max_attempts: DEFAULT_MAX_ATTEMPTS,
+                inactivity: inactivity_timeout(&client),
             },
+            client,
             bucket_seen: Arc::default(),
         }
     }
@@ -323,6 +348,20 @@ impl S3Storage {
         }
     }
 
+    /// Whether the object under `key` is the one the multipart upload with `token` made.
+    async fn holds_upload(&self, key: &str, token: &str) -> bool {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        head.ok()
+            .and_then(|h| h.metadata().and_then(|m| m.get(UPLOAD_TOKEN).cloned()))
+            .is_some_and(|t| t == token)
+    }
+
     /// One GET (whole object or a range) with its body read to the end. A body cut off mid
     /// way is not retried by the SDK, so it is here.
     async fn fetch(&self, key: &str, range: Option<&Range<u64>>) -> Result<Bytes> {
@@ -332,7 +371,10 @@ impl S3Storage {
             if let Some(r) = range {
                 request = request.range(range_header(r));
             }
-            let output = match request.send().await {
+            // Not the SDK's: `read_body` watches the body, with a clearer error and a retry.
+            let own_watch = aws_sdk_s3::config::Builder::default()
+                .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+            let output = match request.customize().config_override(own_watch).send().await {
                 Ok(output) => output,
                 // Some servers (s3s-fs) answer NoSuchKey for a missing bucket too.
                 Err(e) if outcome(&e) == Outcome::NoSuchKey => {
@@ -341,23 +383,104 @@ impl S3Storage {
                 }
                 Err(e) => return Err(self.error(key, e)),
             };
-            match output.body.collect().await {
-                Ok(body) => return Ok(body.into_bytes()),
-                Err(e) if attempt < self.tuning.max_attempts => {
-                    let (uri, error) = (self.s3_uri(key), source_chain(&e));
+            let size = output.content_length().unwrap_or(0).max(0) as usize;
+            match read_body(output.body, size, self.tuning.inactivity).await {
+                Ok(body) => return Ok(body),
+                Err(error) if attempt < self.tuning.max_attempts => {
+                    let uri = self.s3_uri(key);
                     debug!(%uri, attempt, error, "Response body failed; retrying.");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(e) => {
+                Err(error) => {
                     return Err(anyhow::Error::new(S3Error {
                         kind: S3ErrorKind::Transient,
-                        message: format!("reading the response body: {}", source_chain(&e)),
+                        message: format!("reading the response body: {error}"),
                     }))
                 }
             }
         }
     }
+}
+
+/// Reads a response body to its end (`size` bytes expected, if known), giving up when no byte
+/// comes for `inactivity`: a body that stalls is an attempt to retry, while a slow one that
+/// still moves is read to its end however long it takes. The error is one line.
+async fn read_body(
+    mut body: ByteStream,
+    size: usize,
+    inactivity: Duration,
+) -> std::result::Result<Bytes, String> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        match tokio::time::timeout(inactivity, body.next()).await {
+            Err(_) => {
+                let got: usize = chunks.iter().map(Bytes::len).sum();
+                let of = if size > 0 {
+                    format!(" of {size}")
+                } else {
+                    String::new()
+                };
+                return Err(format!(
+                    "no data for {} (inactivity_timeout) after {got}{of} bytes",
+                    format_duration(inactivity)
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => chunks.push(chunk),
+            Ok(Some(Err(e))) => return Err(source_chain(&e)),
+        }
+    }
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().expect("one chunk"));
+    }
+    let mut out = Vec::with_capacity(size.max(chunks.iter().map(Bytes::len).sum()));
+    for chunk in chunks {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// "10s", "1500ms": as durations are written in the settings.
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The client's stalled-stream grace period, which is `inactivity_timeout` for clients made by
+/// [`s3_client`].
+fn inactivity_timeout(client: &Client) -> Duration {
+    client
+        .config()
+        .stalled_stream_protection()
+        .filter(|c| c.is_enabled())
+        .map_or(DEFAULT_INACTIVITY_TIMEOUT, |c| c.grace_period())
+}
+
+/// The first-byte limit for an attempt that uploads `len` bytes: the time to the response
+/// headers includes sending the body, which gets `len` at [`UPLOAD_FLOOR_BYTES_PER_SEC`] on top
+/// of the client's `first_byte_timeout`. `None` if the client has no such limit.
+fn upload_read_timeout(client: &Client, len: usize) -> Option<Duration> {
+    let first_byte = client.config().timeout_config()?.read_timeout()?;
+    let sending = Duration::from_millis(len as u64 * 1000 / UPLOAD_FLOOR_BYTES_PER_SEC);
+    Some(first_byte + sending)
+}
+
+/// Per-request configuration for an upload of `len` bytes: the client's timeouts with
+/// [`upload_read_timeout`] as the first-byte limit. An override replaces the client's timeout
+/// configuration as a whole, so the other limits are copied.
+fn upload_config(client: &Client, len: usize) -> aws_sdk_s3::config::Builder {
+    let mut builder = aws_sdk_s3::config::Builder::default();
+    if let (Some(timeouts), Some(read)) = (
+        client.config().timeout_config(),
+        upload_read_timeout(client, len),
+    ) {
+        builder = builder.timeout_config(timeouts.to_builder().read_timeout(read).build());
+    }
+    builder
 }
 
 /// `Range` header for a half-open byte range (HTTP ranges are inclusive).
@@ -596,12 +719,15 @@ impl Storage for S3Storage {
     }
 
     fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let config = upload_config(&self.client, data.len());
         self.block_on(
             self.client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
                 .body(ByteStream::from(data))
+                .customize()
+                .config_override(config)
                 .send(),
         )
         .map(drop)
@@ -615,7 +741,7 @@ impl Storage for S3Storage {
             // timeout, a reset, a 5xx), a 412 may be our own earlier write, which must count as
             // written, not as someone else's.
             let no_sdk_retries =
-                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled());
+                upload_config(&self.client, data.len()).retry_config(RetryConfig::disabled());
             let mut maybe_written = false;
             let mut attempt = 1;
             loop {
@@ -706,9 +832,15 @@ impl Storage for S3Storage {
     }
 }
 
+/// User metadata on every object written by multipart upload: a random token per upload, by
+/// which a completion whose answer was lost is recognised (`x-amz-meta-nightshift-upload`).
+const UPLOAD_TOKEN: &str = "nightshift-upload";
+
 /// A multipart upload in progress.
 struct Upload {
     id: String,
+    /// This upload's [`UPLOAD_TOKEN`].
+    token: String,
     /// Parts uploaded, in order.
     done: Vec<CompletedPart>,
     /// Parts uploading, oldest first.
@@ -739,6 +871,7 @@ impl S3Sink {
     fn send_part(&mut self) -> Result<()> {
         let store = &self.store;
         if self.upload.is_none() {
+            let token = uuid::Uuid::now_v7().simple().to_string();
             let created = store.block_on(
                 store
                     .client
@@ -746,6 +879,7 @@ impl S3Sink {
                     .bucket(&store.bucket)
                     .key(&self.key)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .metadata(UPLOAD_TOKEN, &token)
                     .send(),
             );
             let created = created.map_err(|e| store.error(&self.key, e))?;
@@ -755,6 +889,7 @@ impl S3Sink {
             debug!(uri = %self.uri(), upload_id = id, "Multipart upload started.");
             self.upload = Some(Upload {
                 id: id.to_string(),
+                token,
                 done: Vec::new(),
                 in_flight: VecDeque::new(),
                 next_part: 1,
@@ -780,6 +915,7 @@ impl S3Sink {
             &mut self.buf,
             Vec::with_capacity(store.tuning.part_size),
         ));
+        let config = upload_config(&store.client, part.len());
         let request = store
             .client
             .upload_part()
@@ -788,7 +924,9 @@ impl S3Sink {
             .upload_id(&upload.id)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .body(ByteStream::from(part));
+            .body(ByteStream::from(part))
+            .customize()
+            .config_override(config);
         let (key, bucket) = (self.key.clone(), store.bucket.clone());
         upload.in_flight.push_back(store.runtime.spawn(async move {
             let sent = request.send().await;
@@ -810,6 +948,7 @@ impl S3Sink {
             // Less than one part: a plain PUT is one request instead of three.
             let data = Bytes::from(std::mem::take(&mut self.buf));
             let store = &self.store;
+            let config = upload_config(&store.client, data.len());
             let put = store.block_on(
                 store
                     .client
@@ -817,6 +956,8 @@ impl S3Sink {
                     .bucket(&store.bucket)
                     .key(&self.key)
                     .body(ByteStream::from(data))
+                    .customize()
+                    .config_override(config)
                     .send(),
             );
             return put.map(drop).map_err(|e| store.error(&self.key, e));
@@ -830,22 +971,8 @@ impl S3Sink {
             upload.done.push(join_part(store, part)?);
         }
         let parts = upload.done.len();
-        let completed = store.block_on(
-            store
-                .client
-                .complete_multipart_upload()
-                .bucket(&store.bucket)
-                .key(&self.key)
-                .upload_id(&upload.id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(upload.done.clone()))
-                        .build(),
-                )
-                .send(),
-        );
-        completed
-            .map_err(|e| store.error(&self.key, e))
+        store
+            .block_on(complete_upload(store, &self.key, upload))
             .context("completing the multipart upload")?;
         debug!(uri = %self.uri(), parts, "Multipart upload completed.");
         Ok(())
@@ -873,12 +1000,63 @@ impl S3Sink {
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(e) if outcome(&e) == Outcome::NoSuchKey => Ok(()),
+                // Gone already: an earlier attempt whose answer was lost did it.
+                Err(e) if outcome(&e) == Outcome::NoSuchKey || e.code() == Some("NoSuchUpload") => {
+                    Ok(())
+                }
                 Err(e) => {
                     Err(request_error(&bucket, &key, e)).context("aborting the multipart upload")
                 }
             }
         })
+    }
+}
+
+/// Completes a multipart upload. Retried here rather than by the SDK: when the answer to a
+/// completion is lost (a reset, a timeout, a 5xx after the fact), the upload may be complete
+/// already, and a second completion is refused (`NoSuchUpload` on AWS, `AccessDenied` on
+/// s3s-fs). The object under the key is then ours if it carries this upload's token.
+async fn complete_upload(store: &S3Storage, key: &str, upload: &Upload) -> Result<()> {
+    let no_sdk_retries =
+        aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled());
+    let mut maybe_completed = false;
+    let mut attempt = 1;
+    loop {
+        let sent = store
+            .client
+            .complete_multipart_upload()
+            .bucket(&store.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(upload.done.clone()))
+                    .build(),
+            )
+            .customize()
+            .config_override(no_sdk_retries.clone())
+            .send()
+            .await;
+        let err = match sent {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let transient = outcome(&err) == Outcome::Transient;
+        if transient && attempt < store.tuning.max_attempts {
+            maybe_completed = true;
+            let (uri, error) = (store.s3_uri(key), describe(&err));
+            debug!(%uri, attempt, error, "Completing the upload failed; retrying.");
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            continue;
+        }
+        if (maybe_completed || transient) && store.holds_upload(key, &upload.token).await {
+            let uri = store.s3_uri(key);
+            let upload_id = &upload.id;
+            debug!(%uri, upload_id, "A completion whose answer was lost had landed.");
+            return Ok(());
+        }
+        return Err(store.error(key, err));
     }
 }
 
@@ -1039,10 +1217,27 @@ pub async fn s3_client(settings: &S3Settings) -> Client {
         .or_default_provider()
         .or_else(Region::from_static(DEFAULT_REGION));
     let timeout = Duration::from_secs(settings.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS).max(1));
+    let timeouts = TimeoutConfig::builder()
+        .operation_timeout(timeout)
+        .connect_timeout(settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+        // Hyper's "read timeout": from the request to the response headers, per attempt.
+        .read_timeout(
+            settings
+                .first_byte_timeout
+                .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
+        )
+        .build();
+    // Bodies (both ways) that move less than a byte a second for this long fail the attempt.
+    let inactivity = settings
+        .inactivity_timeout
+        .unwrap_or(DEFAULT_INACTIVITY_TIMEOUT);
+    let stalls = StalledStreamProtectionConfig::enabled()
+        .grace_period(inactivity)
+        .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
-        // Merged with the SDK's defaults, so its connect timeout stays.
-        .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build());
+        .timeout_config(timeouts)
+        .stalled_stream_protection(stalls);
     // Without a setting, AWS_MAX_ATTEMPTS / AWS_RETRY_MODE (read by the loader) still win
     // over nightshift's default.
     let attempts = settings.max_attempts.or_else(|| {
@@ -1092,6 +1287,28 @@ mod tests {
         assert!(is_temp("_tmp.x"));
         assert!(!is_temp("_tmp.dir/x.parquet"));
         assert!(!is_temp("out/x.parquet"));
+    }
+
+    #[test]
+    fn uploads_get_time_to_send_their_body() {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .read_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(300))
+                    .build(),
+            )
+            .build();
+        let client = Client::from_conf(config);
+        let part = upload_read_timeout(&client, DEFAULT_PART_SIZE);
+        assert_eq!(part, Some(Duration::from_secs(10 + 32)));
+        assert_eq!(
+            upload_read_timeout(&client, 100),
+            Some(Duration::from_millis(10_000))
+        );
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]
