@@ -1,6 +1,6 @@
 # Developer entry points. `make test` is exactly what CI runs (.ci/run).
 
-.PHONY: demo test build lint fixtures bench clean
+.PHONY: demo test build lint fixtures bench clean fuzz
 
 CARGO ?= cargo
 NIGHTSHIFT = target/release/nightshift
@@ -43,6 +43,18 @@ bench: $(NIGHTSHIFT)
 	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas' 2>/dev/null || \
 		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas
 	python3 benches/bench.py $(BENCH_ARGS)
+
+# Fuzzes job files and Parquet inputs (tests/it/fuzz.rs) for FUZZ_SECONDS per target from a
+# fresh seed (FUZZ_SEED=0x... repeats a run); `make test` runs a short fixed pass of the same.
+# A failure prints the seed that replays it and saves the input under target/tmp/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?=
+fuzz:
+	@status=0; for target in job_files parquet_inputs parquet_runs; do \
+		NIGHTSHIFT_FUZZ_SECONDS=$(FUZZ_SECONDS) NIGHTSHIFT_FUZZ_SEED=$(FUZZ_SEED) \
+			$(CARGO) test --locked --test it -- --exact fuzz::$$target --nocapture \
+			|| status=1; \
+	done; exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check

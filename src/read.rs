@@ -5,10 +5,11 @@
 //! bounded by one row group's projected columns per worker, whatever the object's size.
 
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::{Buf, Bytes};
@@ -16,8 +17,11 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::basic::Encoding;
+use parquet::column::page::{Page, PageReader};
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::serialized_reader::SerializedPageReader;
 
 use crate::model::{FeatureKind, SignatureField};
 use crate::storage::{Location, ObjectMeta, StorageError, Uri};
@@ -59,6 +63,12 @@ impl ParquetObject {
         if n as u64 != guess {
             bail!("{uri}: asked for its last {guess} bytes, got {n}");
         }
+        if &tail[n - 4..] == b"PARE" {
+            bail!(
+                "{uri} has an encrypted footer (PARE magic at its end), which nightshift cannot \
+                 read"
+            );
+        }
         if &tail[n - 4..] != b"PAR1" {
             bail!("{uri} is not a Parquet file, or is cut short (no PAR1 magic at its end)");
         }
@@ -81,12 +91,14 @@ impl ParquetObject {
                 .remove(0);
             ParquetMetaDataReader::decode_metadata(&buf)
         }
+        .map_err(one_line)
         .with_context(|| format!("reading the Parquet footer of {uri}"))?;
         if let Err(problem) = check_footer(&metadata, size, size - 8 - metadata_len) {
             bail!("{uri}: corrupt Parquet footer: {problem}");
         }
         let reader_meta =
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+                .map_err(one_line)
                 .with_context(|| format!("reading the Arrow schema of {uri}"))?;
         Ok(Self {
             loc,
@@ -163,26 +175,68 @@ impl ParquetObject {
             );
         }
         let rg = self.reader_meta.metadata().row_group(row_group);
-        let ranges: Vec<Range<u64>> = (0..schema_descr.num_columns())
+        let leaves: Vec<usize> = (0..schema_descr.num_columns())
             .filter(|&leaf| roots.contains(&schema_descr.get_column_root_idx(leaf)))
-            .map(|leaf| {
+            .collect();
+        let ranges: Vec<Range<u64>> = leaves
+            .iter()
+            .map(|&leaf| {
                 let (start, len) = rg.column(leaf).byte_range();
                 start..start + len
             })
             .collect();
         let pieces = self.loc.store.get_ranges(&self.loc.key, &ranges)?;
+        for ((&leaf, piece), range) in leaves.iter().zip(&pieces).zip(&ranges) {
+            let column = rg.column(leaf);
+            let checked = check_pages(piece, column.uncompressed_size()).and_then(|delta| {
+                let chunk = FetchedChunks {
+                    len: self.meta.size,
+                    pieces: vec![(range.start, piece.clone())],
+                };
+                match delta {
+                    true => check_delta_counts(chunk, column, rg.num_rows()),
+                    false => Ok(()),
+                }
+            });
+            if let Err(problem) = checked {
+                return Err(one_line(format!(
+                    "{uri}: corrupt Parquet pages in column '{}' of row group {row_group}: \
+                     {problem}",
+                    column.column_path().string()
+                )));
+            }
+        }
         let chunks = FetchedChunks {
             len: self.meta.size,
             pieces: ranges.iter().map(|r| r.start).zip(pieces).collect(),
         };
-        let reader =
+        // The Parquet decoder panics on some corrupt pages (a division by zero in a plain
+        // dictionary, a dictionary page the footer does not announce): a panic is this row
+        // group's decoding error, and the reader is not used after it.
+        let build = || {
             ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, self.reader_meta.clone())
                 .with_row_groups(vec![row_group])
                 .with_projection(ProjectionMask::roots(schema_descr, roots))
                 .with_batch_size(batch_rows)
                 .build()
-                .with_context(|| format!("reading row group {row_group} of {uri}"))?;
-        Ok(reader.map(move |b| b.with_context(|| format!("decoding {uri}"))))
+        };
+        let mut reader = Some(
+            catch_unwind(AssertUnwindSafe(build))
+                .map_err(|panic| decoder_panic(&*panic))?
+                .map_err(one_line)
+                .with_context(|| format!("reading row group {row_group} of {uri}"))?,
+        );
+        Ok(std::iter::from_fn(move || {
+            let next = catch_unwind(AssertUnwindSafe(|| reader.as_mut()?.next()));
+            let batch = match next {
+                Ok(batch) => batch?.map_err(one_line),
+                Err(panic) => {
+                    reader = None;
+                    Err(decoder_panic(&*panic))
+                }
+            };
+            Some(batch.with_context(|| format!("decoding row group {row_group} of {uri}")))
+        }))
     }
 
     /// Reads the whole object (for training data, which is small enough to hold).
@@ -247,6 +301,17 @@ fn check_footer(metadata: &ParquetMetaData, size: u64, data_end: u64) -> Result<
     if rows < 0 {
         return Err(format!("the file has {rows} rows"));
     }
+    // Row numbers (of quarantined rows, of each row group's first) are sums of these.
+    let sum = metadata
+        .row_groups()
+        .iter()
+        .try_fold(0i64, |sum, rg| sum.checked_add(rg.num_rows()));
+    if sum != Some(rows) {
+        let sum = sum.map_or("more than 2^63".to_string(), |s| s.to_string());
+        return Err(format!(
+            "its row groups hold {sum} rows, but it says the file has {rows}"
+        ));
+    }
     Ok(())
 }
 
@@ -257,6 +322,396 @@ fn past(at: i128, size: u64, data_end: u64) -> String {
     } else {
         format!("inside the footer (which starts at byte {data_end} of the {size}-byte object)")
     }
+}
+
+/// Checks the page headers of a fetched column chunk before the decoder allocates what they
+/// say: a page never holds more uncompressed bytes than its whole chunk (as the footer gives
+/// it), and a dictionary never more values than its page has bytes (each takes at least one),
+/// so a header claiming gigabytes in a small chunk is corrupt, not a reason to allocate them.
+/// Headers are read as the decoder reads them; one that cannot be read is corrupt too.
+///
+/// Returns whether the chunk has pages of delta-encoded strings, for [`check_delta_counts`].
+fn check_pages(chunk: &[u8], chunk_uncompressed: i64) -> Result<bool, String> {
+    let (mut at, mut dictionary, mut delta) = (0, false, false);
+    while at < chunk.len() {
+        let Some(page) = page_header(&chunk[at..]) else {
+            return Err(format!(
+                "the page header at byte {at} of the column chunk cannot be read"
+            ));
+        };
+        if i64::from(page.uncompressed) > chunk_uncompressed {
+            return Err(format!(
+                "a page says it holds {} bytes uncompressed, more than its whole column chunk \
+                 ({chunk_uncompressed} bytes)",
+                page.uncompressed
+            ));
+        }
+        let values = page.dictionary_values;
+        let absurd = |v: i32| v > page.uncompressed || v < 0 || (v == 0 && page.uncompressed > 0);
+        if let Some(values) = values.filter(|&v| absurd(v)) {
+            return Err(format!(
+                "a dictionary page says it holds {values} values in {} bytes",
+                page.uncompressed
+            ));
+        }
+        dictionary |= values.is_some();
+        // PLAIN_DICTIONARY (2) or RLE_DICTIONARY (8): indices into a dictionary read before.
+        if matches!(page.data_encoding, Some(2 | 8)) && !dictionary {
+            return Err(
+                "a data page is dictionary-encoded, but no dictionary page comes before it".into(),
+            );
+        }
+        // DELTA_LENGTH_BYTE_ARRAY (6) or DELTA_BYTE_ARRAY (7).
+        delta |= matches!(page.data_encoding, Some(6 | 7));
+        let Ok(compressed) = usize::try_from(page.compressed) else {
+            return Ok(delta); // the decoder says what is wrong with it
+        };
+        at = at
+            .saturating_add(page.header_len)
+            .saturating_add(compressed);
+    }
+    Ok(delta)
+}
+
+/// Pages of DELTA_LENGTH_BYTE_ARRAY and DELTA_BYTE_ARRAY strings start with counts of lengths
+/// that the decoder allocates for before it reads one (the parquet crate's `vec![0; count]`,
+/// which aborts the process when the count is absurd); a count above the page's number of
+/// values is corrupt. The counts are in the page data, so these chunks' pages are decompressed
+/// once more to read them; what cannot be read is left to the decoder.
+fn check_delta_counts(
+    chunk: FetchedChunks,
+    column: &ColumnChunkMetaData,
+    rows: i64,
+) -> Result<(), String> {
+    let descr = column.column_descr();
+    let rows = usize::try_from(rows).unwrap_or(0);
+    let Ok(mut pages) = SerializedPageReader::new(Arc::new(chunk), column, rows, None) else {
+        return Ok(());
+    };
+    while let Ok(Some(page)) = pages.get_next_page() {
+        let (values, num_values, encoding) = match page {
+            Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding,
+                rep_level_encoding,
+                ..
+            } => {
+                let mut at = 0;
+                for (max, levels) in [
+                    (descr.max_rep_level(), rep_level_encoding),
+                    (descr.max_def_level(), def_level_encoding),
+                ] {
+                    if max > 0 {
+                        let Some(len) = v1_levels_len(&buf[at..], max, num_values, levels) else {
+                            return Ok(());
+                        };
+                        at += len;
+                    }
+                }
+                (buf.slice(at..), num_values, encoding)
+            }
+            Page::DataPageV2 {
+                buf,
+                num_values,
+                encoding,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                ..
+            } => {
+                let at =
+                    (def_levels_byte_len as usize).saturating_add(rep_levels_byte_len as usize);
+                (buf.slice(at.min(buf.len())..), num_values, encoding)
+            }
+            _ => continue,
+        };
+        let counts = match encoding {
+            Encoding::DELTA_LENGTH_BYTE_ARRAY => vec![delta_header(&values).map(|h| h.count)],
+            // Prefix lengths, then suffix lengths after the prefixes' stream.
+            Encoding::DELTA_BYTE_ARRAY => {
+                let prefixes = delta_header(&values).map(|h| h.count);
+                let suffixes = match prefixes {
+                    Some(n) if n <= u64::from(num_values) => delta_end(&values)
+                        .and_then(|end| delta_header(&values[end..]))
+                        .map(|h| h.count),
+                    _ => None,
+                };
+                vec![prefixes, suffixes]
+            }
+            _ => continue,
+        };
+        if let Some(count) = counts
+            .into_iter()
+            .flatten()
+            .find(|&n| n > u64::from(num_values))
+        {
+            return Err(format!(
+                "a page of {num_values} {encoding} values says it holds {count} string lengths"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The length of a data page's (v1) levels of at most `max`, as the decoder reads them.
+fn v1_levels_len(buf: &[u8], max: i16, num_values: u32, encoding: Encoding) -> Option<usize> {
+    match encoding {
+        // A 4-byte length, then the levels.
+        Encoding::RLE => {
+            let len = i32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+            let end = len.checked_add(4)?;
+            (end <= buf.len()).then_some(end)
+        }
+        #[allow(deprecated)]
+        Encoding::BIT_PACKED => {
+            let bits = (u16::BITS - (max as u16).leading_zeros()) as usize;
+            let end = (num_values as usize * bits).div_ceil(8);
+            (end <= buf.len()).then_some(end)
+        }
+        _ => None,
+    }
+}
+
+/// The header of a DELTA_BINARY_PACKED stream (as the lengths of delta-encoded strings are).
+struct DeltaHeader {
+    block_size: u64,
+    miniblocks: u64,
+    count: u64,
+    len: usize,
+}
+
+fn delta_header(b: &[u8]) -> Option<DeltaHeader> {
+    let mut r = Compact { b, at: 0 };
+    let (block_size, miniblocks, count) = (r.varint()?, r.varint()?, r.varint()?);
+    r.zigzag()?; // the first value
+    Some(DeltaHeader {
+        block_size,
+        miniblocks,
+        count,
+        len: r.at,
+    })
+}
+
+/// Where the DELTA_BINARY_PACKED stream at the start of `b` ends, as the decoder finds it: each
+/// block whole, the miniblocks after the last value without data.
+fn delta_end(b: &[u8]) -> Option<usize> {
+    let h = delta_header(b)?;
+    let per_miniblock = h.block_size.checked_div(h.miniblocks)?;
+    if per_miniblock == 0 || per_miniblock % 32 != 0 || h.block_size % h.miniblocks != 0 {
+        return None;
+    }
+    let mut r = Compact { b, at: h.len };
+    let mut remaining = h.count.saturating_sub(1);
+    while remaining > 0 {
+        r.zigzag()?; // the block's minimum delta
+        let widths = r.at;
+        r.bytes(h.miniblocks)?;
+        let mut data: u64 = 0;
+        for &width in &b[widths..r.at] {
+            if remaining == 0 {
+                break;
+            }
+            remaining = remaining.saturating_sub(per_miniblock);
+            data = data.checked_add(u64::from(width).checked_mul(per_miniblock)? / 8)?;
+        }
+        r.bytes(data)?;
+    }
+    Some(r.at)
+}
+
+/// What [`check_pages`] reads of a page header.
+#[derive(Debug, PartialEq)]
+struct PageHeader {
+    header_len: usize,
+    uncompressed: i32,
+    compressed: i32,
+    /// A dictionary page's number of values.
+    dictionary_values: Option<i32>,
+    /// A data page's encoding (v1 or v2).
+    data_encoding: Option<i32>,
+}
+
+/// The page header (Thrift compact protocol) at the start of `b`, read as the parquet crate
+/// reads it (fields by id whatever their type, integers truncated to 32 bits): its length, its
+/// uncompressed and compressed page sizes (fields 2 and 3), a dictionary page's number of
+/// values (field 1 of field 7) and a data page's encoding (field 2 of field 5, field 4 of field
+/// 8); `None` if it cannot be read.
+fn page_header(b: &[u8]) -> Option<PageHeader> {
+    let mut r = Compact { b, at: 0 };
+    let (mut uncompressed, mut compressed) = (None, None);
+    let (mut dictionary_values, mut data_encoding) = (None, None);
+    // Field `want` of the struct at hand, as an i32.
+    let field_of = |r: &mut Compact, want: i16, into: &mut Option<i32>| {
+        r.fields(1, |r, id, kind| {
+            match id == want {
+                true => *into = Some(r.zigzag()? as i32),
+                false => r.skip(kind, 2)?,
+            }
+            Some(())
+        })
+    };
+    r.fields(0, |r, id, kind| {
+        match id {
+            2 => uncompressed = Some(r.zigzag()? as i32),
+            3 => compressed = Some(r.zigzag()? as i32),
+            5 => field_of(r, 2, &mut data_encoding)?,
+            7 => field_of(r, 1, &mut dictionary_values)?,
+            8 => field_of(r, 4, &mut data_encoding)?,
+            _ => r.skip(kind, 1)?,
+        }
+        Some(())
+    })?;
+    Some(PageHeader {
+        header_len: r.at,
+        uncompressed: uncompressed?,
+        compressed: compressed?,
+        dictionary_values,
+        data_encoding,
+    })
+}
+
+/// A reader of Thrift's compact protocol, just enough to step over a page header. Every value
+/// takes at least a byte, so hostile counts run out of input instead of looping.
+struct Compact<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Compact<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(v)
+    }
+
+    /// A varint of any length, the bits past 64 dropped (as the parquet crate reads them).
+    fn varint(&mut self) -> Option<u64> {
+        let (mut v, mut shift) = (0u64, 0u32);
+        loop {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f).wrapping_shl(shift);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+            shift = shift.wrapping_add(7);
+        }
+    }
+
+    fn zigzag(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    fn bytes(&mut self, n: u64) -> Option<()> {
+        let n = usize::try_from(n).ok()?;
+        if n > self.b.len() - self.at {
+            return None;
+        }
+        self.at += n;
+        Some(())
+    }
+
+    /// Reads the fields of a struct up to its end, each through `field(reader, id, kind)`.
+    fn fields(
+        &mut self,
+        depth: u8,
+        mut field: impl FnMut(&mut Self, i16, u8) -> Option<()>,
+    ) -> Option<()> {
+        if depth > 64 {
+            return None;
+        }
+        let mut last: i16 = 0;
+        loop {
+            let header = self.byte()?;
+            if header & 0x0f == 0 {
+                return Some(());
+            }
+            last = match header >> 4 {
+                0 => self.zigzag()? as i16,
+                delta => last.checked_add(i16::from(delta))?,
+            };
+            field(self, last, header & 0x0f)?;
+        }
+    }
+
+    /// Steps over a value of compact type `kind` (a field's: booleans are in its header).
+    fn skip(&mut self, kind: u8, depth: u8) -> Option<()> {
+        if depth > 64 {
+            return None;
+        }
+        match kind {
+            1 | 2 => Some(()),
+            3 => self.bytes(1),
+            4..=6 => self.varint().map(drop),
+            7 => self.bytes(8),
+            8 => {
+                let n = self.varint()?;
+                self.bytes(n)
+            }
+            9 | 10 => {
+                let header = self.byte()?;
+                let n = match header >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                for _ in 0..n {
+                    self.skip_element(header & 0x0f, depth + 1)?;
+                }
+                Some(())
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let kinds = self.byte()?;
+                    for _ in 0..n {
+                        self.skip_element(kinds >> 4, depth + 1)?;
+                        self.skip_element(kinds & 0x0f, depth + 1)?;
+                    }
+                }
+                Some(())
+            }
+            12 => self.fields(depth, |r, _, kind| r.skip(kind, depth + 1)),
+            13 => self.bytes(16),
+            _ => None,
+        }
+    }
+
+    /// Steps over an element of a list, set or map (where a boolean is a byte).
+    fn skip_element(&mut self, kind: u8, depth: u8) -> Option<()> {
+        match kind {
+            1 | 2 => self.bytes(1),
+            _ => self.skip(kind, depth),
+        }
+    }
+}
+
+/// A Parquet or Arrow error as one line: its message may quote column names or values from
+/// the object, which may hold line breaks.
+fn one_line(e: impl std::fmt::Display) -> anyhow::Error {
+    let text = e.to_string();
+    if !text.chars().any(char::is_control) {
+        return anyhow!(text);
+    }
+    anyhow!(text
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>())
+}
+
+/// The error for a panic of the Parquet decoder on corrupt data.
+fn decoder_panic(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    one_line(format!(
+        "corrupt data: the Parquet decoder failed ({message})"
+    ))
 }
 
 /// The byte ranges of one row group, fetched ahead, served to the Parquet decoder.
@@ -311,6 +766,15 @@ pub fn check_schema(
     uri: &Uri,
 ) -> Result<()> {
     let mut problems = Vec::new();
+    // A column the run reads must be one: which of two would the model score?
+    let mut read: Vec<&str> = signature.iter().map(|f| f.name.as_str()).collect();
+    read.extend(passthrough.iter().map(String::as_str));
+    for (i, name) in read.iter().enumerate() {
+        let times = schema.fields().iter().filter(|f| f.name() == name).count();
+        if times > 1 && !read[..i].contains(name) {
+            problems.push(format!("column '{name}' appears {times} times"));
+        }
+    }
     for f in signature {
         match schema.field_with_name(&f.name) {
             Err(_) => problems.push(format!(
@@ -659,6 +1123,161 @@ mod tests {
                         .collect();
                     let _ = object.read_all(&columns);
                 }
+            }
+        }
+    }
+
+    /// The page-header walk steps over every page of real chunks (dictionary and data pages,
+    /// v1 and v2, compressed or not) and adds up to the sizes the footer gives.
+    #[test]
+    fn page_headers_add_up_to_their_chunks() {
+        use parquet::basic::Compression;
+        use parquet::file::properties::WriterVersion;
+
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..3000));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..3000).map(|i| ["a", "b", "ü"][i % 3]),
+        ));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap();
+        for (version, compression) in [
+            (WriterVersion::PARQUET_1_0, Compression::UNCOMPRESSED),
+            (WriterVersion::PARQUET_2_0, Compression::SNAPPY),
+        ] {
+            let props = WriterProperties::builder()
+                .set_writer_version(version)
+                .set_compression(compression)
+                .set_data_page_row_count_limit(500)
+                .set_write_batch_size(500)
+                .build();
+            let mut file = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            let n = file.len();
+            let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
+            let m = ParquetMetaDataReader::decode_metadata(&file[n - 8 - len..n - 8]).unwrap();
+            for column in m.row_group(0).columns() {
+                let (start, len) = column.byte_range();
+                let chunk = &file[start as usize..(start + len) as usize];
+                let (mut at, mut uncompressed, mut pages) = (0, 0, 0);
+                let mut dictionaries = Vec::new();
+                while at < chunk.len() {
+                    let page = page_header(&chunk[at..]).unwrap();
+                    at += page.header_len + page.compressed as usize;
+                    uncompressed += (page.header_len + page.uncompressed as usize) as i64;
+                    dictionaries.extend(page.dictionary_values);
+                    // After the dictionary, data pages of indices into it.
+                    let encoding = page.data_encoding;
+                    assert_eq!(encoding.is_some(), pages > 0, "{page:?}");
+                    assert!(matches!(encoding, None | Some(2 | 8)), "{page:?}");
+                    pages += 1;
+                }
+                let expected = match column.column_path().string().as_str() {
+                    "name" => vec![3],
+                    _ => vec![3000],
+                };
+                assert_eq!(dictionaries, expected, "{:?}", column.column_path());
+                assert_eq!(at, chunk.len());
+                assert_eq!(uncompressed, column.uncompressed_size());
+                assert!(pages > 2, "{pages} pages");
+                assert_eq!(check_pages(chunk, column.uncompressed_size()), Ok(false));
+                assert!(check_pages(chunk, 100).is_err());
+            }
+        }
+    }
+
+    /// Delta-encoded strings, with nulls, in both page versions and compressed: their length
+    /// counts are read where the decoder reads them, and files that read are not refused.
+    #[test]
+    fn delta_encoded_strings_are_checked_and_read() {
+        use parquet::basic::Compression;
+        use parquet::file::properties::WriterVersion;
+        use parquet::schema::types::ColumnPath;
+
+        let names: ArrayRef = Arc::new(StringArray::from_iter((0..3000).map(|i| {
+            (i % 7 != 0).then(|| format!("customer-{:05}-{}", i / 3, ["a", "bb", "ccc"][i % 3]))
+        })));
+        let batch = RecordBatch::try_from_iter([("name", names)]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            for encoding in [
+                Encoding::DELTA_BYTE_ARRAY,
+                Encoding::DELTA_LENGTH_BYTE_ARRAY,
+            ] {
+                let props = WriterProperties::builder()
+                    .set_writer_version(version)
+                    .set_compression(Compression::SNAPPY)
+                    .set_dictionary_enabled(false)
+                    .set_column_encoding(ColumnPath::from("name"), encoding)
+                    .set_data_page_row_count_limit(700)
+                    .set_write_batch_size(700)
+                    .build();
+                let mut file = Vec::new();
+                let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+                let (_, opened) = open_bytes(dir.path(), &file);
+                let object = opened.unwrap();
+                let column = object.reader_meta.metadata().row_group(0).column(0);
+                let (start, len) = column.byte_range();
+                let piece = Bytes::copy_from_slice(&file[start as usize..(start + len) as usize]);
+                assert_eq!(check_pages(&piece, column.uncompressed_size()), Ok(true));
+                let chunk = FetchedChunks {
+                    len: file.len() as u64,
+                    pieces: vec![(start, piece)],
+                };
+                assert_eq!(check_delta_counts(chunk, column, 3000), Ok(()));
+                let batches = object.read_all(&["name".into()]).unwrap();
+                assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+            }
+        }
+
+        // Uncompressed, the counts can be changed in place: each length stream's header is
+        // block size 128 (0x80 0x01), 4 miniblocks, then the count (two bytes here). The first
+        // page's first stream, and for DELTA_BYTE_ARRAY its second (the suffixes').
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            for (encoding, stream) in [
+                (Encoding::DELTA_LENGTH_BYTE_ARRAY, 0),
+                (Encoding::DELTA_BYTE_ARRAY, 0),
+                (Encoding::DELTA_BYTE_ARRAY, 1),
+            ] {
+                let props = WriterProperties::builder()
+                    .set_writer_version(version)
+                    .set_dictionary_enabled(false)
+                    .set_column_encoding(ColumnPath::from("name"), encoding)
+                    .set_data_page_row_count_limit(700)
+                    .set_write_batch_size(700)
+                    .build();
+                let mut file = Vec::new();
+                let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+                let n = file.len();
+                let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
+                let m = ParquetMetaDataReader::decode_metadata(&file[n - 8 - len..n - 8]).unwrap();
+                let column = m.row_group(0).column(0);
+                let (start, len) = column.byte_range();
+                let mut chunk = file[start as usize..(start + len) as usize].to_vec();
+                let at = chunk
+                    .windows(3)
+                    .enumerate()
+                    .filter(|(_, w)| *w == [0x80, 0x01, 0x04])
+                    .nth(stream)
+                    .unwrap()
+                    .0;
+                assert!(chunk[at + 3] & 0x80 != 0 && chunk[at + 4] & 0x80 == 0);
+                chunk[at + 3..at + 5].copy_from_slice(&[0xff, 0x7f]);
+                let fetched = FetchedChunks {
+                    len: file.len() as u64,
+                    pieces: vec![(start, Bytes::from(chunk))],
+                };
+                assert_eq!(
+                    check_delta_counts(fetched, column, 3000),
+                    Err(format!(
+                        "a page of 700 {encoding} values says it holds 16383 string lengths"
+                    )),
+                    "{version:?} {encoding} stream {stream}"
+                );
             }
         }
     }

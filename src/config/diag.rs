@@ -66,9 +66,29 @@ impl<'a> Reporter<'a> {
             path: self.path.to_path_buf(),
             line,
             col,
-            message: message.into(),
+            message: one_line(message.into()),
         });
     }
+}
+
+/// The message with the characters that would break `path:line:col: message` over several
+/// lines or reorder it on screen shown escaped: a value quoted from the file may hold them.
+fn one_line(message: String) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !message.chars().any(unsafe_char) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| match unsafe_char(c) {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -100,6 +120,20 @@ mod tests {
         assert_eq!(line_col(src, 0), (1, 1));
         assert_eq!(line_col(src, 6), (2, 1));
         assert_eq!(line_col(src, 9), (2, 4));
+    }
+
+    #[test]
+    fn messages_are_one_line_as_shown() {
+        let path = Path::new("job.toml");
+        let mut rep = Reporter::new(path, "a = 1\n");
+        rep.error(
+            0..1,
+            "unknown variant `multi\nline\r\u{202e}x\u{2028}`, tab\there, ü",
+        );
+        assert_eq!(
+            rep.diagnostics[0].to_string(),
+            "job.toml:1:1: unknown variant `multi\\nline\\r\\u{202e}x\\u{2028}`, tab\\there, ü"
+        );
     }
 
     #[test]
