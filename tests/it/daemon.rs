@@ -685,10 +685,11 @@ fn reload_picks_up_edits_and_survives_a_broken_file() {
 const TOKEN: &str = "s3cr3t-token-for-tests";
 
 /// A running `nightshift daemon`, its address and its log (JSON lines).
-struct Daemon {
+/// A `nightshift daemon` process of a test, its log collected line by line.
+pub(crate) struct Daemon {
     child: Child,
     addr: String,
-    log: Arc<Mutex<String>>,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
@@ -698,23 +699,33 @@ impl Daemon {
             .args(extra)
             .current_dir(env.dir.path())
             .env_remove("NIGHTSHIFT_LOG")
-            .env_remove(nightshift::daemon::TOKEN_VAR)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env_remove(nightshift::daemon::TOKEN_VAR);
         if let Some(t) = token {
             cmd.env(nightshift::daemon::TOKEN_VAR, t);
         }
+        Daemon::spawn(cmd)
+    }
+
+    /// Starts a daemon command (with `--log-format json` and `--listen 127.0.0.1:0`), keeps
+    /// everything it prints on stdout and stderr, and waits for the address it listens on.
+    pub(crate) fn spawn(mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("nightshift daemon starts");
-        let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        {
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for (out, tx) in [
+            (Box::new(stdout) as Box<dyn Read + Send>, None),
+            (Box::new(stderr), Some(tx)),
+        ] {
             let log = log.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
+                for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let (Some(tx), Ok(v)) = (&tx, serde_json::from_str::<Value>(&line)) {
                         if let Some(a) = v["fields"]["addr"].as_str() {
                             let _ = tx.send(a.to_string());
                         }
@@ -726,7 +737,7 @@ impl Daemon {
             });
         }
         let addr = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 let _ = child.kill();
                 panic!("the daemon did not start:\n{}", log.lock().unwrap())
@@ -734,11 +745,11 @@ impl Daemon {
         Daemon { child, addr, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -748,17 +759,17 @@ impl Daemon {
         http(&self.addr, method, path, headers, body)
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &[], "")
     }
 
-    fn get_json(&self, path: &str) -> Value {
+    pub(crate) fn get_json(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -767,8 +778,28 @@ impl Daemon {
         assert!(ok, "kill -{name}");
     }
 
+    pub(crate) fn predict(&self, path: &str, body: &str) -> (u16, Value) {
+        let (status, body) = self.request("POST", path, &[], body);
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// Waits until a log line contains `what`.
+    pub(crate) fn wait_for_log(&self, what: &str) {
+        let start = Instant::now();
+        while !self.log().contains(what) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no '{what}' in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> i32 {
+    pub(crate) fn terminate(mut self) -> i32 {
         self.signal("TERM");
         let start = Instant::now();
         loop {
@@ -793,7 +824,7 @@ impl Drop for Daemon {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns the status and the body.
-fn http(
+pub(crate) fn http(
     addr: &str,
     method: &str,
     path: &str,

@@ -3,11 +3,9 @@
 //! mounted, no credential ever shows in anything nightshift produces, and the daemon never
 //! reads every run record ever written.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::ops::Range;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +27,7 @@ use nightshift::score::Counts;
 use nightshift::storage::{LocalStorage, Location, ObjectMeta, ObjectSink, Storage, Stores, Uri};
 use serde_json::{json, Value};
 
+use crate::daemon::Daemon;
 use crate::util::{files_under, Env, FIXTURES};
 
 // ---------------------------------------------------------------------------------------------
@@ -37,200 +36,26 @@ use crate::util::{files_under, Env, FIXTURES};
 /// A schedule that does not fire while a test runs (midnight on January 1st).
 const QUIET: &str = "0 0 1 1 *";
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    /// `nightshift -vv --log-format json daemon` in the test folder, with `env` set on top of
-    /// an environment without nightshift's or AWS's variables.
-    fn start(env: &Env, vars: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
-        cmd.args([
-            "-vv",
-            "--log-format",
-            "json",
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(env.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") || k.starts_with("NIGHTSHIFT_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(vars.iter().copied());
-        let mut child = cmd.spawn().expect("nightshift daemon starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let stderr = child.stderr.take().unwrap();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if let Some(a) = v["fields"]["addr"].as_str() {
-                            let _ = tx.send(a.to_string());
-                        }
-                    }
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("the daemon did not start:\n{}", log.lock().unwrap())
-            });
-        Daemon { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> (u16, String) {
-        http(&self.addr, method, path, headers, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.request("GET", path, &[], "")
-    }
-
-    fn get_json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn predict(&self, path: &str, body: &str) -> (u16, Value) {
-        let (status, body) = self.request("POST", path, &[], body);
-        let v = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {body}"));
-        (status, v)
-    }
-
-    /// Waits until a log line contains `what`.
-    fn wait_for_log(&self, what: &str) {
-        let start = Instant::now();
-        while !self.log().contains(what) {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no '{what}' in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+/// `nightshift -vv --log-format json daemon` in the test folder, with `vars` set on top of an
+/// environment without nightshift's or AWS's variables.
+fn start(env: &Env, vars: &[(&str, &str)]) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+    cmd.args([
+        "-vv",
+        "--log-format",
+        "json",
+        "daemon",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .current_dir(env.dir.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("NIGHTSHIFT_") {
+            cmd.env_remove(k);
         }
     }
-
-    /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> i32 {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the daemon did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection, the path sent exactly as given; returns the
-/// status and the body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let _ = s
-        .write_all(req.as_bytes())
-        .and_then(|_| s.write_all(body.as_bytes()));
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        let mut out = String::new();
-        let mut s = rest;
-        while let Some((size, rest)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&rest[..n]);
-            s = &rest[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    (status, body)
+    cmd.envs(vars.iter().copied());
+    Daemon::spawn(cmd)
 }
 
 /// A job file that only the test runs (`extra` goes at the top level, `model` into
@@ -454,7 +279,7 @@ fn http_paths_with_traversal_or_bad_names_are_refused() {
         "",
     );
     let token = "tok-for-paths";
-    let d = Daemon::start(&env, &[("NIGHTSHIFT_API_TOKEN", token)]);
+    let d = start(&env, &[("NIGHTSHIFT_API_TOKEN", token)]);
     let rows = some_rows().to_string();
     let bad_model = [
         "/models/%2F/1/predict",
@@ -585,7 +410,7 @@ fn online_predictions_come_from_the_registry_of_the_job_pinning_the_version() {
         "name = \"churn\"\nversion = 2\nregistry = \"out/registry2/\"",
         "",
     );
-    let d = Daemon::start(&env, &[]);
+    let d = start(&env, &[]);
     let body = rows.to_string();
     let (status, answer) = d.predict("/models/churn/1/predict", &body);
     assert_eq!(status, 200, "{answer}");
@@ -715,7 +540,7 @@ fn api_token_is_trimmed_and_the_bearer_scheme_is_case_insensitive() {
         "name = \"churn\"\nversion = 1",
         "",
     );
-    let d = Daemon::start(&env, &[("NIGHTSHIFT_API_TOKEN", "s3cr3t\n")]);
+    let d = start(&env, &[("NIGHTSHIFT_API_TOKEN", "s3cr3t\n")]);
     let trigger = |auth: &str| {
         d.request(
             "POST",
@@ -807,7 +632,7 @@ fn no_secret_shows_in_logs_records_reports_or_responses() {
         ("AWS_SECRET_ACCESS_KEY", CANARY_SECRET),
         ("AWS_REGION", "us-east-1"),
     ];
-    let d = Daemon::start(&env, &vars);
+    let d = start(&env, &vars);
     let mut answers = String::new();
     let mut keep = |what: &str, (status, body): (u16, String)| {
         answers.push_str(&format!("{what} -> {status} {body}\n"));
@@ -1246,7 +1071,7 @@ fn jobs_endpoint_answers_fast_over_thousands_of_records() {
     let mut sorted = all.clone();
     sorted.sort_by_key(|r| r.started_at);
     let expected = missed_dates(&spec, &sorted, now, 10);
-    let d = Daemon::start(&env, &[]);
+    let d = start(&env, &[]);
     d.wait_for_log("Catching up dates missed");
     let start = Instant::now();
     let (status, body) = d.get("/jobs/daily");
