@@ -312,11 +312,26 @@ fn read_settings(
     let reports_span = reports.as_ref().map(|r: &Located<String>| r.span.clone());
     let reports = read_uri(rep, reports).unwrap_or(defaults.reports);
     let daemon = daemon::read_daemon_settings(rep, &mut root);
-    let lease_ttl =
-        daemon::read_duration(rep, &mut root, "lease_ttl").unwrap_or(defaults.lease_ttl);
-    if lease_ttl < std::time::Duration::from_secs(1) {
-        rep.error(0..0, "lease_ttl must be at least 1s");
-    }
+    let lease_ttl = match root.optional::<String>(rep, "lease_ttl") {
+        None => defaults.lease_ttl,
+        Some(v) => match daemon::parse_duration(&v.value) {
+            Some(d) if d >= std::time::Duration::from_secs(1) => d,
+            Some(_) => {
+                rep.error(v.span, "lease_ttl must be at least 1s");
+                defaults.lease_ttl
+            }
+            None => {
+                rep.error(
+                    v.span,
+                    format!(
+                        "field 'lease_ttl': invalid duration '{}'; use a number and a unit, e.g. \"30s\", \"2m\"",
+                        v.value
+                    ),
+                );
+                defaults.lease_ttl
+            }
+        },
+    };
     let leftover_age =
         daemon::read_duration(rep, &mut root, "leftover_age").unwrap_or(defaults.leftover_age);
     root.finish(rep);
