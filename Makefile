@@ -25,10 +25,10 @@ $(NIGHTSHIFT): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 build:
 	$(CARGO) build --locked --all-targets
 
-# The whole suite, S3 tests included, against a real S3-compatible server on 127.0.0.1 that
+# The linters (rustfmt, clippy), then the whole suite, S3 tests included, against a real S3-compatible server on 127.0.0.1 that
 # this target installs (if missing), starts and stops. Set NIGHTSHIFT_TEST_S3_ENDPOINT (and
 # AWS_* credentials) to run against another server, such as MinIO, instead.
-test:
+test: lint
 	@if [ -n "$$NIGHTSHIFT_TEST_S3_ENDPOINT" ]; then \
 		$(CARGO) test --locked --all-targets; \
 	else \

@@ -1318,10 +1318,7 @@ fn sigterm_during_a_run_aborts_it_leaving_no_partial_output_and_exits_0() {
 /// schedule would never score it), and ends committed with every row, once.
 #[test]
 fn a_date_aborted_by_sigterm_comes_back_after_a_restart() {
-    let runs: usize = std::env::var("NIGHTSHIFT_FAULT_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let (runs, _) = crate::util::fault_plan("SIGTERM to the daemon, then a restart", 3);
     let env = Env::new();
     env.train_churn();
     env.write(

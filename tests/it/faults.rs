@@ -44,20 +44,6 @@ const CLEAN_ROWS: usize = 1994;
 const TIMEOUTS: &str = "connect_timeout = \"1s\"\nfirst_byte_timeout = \"1s\"\n\
                         inactivity_timeout = \"1s\"\n";
 
-/// How many runs a scenario makes and the seed of its faults, printed for a replay.
-fn plan(scenario: &str) -> (usize, u64) {
-    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed}");
-    (runs, seed)
-}
-
 /// One row of an output, as text: (object, id, score, prediction).
 type Row = (String, String, String, String);
 
@@ -415,7 +401,7 @@ struct Tally {
 /// Runs the job `runs` times with `mix` on every request, checking every invariant after each
 /// run; prints and returns the tally.
 fn scenario(name: &str, mix: FaultMix) -> Tally {
-    let (runs, seed) = plan(name);
+    let (runs, seed) = crate::util::fault_plan(name, 8);
     let site = Site::new(name, seed);
 
     // The reference: a clean run through the same proxy, without faults.
@@ -637,7 +623,7 @@ fn store_via(bucket: &TestBucket, endpoint: &str) -> S3Storage {
 /// level.
 #[test]
 fn multipart_uploads_under_faults() {
-    let (runs, seed) = plan("multipart_uploads_under_faults");
+    let (runs, seed) = crate::util::fault_plan("multipart_uploads_under_faults", 8);
     let bucket = TestBucket::new("faults-multipart");
     let proxy = FaultProxy::start(
         FaultMix {

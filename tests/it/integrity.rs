@@ -872,21 +872,6 @@ fn committed_rows(site: &Site) -> Vec<(i64, u64, i64)> {
     rows
 }
 
-/// How many times each fault scenario runs (`NIGHTSHIFT_FAULT_RUNS`, default 8), and the seed
-/// of its random timings (`NIGHTSHIFT_FAULT_SEED` replays a failure; printed either way).
-fn fault_plan(scenario: &str) -> (usize, u64) {
-    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed}");
-    (runs, seed)
-}
-
 /// `kill -9` at a random instant of a run, then a rerun: the date always ends with the clean
 /// run's rows, exactly, and nothing left behind; at no instant does `_SUCCESS` lie.
 fn killed_while_writing(site: &Site, scenario: &str) {
@@ -894,7 +879,7 @@ fn killed_while_writing(site: &Site, scenario: &str) {
     site.ok();
     let clean = committed_rows(site);
     assert_eq!(clean.len(), 1994);
-    let (runs, seed) = fault_plan(scenario);
+    let (runs, seed) = crate::util::fault_plan(scenario, 8);
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut killed_with_marker = 0;
     for i in 0..runs {
@@ -953,7 +938,7 @@ fn killed_while_writing_then_run_again_on_s3() {
 /// Two runners started together on one date, again and again: one commits, the other is
 /// refused naming it (or runs after it); the date is always whole and `_SUCCESS` true.
 fn two_runners_race(site: &Site, scenario: &str) {
-    let (runs, _) = fault_plan(scenario);
+    let (runs, _) = crate::util::fault_plan(scenario, 8);
     let mut refused = 0;
     for i in 0..runs {
         let spawn = || {
@@ -1375,15 +1360,8 @@ fn s3_server_killed_mid_run_and_restarted() {
     let span = t.elapsed().as_millis() as u64;
     assert_eq!(committed_rows(&site), clean, "slowed run");
 
-    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed} (a slowed run: {span} ms)");
+    eprintln!("{scenario}: a slowed run takes {span} ms");
+    let (runs, seed) = crate::util::fault_plan(scenario, 4);
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut uploads_seen = 0;
 

@@ -206,3 +206,19 @@ pub fn run_churn_in_process(env: &Env, date: &str, threads: usize, batch_rows: u
     let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
     nightshift::run::run_job(&job, date, &settings, &stores, &opts).unwrap();
 }
+
+/// How many rounds a fault scenario runs (`NIGHTSHIFT_FAULT_RUNS`, else `default_runs`) and
+/// the seed of its random faults or timings (`NIGHTSHIFT_FAULT_SEED` replays a failure),
+/// printed either way.
+pub fn fault_plan(scenario: &str, default_runs: usize) -> (usize, u64) {
+    let runs = std::env::var("NIGHTSHIFT_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_runs);
+    let seed = std::env::var("NIGHTSHIFT_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{scenario}: {runs} runs, NIGHTSHIFT_FAULT_SEED={seed}");
+    (runs, seed)
+}
