@@ -718,9 +718,9 @@ impl Run<'_> {
                 }
             }
             self.opts.check_cancelled()?;
-            // Checked in the store before each commit: a runner that stalled past its ttl
-            // must not replace its successor's outputs.
-            self.lease.ensure_held()?;
+            // Checked before each commit (in the store once the lease nears expiry): a runner
+            // that stalled past its ttl must not replace its successor's outputs.
+            self.lease.ensure_held_cheaply()?;
             failpoint!("run::output-commit");
             let rows = output.finish()?;
             let quarantine = match quarantine {
