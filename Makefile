@@ -1,6 +1,6 @@
 # Developer entry points. `make test` is exactly what CI runs (.ci/run).
 
-.PHONY: demo test build lint fixtures bench clean fuzz
+.PHONY: demo test build lint fixtures bench bench-kernels clean fuzz
 
 CARGO ?= cargo
 NIGHTSHIFT = target/release/nightshift
@@ -38,11 +38,19 @@ test: lint
 	fi
 
 # Performance: nightshift and the peer pipelines of ../shared/bench side by side, one run,
-# medians and ratios. Installs the peers' Python packages if missing. Several minutes.
+# medians and ratios, and every target of issue 11 checked (docs/benchmarks.md). Installs the
+# peers' Python packages and s3s-fs (for the S3 rows; the bench starts its own on port 8015,
+# never the tests' 8014) if missing. Ten minutes or more; BENCH_ARGS="--skip-rf --big ..." to choose.
 bench: $(NIGHTSHIFT)
-	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas' 2>/dev/null || \
-		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas
+	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas, boto3' 2>/dev/null || \
+		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas boto3
+	@command -v s3s-fs >/dev/null || cargo install s3s-fs@$(S3S_FS_VERSION) --features binary --locked
 	python3 benches/bench.py $(BENCH_ARGS)
+
+# Criterion micro-benchmarks of the hot kernels (feature matrix, linear scoring, forest,
+# profile update, KS, Wasserstein): benches/kernels. Builds criterion the first time.
+bench-kernels:
+	$(CARGO) bench --locked -p nightshift-kernels $(if $(FILTER),-- $(FILTER))
 
 # Fuzzes job files and Parquet inputs (tests/it/fuzz.rs) for FUZZ_SECONDS per target from a
 # fresh seed (FUZZ_SEED=0x... repeats a run); `make test` runs a short fixed pass of the same.

@@ -318,11 +318,10 @@ struct Run<'a> {
     committed_date: AtomicBool,
 }
 
-/// What the writer collected: the outputs, the counts, and the merged profile.
+/// What the writer collected: the outputs and the counts.
 struct Written {
     files: Vec<OutputFile>,
     counts: Counts,
-    profile: Option<ProfileBuilder>,
 }
 
 /// One row group of one input object, with the row number it starts at.
@@ -332,12 +331,10 @@ struct Unit {
     first_row: u64,
 }
 
-/// What a worker sends the writer: scored batches in order, then the unit's data profile,
-/// then `Done`. A unit whose channel closes without `Done` did not finish (its worker
+/// What a worker sends the writer: scored batches in order, then `Done`. A unit whose channel closes without `Done` did not finish (its worker
 /// panicked or stopped): its output must not be committed.
 enum Piece {
     Scored(ScoredBatch),
-    Profile(Box<ProfileBuilder>),
     Done,
 }
 
@@ -421,12 +418,16 @@ impl Run<'_> {
         }
         let next = AtomicUsize::new(0);
         let cancelled = AtomicBool::new(false);
+        // One profile per worker, merged at the end: profiles are exact and order-free, and a
+        // builder that sees many units fills its sample once instead of once a unit.
+        let profiles: Mutex<Vec<ProfileBuilder>> = Mutex::new(Vec::new());
         let span = tracing::Span::current();
 
         let written = std::thread::scope(|scope| -> Result<Written> {
             for _ in 0..threads.min(units.len()) {
                 scope.spawn(|| {
                     let _entered = span.enter();
+                    let mut profile = self.reference.as_ref().map(ProfileBuilder::against);
                     // Units are handed out in order, so the unit the writer waits on is always
                     // running or done: workers blocked on a full channel cannot starve it.
                     loop {
@@ -449,10 +450,6 @@ impl Run<'_> {
                             .expect("each unit is taken once");
                         let u = &units[i];
                         let obj = &objects[u.object];
-                        let profile = self
-                            .reference
-                            .as_ref()
-                            .map(|r| (ProfileBuilder::against(r), names[u.object].clone()));
                         // A panic is this unit's failure, reported to the writer like an error;
                         // the worker goes on to the next unit (the writer stops the run).
                         let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -462,7 +459,7 @@ impl Run<'_> {
                                 u,
                                 &columns,
                                 batch_rows,
-                                profile,
+                                profile.as_mut().map(|p| (p, names[u.object].as_str())),
                                 &tx,
                             )
                         }));
@@ -478,6 +475,9 @@ impl Run<'_> {
                         };
                         let _ = tx.send(Err(failed));
                     }
+                    if let Some(p) = profile {
+                        profiles.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                    }
                 });
             }
             let result = self.write_outputs(&objects, &scorers, &units, &names, receivers);
@@ -486,11 +486,16 @@ impl Run<'_> {
             }
             result
         })?;
-        let Written {
-            mut files,
-            counts,
-            profile,
-        } = written;
+        let Written { mut files, counts } = written;
+        let profile = profiles
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .reduce(|mut a, b| {
+                a.merge(b);
+                a
+            })
+            .or_else(|| self.reference.as_ref().map(ProfileBuilder::against));
 
         let bad = counts.bad_rows();
         if bad > 0 && bad as f64 > job.run.max_bad_rows_fraction * counts.rows_in as f64 {
@@ -673,7 +678,6 @@ impl Run<'_> {
     ) -> Result<Written> {
         let mut files = Vec::with_capacity(objects.len());
         let mut counts = Counts::default();
-        let mut profile = self.reference.as_ref().map(ProfileBuilder::against);
         let mut receivers = units.iter().zip(receivers).peekable();
         for (i, obj) in objects.iter().enumerate() {
             let name = names[i].clone();
@@ -687,12 +691,6 @@ impl Run<'_> {
                     self.opts.check_cancelled()?;
                     let scored = match message? {
                         Piece::Scored(s) => s,
-                        Piece::Profile(p) => {
-                            if let Some(total) = profile.as_mut() {
-                                total.merge(*p);
-                            }
-                            continue;
-                        }
                         Piece::Done => {
                             done = true;
                             continue;
@@ -747,11 +745,7 @@ impl Run<'_> {
                 rows_quarantined: file_counts.rows_quarantined,
             });
         }
-        Ok(Written {
-            files,
-            counts,
-            profile,
-        })
+        Ok(Written { files, counts })
     }
 
     /// Compares the run's data with the training data, writes the report (and the current
@@ -824,7 +818,7 @@ fn score_unit(
     unit: &Unit,
     columns: &[String],
     batch_rows: usize,
-    mut profile: Option<(ProfileBuilder, String)>,
+    mut profile: Option<(&mut ProfileBuilder, &str)>,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let uri = obj.uri().to_string();
@@ -863,9 +857,6 @@ fn score_unit(
         if tx.send(Ok(Piece::Scored(scored))).is_err() {
             return Ok(()); // the writer stopped: the run failed elsewhere
         }
-    }
-    if let Some((builder, _)) = profile {
-        let _ = tx.send(Ok(Piece::Profile(Box::new(builder))));
     }
     let _ = tx.send(Ok(Piece::Done));
     Ok(())

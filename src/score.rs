@@ -11,10 +11,9 @@ use arrow::array::{
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use ndarray::Axis;
 
 use crate::config::BadRowPolicy;
-use crate::model::{LabelType, LoadedModel, Prediction};
+use crate::model::{BatchScores, LabelType, LoadedModel, Prediction};
 
 /// Row counts of a batch, a file or a run. Always `rows_in = rows_scored + rows_quarantined +
 /// rows_skipped`.
@@ -131,22 +130,18 @@ impl Scorer {
     }
 
     pub fn score(&self, batch: &RecordBatch, origin: &BatchOrigin) -> Result<ScoredBatch> {
-        let enc = self.model.manifest.preprocessing.encode(batch)?;
+        let BatchScores {
+            prediction,
+            good,
+            mut bad,
+            unknown_categories,
+        } = self.model.score_batch(batch)?;
         let n = batch.num_rows();
-        let mut bad = enc.bad;
         let mut counts = Counts {
             rows_in: n as u64,
-            unknown_categories: enc.unknown_categories,
+            unknown_categories,
             ..Counts::default()
         };
-
-        let good: Vec<usize> = (0..n).filter(|&i| bad[i].is_none()).collect();
-        let x = if good.len() == n {
-            enc.x
-        } else {
-            enc.x.select(Axis(0), &good)
-        };
-        let prediction = self.model.predict(x.view());
         let (prediction, good) = drop_non_finite(prediction, good, &mut bad);
         // After the model ran, so the first bad row is first in row order, whatever its reason.
         self.fail_on_bad_rows(&bad, origin)?;

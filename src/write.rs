@@ -5,24 +5,37 @@
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::storage::{Location, ObjectSink};
 
 /// Rows per row group in outputs.
 const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
-fn properties() -> WriterProperties {
-    WriterProperties::builder()
+/// zstd (level 1, as pyarrow writes it: higher levels cost more time than they save space on
+/// scores); dictionaries only for string columns, where values repeat (model name, run id,
+/// labels). Ids and scores are mostly distinct: a dictionary would be built to be dropped.
+fn properties(schema: &Schema) -> WriterProperties {
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid zstd level"),
+            ZstdLevel::try_new(1).expect("valid zstd level"),
         ))
+        .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("nightshift {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("nightshift {}", env!("CARGO_PKG_VERSION")));
+    for f in schema.fields() {
+        if matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..)
+        ) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+        }
+    }
+    b.build()
 }
 
 /// One Parquet object being written. Dropped without [`ParquetOutput::finish`], it is aborted:
@@ -36,7 +49,7 @@ pub struct ParquetOutput {
 impl ParquetOutput {
     pub fn create(loc: Location, schema: SchemaRef) -> Result<Self> {
         let sink = loc.store.create(&loc.key)?;
-        let writer = ArrowWriter::try_new(sink, schema, Some(properties()))
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties(&schema)))
             .with_context(|| format!("starting {}", loc.uri()))?;
         Ok(Self {
             writer,

@@ -551,7 +551,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     };
 
     let mut run = RunSpec {
-        batch_rows: 65_536,
+        batch_rows: 16_384,
         threads: 0,
         on_bad_rows: BadRowPolicy::Quarantine,
         max_bad_rows_fraction: 0.01,

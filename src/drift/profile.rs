@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,11 @@ struct BottomK {
 }
 
 impl BottomK {
+    /// Whether an item with this priority could get in (a cheap test before building it).
+    fn might_take(&self, priority: u64) -> bool {
+        self.threshold.is_none_or(|t| priority <= t.0)
+    }
+
     fn offer(&mut self, priority: u64, value: f64) {
         self.push((priority, value.to_bits()));
     }
@@ -236,36 +241,119 @@ impl ColumnBuilder {
         }
     }
 
-    fn count_value(&mut self, key: &str) {
+    fn count_value(&mut self, key: &str, n: u64) {
         let cap = match self.plan.kind {
             FeatureKind::Numeric => MAX_DISTINCT_NUMBERS,
             FeatureKind::Categorical => MAX_CATEGORIES,
         };
         if let Some(c) = self.values.counts.get_mut(key) {
-            *c += 1;
+            *c += n;
         } else if self.plan.known_values.is_none() && self.values.counts.len() < cap {
-            self.values.counts.insert(key.to_string(), 1);
+            self.values.counts.insert(key.to_string(), n);
         } else {
-            self.values.other += 1;
+            self.values.other += n;
             if self.plan.known_values.is_none() {
                 self.values.overflowed = true;
             }
         }
     }
 
-    fn add_number(&mut self, v: f64, priority: u64) {
-        self.count += 1;
-        self.sum += v;
-        self.sum_sq += v * v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
+    /// A batch of a numeric column; `priorities[i]` is row i's sample priority. NaN and
+    /// infinity are bad rows, not part of a distribution: skipped.
+    fn add_numbers(&mut self, values: &Float64Array, priorities: &[u64]) {
+        self.nulls += values.null_count() as u64;
+        let v = values.values();
+        // A fold, not `all`: no early exit, so it vectorises.
+        let all_finite = v.iter().fold(true, |ok, x| ok & x.is_finite());
+        if values.null_count() == 0 && all_finite {
+            return self.add_finite(v, priorities);
+        }
+        let keep: Vec<usize> = match values.nulls() {
+            Some(nulls) => nulls
+                .valid_indices()
+                .filter(|&i| v[i].is_finite())
+                .collect(),
+            None => (0..v.len()).filter(|&i| v[i].is_finite()).collect(),
+        };
+        let kept: Vec<f64> = keep.iter().map(|&i| v[i]).collect();
+        let kept_priorities: Vec<u64> = keep.iter().map(|&i| priorities[i]).collect();
+        self.add_finite(&kept, &kept_priorities);
+    }
+
+    /// Finite values, each with its row's sample priority. One simple pass per statistic, so
+    /// that each loop pipelines: four running sums, and four histograms that are added at the
+    /// end (consecutive values often fall in the same bin, and one counter would wait on
+    /// itself).
+    fn add_finite(&mut self, v: &[f64], priorities: &[u64]) {
+        let mut sum = [0.0; 4];
+        let mut sum_sq = [0.0; 4];
+        let mut min = [self.min; 4];
+        let mut max = [self.max; 4];
+        let chunks = v.chunks_exact(4);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for k in 0..4 {
+                sum[k] += c[k];
+                sum_sq[k] += c[k] * c[k];
+                min[k] = if c[k] < min[k] { c[k] } else { min[k] };
+                max[k] = if c[k] > max[k] { c[k] } else { max[k] };
+            }
+        }
+        for &x in rest {
+            sum[0] += x;
+            sum_sq[0] += x * x;
+            min[0] = min[0].min(x);
+            max[0] = max[0].max(x);
+        }
+        self.count += v.len() as u64;
+        self.sum += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+        self.sum_sq += (sum_sq[0] + sum_sq[1]) + (sum_sq[2] + sum_sq[3]);
+        self.min = min.into_iter().fold(self.min, f64::min);
+        self.max = max.into_iter().fold(self.max, f64::max);
+
         if let Some(edges) = &self.plan.edges {
-            self.hist[bin(edges, v)] += 1;
+            let binner = Binner::new(edges);
+            let bins = self.hist.len();
+            let mut hist = vec![0u64; 4 * bins];
+            for (i, &x) in v.iter().enumerate() {
+                hist[(i & 3) * bins + binner.bin(x)] += 1;
+            }
+            for (k, h) in self.hist.iter_mut().enumerate() {
+                *h += hist[k] + hist[bins + k] + hist[2 * bins + k] + hist[3 * bins + k];
+            }
         }
         if self.plan.count_values && !self.values.overflowed {
-            self.count_number(v);
+            for &x in v {
+                self.count_number(x);
+            }
         }
-        self.sample.offer(priority, v);
+        // Once the sample is full, few rows beat its threshold: test the priority first.
+        for (&p, &x) in priorities.iter().zip(v) {
+            if self.sample.might_take(p) {
+                self.sample.offer(p, x);
+            }
+        }
+    }
+
+    /// A batch of a categorical column: counted per distinct value of the batch (few, as a
+    /// rule), then added to the column's counts.
+    fn add_strings(&mut self, values: &StringArray) {
+        let mut batch: Vec<(&str, u64)> = Vec::new();
+        for v in values {
+            let Some(v) = v else {
+                self.nulls += 1;
+                continue;
+            };
+            self.count += 1;
+            match batch.iter().position(|(k, _)| *k == v) {
+                Some(j) => batch[j].1 += 1,
+                None if batch.len() < 64 => batch.push((v, 1)),
+                None => self.count_value(v, 1),
+            }
+        }
+        for (v, c) in batch {
+            self.count_value(v, c);
+        }
     }
 
     fn merge(&mut self, o: ColumnBuilder) {
@@ -421,35 +509,21 @@ impl ProfileBuilder {
 
     /// Adds a batch's feature columns (looked up by name).
     pub fn add_columns(&mut self, columns: &[(&str, &ArrayRef)], origin: RowOrigin) -> Result<()> {
-        let mut rows = 0;
+        let rows = columns.first().map_or(0, |(_, a)| a.len());
+        // A row's sample priority is the same in every column: hashed once per row.
+        let priorities: Vec<u64> = (0..rows).map(|i| origin.priority(i)).collect();
         for col in &mut self.columns {
             let Some((_, array)) = columns.iter().find(|(n, _)| *n == col.plan.name) else {
                 continue;
             };
-            rows = array.len();
             match col.plan.kind {
                 FeatureKind::Numeric => {
                     let v = to_f64(array)?;
-                    for (i, x) in v.as_primitive::<Float64Type>().iter().enumerate() {
-                        match x {
-                            Some(x) if x.is_finite() => col.add_number(x, origin.priority(i)),
-                            // NaN and infinity are bad rows, not part of a distribution.
-                            Some(_) => {}
-                            None => col.nulls += 1,
-                        }
-                    }
+                    col.add_numbers(v.as_primitive::<Float64Type>(), &priorities);
                 }
                 FeatureKind::Categorical => {
                     let s = cast(array, &DataType::Utf8)?;
-                    for v in s.as_string::<i32>().iter() {
-                        match v {
-                            Some(v) => {
-                                col.count += 1;
-                                col.count_value(v);
-                            }
-                            None => col.nulls += 1,
-                        }
-                    }
+                    col.add_strings(s.as_string::<i32>());
                 }
             }
         }
@@ -460,11 +534,13 @@ impl ProfileBuilder {
     /// Adds model scores; `rows[i]` is the row position (within the batch) of `scores[i]`.
     pub fn add_scores(&mut self, scores: &[f64], rows: &[usize], origin: RowOrigin) {
         if let Some(col) = &mut self.score {
-            for (s, &i) in scores.iter().zip(rows) {
-                if s.is_finite() {
-                    col.add_number(*s, origin.priority(i));
-                }
-            }
+            let (finite, priorities): (Vec<f64>, Vec<u64>) = scores
+                .iter()
+                .zip(rows)
+                .filter(|(s, _)| s.is_finite())
+                .map(|(&s, &i)| (s, origin.priority(i)))
+                .unzip();
+            col.add_finite(&finite, &priorities);
         }
     }
 
@@ -513,6 +589,58 @@ fn bin(edges: &[f64], v: f64) -> usize {
     }
 }
 
+/// [`bin`] in constant time for uniform edges (the reference's): the bin is the value's
+/// position in the range, times the bin count, rounded down. That is exact unless the value
+/// sits within rounding error of an edge; there (rarely), and for edges that are not uniform,
+/// it asks [`bin`] itself.
+struct Binner<'a> {
+    edges: &'a [f64],
+    first: f64,
+    per_unit: f64,
+    bins: f64,
+    /// How close to a whole number (in bins) a position must be to need the exact answer.
+    tolerance: f64,
+}
+
+impl<'a> Binner<'a> {
+    fn new(edges: &'a [f64]) -> Self {
+        let bins = edges.len() - 1;
+        let (first, last) = (edges[0], edges[bins]);
+        let per_unit = bins as f64 / (last - first);
+        let uniform = per_unit.is_finite()
+            && per_unit > 0.0
+            && edges.iter().enumerate().all(|(i, &e)| {
+                let t = (e - first) * per_unit;
+                (t - i as f64).abs() <= 1e-6
+            });
+        // Rounding in `v - first`, in the product and in the edges themselves: a few ulps of
+        // the largest magnitude involved, in bins, with a wide margin.
+        let magnitude = first.abs().max(last.abs());
+        let tolerance = 1e-6 + 64.0 * f64::EPSILON * (magnitude * per_unit + bins as f64);
+        Self {
+            edges,
+            first,
+            per_unit: if uniform { per_unit } else { f64::NAN },
+            bins: bins as f64,
+            tolerance,
+        }
+    }
+
+    #[inline]
+    fn bin(&self, v: f64) -> usize {
+        let t = (v - self.first) * self.per_unit;
+        // Inside the range (false for NaN: edges not uniform) and clear of every edge.
+        if t > 0.0 && t < self.bins {
+            let k = t as i64; // truncation is floor here
+            let frac = t - k as f64;
+            if frac > self.tolerance && frac < 1.0 - self.tolerance {
+                return k as usize;
+            }
+        }
+        bin(self.edges, v)
+    }
+}
+
 /// The text a numeric value is counted under.
 pub fn number_key(v: f64) -> String {
     format!("{v}")
@@ -548,6 +676,29 @@ mod tests {
         assert_eq!(bin(&edges, 2.0), 1, "the last bin is closed");
         assert_eq!(bin(&edges, -5.0), 0);
         assert_eq!(bin(&edges, 9.0), 1);
+    }
+
+    #[test]
+    fn the_fast_binner_agrees_with_the_edges() {
+        let edge_sets = [
+            reference_edges(-3.7, 12.1, 100_000),
+            reference_edges(0.1, 0.3, 7),
+            vec![0.0, 1.0, 2.0],
+            vec![-1.0, 0.0, 0.5, 10.0],
+            vec![5.0 - 0.5, 5.0 + 0.5],
+        ];
+        for edges in &edge_sets {
+            let b = Binner::new(edges);
+            let (lo, hi) = (edges[0], edges[edges.len() - 1]);
+            let mut values: Vec<f64> = edges.clone();
+            values.extend(edges.iter().map(|e| e.next_up()));
+            values.extend(edges.iter().map(|e| e.next_down()));
+            values.extend((0..1000).map(|i| lo - 1.0 + (hi - lo + 2.0) * i as f64 / 999.0));
+            values.extend([f64::MAX, f64::MIN, 1e300, -1e300]);
+            for v in values {
+                assert_eq!(b.bin(v), bin(edges, v), "{v} in {edges:?}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use anyhow::{anyhow, bail, Result};
 use linfa::prelude::*;
 use linfa_bayes::{GaussianNb, NaiveBayes};
-use linfa_ensemble::EnsembleLearnerParams;
 use linfa_linear::{FittedLinearRegression, LinearRegression};
 use linfa_logistic::{
     FittedLogisticRegression, LogisticRegression, MultiFittedLogisticRegression,
@@ -12,9 +11,9 @@ use linfa_logistic::{
 };
 use linfa_trees::DecisionTree;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
+
+use super::forest::{Forest, ForestParams, RandomForestModel};
 
 /// The algorithms `model train --algorithm` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -24,12 +23,18 @@ pub enum Algorithm {
     Logistic,
     /// One CART decision tree (Gini).
     DecisionTree,
-    /// Bagged decision trees, each on a bootstrap sample and a random subset of features.
+    /// Bagged CART trees (Gini), each on a bootstrap sample, drawing sqrt(features) at each
+    /// split; the score is the mean of the leaves' class proportions (docs/models.md).
     RandomForest,
     /// Ordinary least squares regression.
     Linear,
     /// Gaussian naive Bayes.
     GaussianNb,
+    /// No model: every row gets the training prior (the positive class's share for binary
+    /// targets, the most frequent class's otherwise), as scikit-learn's `DummyClassifier(strategy=
+    /// "prior")`. A baseline to compare a model with, and the benchmark's I/O floor: it reads
+    /// the same columns and writes the same outputs, with no arithmetic in between.
+    Prior,
 }
 
 impl Algorithm {
@@ -52,6 +57,7 @@ impl std::fmt::Display for Algorithm {
             Algorithm::RandomForest => "random-forest",
             Algorithm::Linear => "linear",
             Algorithm::GaussianNb => "gaussian-nb",
+            Algorithm::Prior => "prior",
         };
         f.write_str(s)
     }
@@ -93,17 +99,31 @@ pub enum Estimator {
     DecisionTree {
         model: DecisionTree<f64, usize>,
     },
-    /// linfa-ensemble's `RandomForest` has no serde support; its two fields are kept here.
-    RandomForest {
-        trees: Vec<DecisionTree<f64, usize>>,
-        tree_features: Vec<Vec<usize>>,
-    },
+    /// Our CART forest (`fitted: {"forest": ...}`), or one trained by linfa-ensemble before it
+    /// (`fitted: {"trees": ..., "tree_features": ...}`), which still loads and scores by vote
+    /// share. One tag, two layouts: [`RandomForestModel`] tells them apart by their fields.
+    RandomForest(RandomForestModel),
     Linear {
         model: FittedLinearRegression<f64>,
     },
     GaussianNb {
         model: GaussianNb<f64, usize>,
     },
+    /// The same output for every row: `score`, and `class` for classifiers.
+    Prior {
+        score: f64,
+        class: Option<usize>,
+    },
+}
+
+/// How a linear model's sum becomes its score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The sum itself (linear regression).
+    Identity,
+    /// `1 / (1 + exp(-sum))`, the probability of class 1; `flip` when the fitted model's
+    /// positive class is class 0 (linfa takes the more frequent class as positive).
+    Logistic { flip: bool },
 }
 
 /// Model output for a block of rows.
@@ -129,6 +149,7 @@ impl Estimator {
         hp: &Hyperparameters,
     ) -> Result<Self> {
         match (algorithm, targets) {
+            (Algorithm::Prior, targets) => Ok(prior(&targets)),
             (Algorithm::Linear, Targets::Values(y)) => {
                 let ds = Dataset::new(x, y);
                 Ok(Self::Linear {
@@ -160,29 +181,53 @@ impl Estimator {
                         model: tree().fit(&ds)?,
                     },
                     Algorithm::RandomForest => {
-                        let rng = Xoshiro256PlusPlus::seed_from_u64(hp.seed);
-                        let features = ds.nfeatures() as f64;
-                        let forest = EnsembleLearnerParams::new_fixed_rng(tree(), rng)
-                            .ensemble_size(hp.trees)
-                            .bootstrap_proportion(1.0)
-                            .feature_proportion((features.sqrt() / features).clamp(0.5, 1.0))
-                            .fit(&ds)?;
-                        Self::RandomForest {
-                            trees: forest.models,
-                            tree_features: forest.model_features,
-                        }
+                        let params = ForestParams {
+                            trees: hp.trees,
+                            max_depth: hp.max_depth,
+                            seed: hp.seed,
+                            ..ForestParams::default()
+                        };
+                        let y = ds.targets().as_slice().expect("a new array is contiguous");
+                        let forest = Forest::fit(ds.records().view(), y, n_classes, &params)?;
+                        Self::RandomForest(RandomForestModel::Forest { forest })
                     }
                     Algorithm::GaussianNb => Self::GaussianNb {
                         model: GaussianNb::params().fit(&ds)?,
                     },
-                    Algorithm::Linear => unreachable!("handled above"),
+                    Algorithm::Linear | Algorithm::Prior => unreachable!("handled above"),
                 })
             }
         }
     }
 
+    /// `(intercept, weights, link)` of a binary logistic or a linear regression: their score
+    /// is `link(intercept + weights . x)`, which scoring computes column by column.
+    pub fn linear_form(&self) -> Option<(f64, &Array1<f64>, Link)> {
+        match self {
+            Self::Logistic { model } => Some((
+                model.intercept(),
+                model.params(),
+                Link::Logistic {
+                    flip: model.labels().pos.class != 1,
+                },
+            )),
+            Self::Linear { model } => Some((model.intercept(), model.params(), Link::Identity)),
+            _ => None,
+        }
+    }
+
     /// Scores rows. `n_classes` is the number of class labels (0 for regressors).
     pub fn predict(&self, x: ArrayView2<f64>, n_classes: usize) -> Prediction {
+        if let Self::Prior { score, class } = self {
+            return Prediction {
+                score: vec![*score; x.nrows()],
+                class: class.map(|c| vec![c; x.nrows()]),
+            };
+        }
+        if let Self::RandomForest(RandomForestModel::Forest { forest }) = self {
+            // No copy of the rows: the forest walks the view.
+            return forest.predict(x);
+        }
         let x = x.to_owned();
         let positive = |p: &Array1<f64>| Prediction {
             class: Some(p.iter().map(|&s| usize::from(s >= 0.5)).collect()),
@@ -222,10 +267,10 @@ impl Estimator {
                     class: Some(class.to_vec()),
                 }
             }
-            Self::RandomForest {
+            Self::RandomForest(RandomForestModel::Legacy {
                 trees,
                 tree_features,
-            } => {
+            }) => {
                 // Each tree votes; the score is the share of votes (positive class for binary,
                 // winning class otherwise). Ties go to the lower class index.
                 let mut votes = Array2::<u32>::zeros((x.nrows(), n_classes.max(2)));
@@ -248,6 +293,38 @@ impl Estimator {
                 score: model.predict(&x).to_vec(),
                 class: None,
             },
+            Self::Prior { .. } => unreachable!("answered above"),
+            Self::RandomForest(RandomForestModel::Forest { .. }) => unreachable!("answered above"),
+        }
+    }
+}
+
+/// The training prior: for classes, the share of each class (the score is class 1's share for
+/// two classes, the most frequent class's otherwise, ties to the lower class); for values, the
+/// mean.
+fn prior(targets: &Targets) -> Estimator {
+    match targets {
+        Targets::Values(y) => Estimator::Prior {
+            score: y.mean().unwrap_or(0.0),
+            class: None,
+        },
+        Targets::Classes { y, n_classes } => {
+            let mut counts = vec![0u64; (*n_classes).max(2)];
+            for &c in y {
+                counts[c] += 1;
+            }
+            let n = y.len().max(1) as f64;
+            let best = (0..counts.len()).fold(0, |b, j| if counts[j] > counts[b] { j } else { b });
+            let score = if *n_classes == 2 {
+                counts[1]
+            } else {
+                counts[best]
+            } as f64
+                / n;
+            Estimator::Prior {
+                score,
+                class: Some(best),
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Models: preprocessing, linfa estimators, training, and the versioned registry.
 
 mod estimator;
+mod forest;
+mod kernel;
 mod preprocess;
 mod registry;
 
@@ -15,7 +17,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-pub use estimator::{log_sum_exp, Algorithm, Estimator, Hyperparameters, Prediction, Targets};
+pub use estimator::{
+    log_sum_exp, Algorithm, Estimator, Hyperparameters, Link, Prediction, Targets,
+};
+pub use forest::{Forest, ForestData, ForestParams, RandomForestModel, Tree};
+pub use kernel::BatchScores;
 pub use preprocess::{to_f64, Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
 pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, SignatureField};
 

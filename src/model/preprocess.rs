@@ -71,7 +71,7 @@ impl FeatureTransform {
         }
     }
 
-    fn width(&self) -> usize {
+    pub fn width(&self) -> usize {
         match self {
             Self::Numeric { .. } => 1,
             Self::Categorical { categories, .. } => categories.len(),
@@ -187,59 +187,14 @@ impl Preprocessing {
         let mut unknown_categories = 0u64;
         let mut offset = 0;
         for f in &self.features {
-            let col = batch
-                .column_by_name(f.name())
-                .with_context(|| format!("batch has no column '{}'", f.name()))?;
+            let col = f.column(batch)?;
             match f {
-                FeatureTransform::Numeric {
-                    name,
-                    impute,
-                    scale,
-                } => {
-                    let values = to_f64(col)?;
-                    let values = values.as_primitive::<Float64Type>();
-                    for (i, v) in values.iter().enumerate() {
-                        let v = match v {
-                            Some(v) if v.is_finite() => v,
-                            Some(v) => {
-                                let what = if v.is_nan() { "NaN" } else { "infinite" };
-                                bad[i].get_or_insert_with(|| format!("{name} is {what}"));
-                                continue;
-                            }
-                            None => match impute {
-                                Some(m) => *m,
-                                None => {
-                                    bad[i].get_or_insert_with(|| {
-                                        format!("{name} is null and the model has no imputer")
-                                    });
-                                    continue;
-                                }
-                            },
-                        };
-                        let v = match scale {
-                            Some((mean, std)) => (v - mean) / std,
-                            None => v,
-                        };
-                        if !v.is_finite() {
-                            // Near f64::MAX: the model never sees an infinite input.
-                            bad[i].get_or_insert_with(|| {
-                                format!("{name} is too large to standardise")
-                            });
-                            continue;
-                        }
-                        x[[i, offset]] = v;
-                    }
+                FeatureTransform::Numeric { .. } => {
+                    f.numeric_values(col, &mut bad, |i, v| x[[i, offset]] = v)?
                 }
-                FeatureTransform::Categorical { categories, .. } => {
-                    let s = cast(col, &DataType::Utf8)?;
-                    for (i, v) in s.as_string::<i32>().iter().enumerate() {
-                        match v
-                            .and_then(|v| categories.binary_search_by(|c| c.as_str().cmp(v)).ok())
-                        {
-                            Some(j) => x[[i, offset + j]] = 1.0,
-                            None => unknown_categories += 1,
-                        }
-                    }
+                FeatureTransform::Categorical { .. } => {
+                    unknown_categories +=
+                        f.category_indices(col, |i, j| x[[i, offset + j]] = 1.0)?
                 }
             }
             offset += f.width();
@@ -249,6 +204,157 @@ impl Preprocessing {
             bad,
             unknown_categories,
         })
+    }
+}
+
+impl FeatureTransform {
+    /// This feature's column in a batch.
+    pub fn column<'a>(&self, batch: &'a RecordBatch) -> Result<&'a ArrayRef> {
+        batch
+            .column_by_name(self.name())
+            .with_context(|| format!("batch has no column '{}'", self.name()))
+    }
+
+    /// The model input of a numeric feature, row by row: `put(row, value)` for each row that
+    /// has one (imputed and scaled), a reason in `bad` for each row that cannot be scored (NaN,
+    /// infinity, a null without imputer, a value too large to standardise). A row already bad
+    /// keeps its first reason. The one place these rules live: every model path calls it.
+    pub fn numeric_values(
+        &self,
+        col: &ArrayRef,
+        bad: &mut [Option<String>],
+        mut put: impl FnMut(usize, f64),
+    ) -> Result<()> {
+        let FeatureTransform::Numeric {
+            name,
+            impute,
+            scale,
+        } = self
+        else {
+            bail!("'{}' is not a numeric feature", self.name());
+        };
+        let values = to_f64(col)?;
+        let values = values.as_primitive::<Float64Type>();
+        let (shift, divide) = scale.unwrap_or((0.0, 1.0));
+        let scaled = scale.is_some();
+        let mut check = |i: usize, v: f64, bad: &mut [Option<String>]| {
+            if !v.is_finite() {
+                let what = if v.is_nan() { "NaN" } else { "infinite" };
+                bad[i].get_or_insert_with(|| format!("{name} is {what}"));
+                return;
+            }
+            let v = if scaled { (v - shift) / divide } else { v };
+            if !v.is_finite() {
+                // Near f64::MAX: the model never sees an infinite input.
+                bad[i].get_or_insert_with(|| format!("{name} is too large to standardise"));
+                return;
+            }
+            put(i, v);
+        };
+        if values.null_count() == 0 {
+            // The common case, without a branch on validity per value.
+            for (i, &v) in values.values().iter().enumerate() {
+                check(i, v, bad);
+            }
+            return Ok(());
+        }
+        for (i, v) in values.iter().enumerate() {
+            match (v, impute) {
+                (Some(v), _) => check(i, v, bad),
+                (None, Some(m)) => check(i, *m, bad),
+                (None, None) => {
+                    bad[i].get_or_insert_with(|| {
+                        format!("{name} is null and the model has no imputer")
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `sum[i] += weight * value(i)` for a numeric feature: the linear model's inner loop.
+    /// A column with no null and nothing to refuse (the usual case) takes one loop that the
+    /// compiler vectorises; any other column goes through [`Self::numeric_values`] row by row.
+    /// Both compute each value the same way.
+    pub fn add_weighted(
+        &self,
+        col: &ArrayRef,
+        weight: f64,
+        sum: &mut [f64],
+        bad: &mut [Option<String>],
+    ) -> Result<()> {
+        if let FeatureTransform::Numeric { scale, .. } = self {
+            let values = to_f64(col)?;
+            let values = values.as_primitive::<Float64Type>();
+            if values.null_count() == 0 {
+                let (shift, divide) = scale.unwrap_or((0.0, 1.0));
+                let v = values.values();
+                // Finite after scaling means finite before; `x - 0.0` and `/ 1.0` are exact.
+                let clean = v
+                    .iter()
+                    .fold(true, |ok, &x| ok & ((x - shift) / divide).is_finite());
+                if clean {
+                    for (s, &x) in sum.iter_mut().zip(v.iter()) {
+                        *s += weight * ((x - shift) / divide);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.numeric_values(col, bad, |i, v| sum[i] += weight * v)
+    }
+
+    /// The category of each row of a categorical feature, as an index into the training
+    /// categories: `put(row, index)`. Returns how many values (or nulls) were not seen in
+    /// training; those rows get no call, and encode as all zeros.
+    pub fn category_indices(
+        &self,
+        col: &ArrayRef,
+        mut put: impl FnMut(usize, usize),
+    ) -> Result<u64> {
+        let FeatureTransform::Categorical { categories, .. } = self else {
+            bail!("'{}' is not a categorical feature", self.name());
+        };
+        let find = |v: Option<&str>| {
+            v.and_then(|v| categories.binary_search_by(|c| c.as_str().cmp(v)).ok())
+        };
+        let mut unknown = 0u64;
+        if let Some(dict) = col.as_any_dictionary_opt() {
+            // Look each dictionary value up once, then map the keys.
+            let values = cast(dict.values(), &DataType::Utf8)?;
+            let index: Vec<Option<usize>> = values.as_string::<i32>().iter().map(find).collect();
+            let keys = cast(dict.keys(), &DataType::UInt32)?;
+            for (i, k) in keys
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .iter()
+                .enumerate()
+            {
+                match k.and_then(|k| index.get(k as usize).copied().flatten()) {
+                    Some(j) => put(i, j),
+                    None => unknown += 1,
+                }
+            }
+            return Ok(unknown);
+        }
+        let s = cast(col, &DataType::Utf8)?;
+        // Runs of the same value are common: look a value up once per run.
+        let mut last: Option<(&str, Option<usize>)> = None;
+        for (i, v) in s.as_string::<i32>().iter().enumerate() {
+            let j = match (v, last) {
+                (Some(v), Some((l, j))) if l == v => j,
+                (Some(v), _) => {
+                    let j = find(Some(v));
+                    last = Some((v, j));
+                    j
+                }
+                (None, _) => None,
+            };
+            match j {
+                Some(j) => put(i, j),
+                None => unknown += 1,
+            }
+        }
+        Ok(unknown)
     }
 }
 

@@ -198,17 +198,26 @@ passthrough = {passthrough}
                 .map(Bytes::from),
             Site::S3 { bucket, .. } => {
                 let a = &bucket.admin;
-                a.runtime.block_on(async {
-                    let out = a
-                        .client
-                        .get_object()
-                        .bucket(&bucket.name)
-                        .key(key)
-                        .send()
-                        .await
-                        .ok()?;
-                    Some(out.body.collect().await.unwrap().into_bytes())
-                })
+                // s3s-fs replaces an object in place: a read racing a runner's put can see
+                // the new bytes under the old checksum. MinIO and AWS never do; read again.
+                for _ in 0..20 {
+                    let body = a.runtime.block_on(async {
+                        let out = a
+                            .client
+                            .get_object()
+                            .bucket(&bucket.name)
+                            .key(key)
+                            .send()
+                            .await
+                            .ok()?;
+                        Some(out.body.collect().await.map(|b| b.into_bytes()))
+                    })?;
+                    match body {
+                        Ok(bytes) => return Some(bytes),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                    }
+                }
+                panic!("s3://{}/{key} kept changing while it was read", bucket.name)
             }
         }
     }
