@@ -906,7 +906,7 @@ fn train(args: &TrainArgs) -> Result<ExitCode> {
         },
         holdout: args.holdout,
     };
-    // A forest of 100 trees on 100,000 rows takes minutes: say what is going on meanwhile.
+    // Training can take a while on large data: say what is going on meanwhile.
     eprintln!("training {} on {} ...", args.algorithm, args.data);
     let m = model::train(&registry, &req)
         .with_context(|| format!("training {} on {}", args.name, args.data))?;

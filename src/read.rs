@@ -2,12 +2,16 @@
 //! the projected columns, one row group at a time, decoded in record batches.
 //!
 //! A row group's projected chunks are fetched together (concurrently on S3), so memory is
-//! bounded by one row group's projected columns per worker, whatever the object's size.
+//! bounded by one row group's projected columns per worker, whatever the object's size. On a
+//! store behind a network, runs fetch row groups ahead of the workers decoding them
+//! ([`FetchAhead`]), a bounded number of them.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::RecordBatch;
@@ -157,13 +161,22 @@ impl ParquetObject {
         self.reader_meta.metadata().num_row_groups()
     }
 
-    /// Reads one row group, only `columns`, in batches of `batch_rows`.
+    /// Reads one row group, only `columns`, in batches of `batch_rows`: its column chunks are
+    /// fetched ([`Self::fetch_row_group`]), then checked and decoded ([`Self::decode_row_group`]).
     pub fn read_row_group(
         &self,
         row_group: usize,
         columns: &[String],
         batch_rows: usize,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+        let chunks = self.fetch_row_group(row_group, columns)?;
+        self.decode_row_group(chunks, batch_rows)
+    }
+
+    /// Fetches the column chunks of one row group, only `columns` (concurrently on S3). Nothing
+    /// is checked or decoded yet: that is [`Self::decode_row_group`], which may run on another
+    /// thread, later.
+    pub fn fetch_row_group(&self, row_group: usize, columns: &[String]) -> Result<RowGroupChunks> {
         let uri = self.uri();
         let schema_descr = self.reader_meta.metadata().file_metadata().schema_descr();
         let mut roots = Vec::with_capacity(columns.len());
@@ -186,6 +199,32 @@ impl ParquetObject {
             })
             .collect();
         let pieces = self.loc.store.get_ranges(&self.loc.key, &ranges)?;
+        Ok(RowGroupChunks {
+            row_group,
+            roots,
+            leaves,
+            ranges,
+            pieces,
+        })
+    }
+
+    /// Checks the pages of a row group's fetched column chunks and decodes them in batches of
+    /// `batch_rows`.
+    pub fn decode_row_group(
+        &self,
+        chunks: RowGroupChunks,
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+        let uri = self.uri();
+        let schema_descr = self.reader_meta.metadata().file_metadata().schema_descr();
+        let RowGroupChunks {
+            row_group,
+            roots,
+            leaves,
+            ranges,
+            pieces,
+        } = chunks;
+        let rg = self.reader_meta.metadata().row_group(row_group);
         for ((&leaf, piece), range) in leaves.iter().zip(&pieces).zip(&ranges) {
             let column = rg.column(leaf);
             let checked = check_pages(piece, column.uncompressed_size()).and_then(|delta| {
@@ -248,6 +287,162 @@ impl ParquetObject {
             }
         }
         Ok(out)
+    }
+}
+
+/// The projected column chunks of one row group of a [`ParquetObject`], fetched by
+/// [`ParquetObject::fetch_row_group`], neither checked nor decoded yet.
+#[derive(Debug)]
+pub struct RowGroupChunks {
+    row_group: usize,
+    roots: Vec<usize>,
+    leaves: Vec<usize>,
+    ranges: Vec<Range<u64>>,
+    pieces: Vec<Bytes>,
+}
+
+impl RowGroupChunks {
+    pub fn row_group(&self) -> usize {
+        self.row_group
+    }
+
+    /// The bytes fetched.
+    pub fn bytes(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+}
+
+/// How often a wait in [`FetchAhead`] looks at its caller's `stop` condition, which nobody
+/// notifies (the daemon's cancel flag is a plain flag).
+const FETCH_AHEAD_POLL: Duration = Duration::from_millis(20);
+
+/// Fetches units of work (the column chunks of row groups, on a store behind a network) in
+/// order, on fetcher threads of their own, ahead of the consumers that decode them: the network
+/// and the cores work at once, instead of each consumer's core waiting for its own fetch.
+///
+/// Consumers take units in order ([`FetchAhead::take`]). Fetchers start a unit only while it is
+/// fewer than `ahead` units past the last one a consumer asked for, so at most `ahead` units
+/// are fetched (or being fetched) and not taken: memory stays at about (consumers + `ahead`)
+/// units, however many there are. A failed fetch is that unit's result, for the consumer that
+/// takes it. Once stopped ([`FetchAhead::stop`], or a caller's `stop` condition seen true),
+/// fetchers start nothing more (a fetch in flight ends first) and consumers still waiting are
+/// answered `None`; a fetcher that dies does not leave consumers waiting either.
+pub struct FetchAhead<T> {
+    units: usize,
+    ahead: usize,
+    state: Mutex<AheadState<T>>,
+    changed: Condvar,
+}
+
+struct AheadState<T> {
+    /// One past the last unit a consumer asked for.
+    claimed: usize,
+    /// The next unit to fetch.
+    next: usize,
+    /// Units fetched and not taken yet.
+    ready: BTreeMap<usize, Result<T>>,
+    /// Fetchers that have not ended.
+    fetchers: usize,
+    stopped: bool,
+}
+
+impl<T> FetchAhead<T> {
+    /// For `units` units, at most `ahead` (at least 1) past the consumers, fetched by
+    /// `fetchers` threads that each run [`FetchAhead::fetch`].
+    pub fn new(units: usize, ahead: usize, fetchers: usize) -> Self {
+        Self {
+            units,
+            ahead: ahead.max(1),
+            state: Mutex::new(AheadState {
+                claimed: 0,
+                next: 0,
+                ready: BTreeMap::new(),
+                fetchers,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One fetcher, run on its own thread: fetches units in order with `fetch` until every unit
+    /// is fetched or fetching stops. `fetch` should not panic (a panic ends this fetcher, and
+    /// the unit it was fetching is never answered but with `None`).
+    pub fn fetch(&self, mut fetch: impl FnMut(usize) -> Result<T>, stop: impl Fn() -> bool) {
+        /// Counts the fetcher out however it ends, so no consumer waits on it.
+        struct Leaving<'a, T>(&'a FetchAhead<T>);
+        impl<T> Drop for Leaving<'_, T> {
+            fn drop(&mut self) {
+                self.0.lock().fetchers -= 1;
+                self.0.changed.notify_all();
+            }
+        }
+        let _leaving = Leaving(self);
+        loop {
+            let unit = {
+                let mut state = self.lock();
+                loop {
+                    if state.stopped || stop() {
+                        state.stopped = true;
+                        self.changed.notify_all();
+                        return;
+                    }
+                    if state.next >= self.units {
+                        return;
+                    }
+                    if state.next < state.claimed + self.ahead {
+                        break;
+                    }
+                    state = self
+                        .changed
+                        .wait_timeout(state, FETCH_AHEAD_POLL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                state.next += 1;
+                state.next - 1
+            };
+            let fetched = fetch(unit);
+            self.lock().ready.insert(unit, fetched);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Unit `unit`, once fetched (consumers take units in order, each once); `None` if fetching
+    /// stopped, or its fetchers ended, before it was fetched.
+    pub fn take(&self, unit: usize, stop: impl Fn() -> bool) -> Option<Result<T>> {
+        let mut state = self.lock();
+        if state.claimed <= unit {
+            state.claimed = unit + 1;
+            self.changed.notify_all();
+        }
+        loop {
+            if let Some(fetched) = state.ready.remove(&unit) {
+                return Some(fetched);
+            }
+            if state.stopped || stop() {
+                state.stopped = true;
+                self.changed.notify_all();
+                return None;
+            }
+            if state.fetchers == 0 {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, FETCH_AHEAD_POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops fetching: nothing more is started, and consumers waiting get `None`.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
     }
 }
 

@@ -28,7 +28,7 @@ use crate::failpoint;
 use crate::lease::{Lease, LeaseHeld, LeaseLost};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
-use crate::read::{check_schema, is_data_file, ParquetObject};
+use crate::read::{check_schema, is_data_file, FetchAhead, ParquetObject, RowGroupChunks};
 use crate::record::{
     DateState, InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus,
     StoredObject, SUCCESS_MARKER,
@@ -418,12 +418,43 @@ impl Run<'_> {
         }
         let next = AtomicUsize::new(0);
         let cancelled = AtomicBool::new(false);
+        let stopping = || cancelled.load(Ordering::SeqCst) || self.opts.cancelled();
+        // On a store behind a network, fetcher threads fetch units in order ahead of the
+        // workers (see `FetchAhead`), so a worker's core decodes while the next units download.
+        let (ahead, fetchers) = fetch_ahead_depth(&plan.input, threads);
+        let prefetch = (ahead > 0).then(|| FetchAhead::new(units.len(), ahead, fetchers));
         // One profile per worker, merged at the end: profiles are exact and order-free, and a
         // builder that sees many units fills its sample once instead of once a unit.
         let profiles: Mutex<Vec<ProfileBuilder>> = Mutex::new(Vec::new());
         let span = tracing::Span::current();
 
         let written = std::thread::scope(|scope| -> Result<Written> {
+            if let Some(prefetch) = &prefetch {
+                for _ in 0..fetchers {
+                    scope.spawn(|| {
+                        let _entered = span.enter();
+                        prefetch.fetch(
+                            |i| {
+                                let u = &units[i];
+                                let obj = &objects[u.object];
+                                // A panic is this unit's failure, like a worker's.
+                                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    fetch_unit(obj, u, &columns)
+                                }))
+                                .unwrap_or_else(|panic| {
+                                    Err(anyhow!(
+                                        "a thread panicked fetching row group {} of {}: {}",
+                                        u.row_group,
+                                        obj.uri(),
+                                        panic_message(&*panic)
+                                    ))
+                                })
+                            },
+                            stopping,
+                        )
+                    });
+                }
+            }
             for _ in 0..threads.min(units.len()) {
                 scope.spawn(|| {
                     let _entered = span.enter();
@@ -453,11 +484,19 @@ impl Run<'_> {
                         // A panic is this unit's failure, reported to the writer like an error;
                         // the worker goes on to the next unit (the writer stops the run).
                         let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            let chunks = match &prefetch {
+                                Some(prefetch) => match prefetch.take(i, stopping) {
+                                    Some(fetched) => fetched?,
+                                    // Stopped: the channel closes unfinished, as below.
+                                    None => return Ok(()),
+                                },
+                                None => fetch_unit(obj, u, &columns)?,
+                            };
                             score_unit(
                                 obj,
                                 &scorers[u.object],
                                 u,
-                                &columns,
+                                chunks,
                                 batch_rows,
                                 profile.as_mut().map(|p| (p, names[u.object].as_str())),
                                 &tx,
@@ -483,6 +522,9 @@ impl Run<'_> {
             let result = self.write_outputs(&objects, &scorers, &units, &names, receivers);
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
+                if let Some(prefetch) = &prefetch {
+                    prefetch.stop();
+                }
             }
             result
         })?;
@@ -812,18 +854,44 @@ impl Run<'_> {
     }
 }
 
+/// How many units fetcher threads fetch ahead of the workers, and how many fetchers: none
+/// for a store that does not gain from it (local files, read faster than decoded), else as
+/// many units ahead as there are workers (each worker finds its next unit fetched), by two
+/// fetchers (two units on their way at once, a few GETs each).
+fn fetch_ahead_depth(input: &Location, threads: usize) -> (usize, usize) {
+    match input.store.fetch_ahead() {
+        true => (threads, threads.min(2)),
+        false => (0, 0),
+    }
+}
+
+/// Fetches the column chunks of one unit.
+fn fetch_unit(obj: &ParquetObject, unit: &Unit, columns: &[String]) -> Result<RowGroupChunks> {
+    fetch_failpoint().with_context(|| format!("reading {}", obj.uri()))?;
+    obj.fetch_row_group(unit.row_group, columns)
+}
+
+/// `run::fetch`: fails a unit's fetch (as a failed read of its object would, the caller adds
+/// the object's name), or slows it (`sleep(ms)`).
+fn fetch_failpoint() -> Result<()> {
+    failpoint!("run::fetch");
+    Ok(())
+}
+
+/// Decodes and scores one unit from its fetched column chunks, sending the scored batches to
+/// the writer.
 fn score_unit(
     obj: &ParquetObject,
     scorer: &Scorer,
     unit: &Unit,
-    columns: &[String],
+    chunks: RowGroupChunks,
     batch_rows: usize,
     mut profile: Option<(&mut ProfileBuilder, &str)>,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let uri = obj.uri().to_string();
     let mut first_row = unit.first_row;
-    for batch in obj.read_row_group(unit.row_group, columns, batch_rows)? {
+    for batch in obj.decode_row_group(chunks, batch_rows)? {
         let batch = batch?;
         failpoint!("run::score-batch");
         let scored = scorer

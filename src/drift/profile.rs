@@ -136,9 +136,12 @@ struct BottomK {
 }
 
 impl BottomK {
-    /// Whether an item with this priority could get in (a cheap test before building it).
-    fn might_take(&self, priority: u64) -> bool {
-        self.threshold.is_none_or(|t| priority <= t.0)
+    /// Offers a value, after a cheap test: once the sample is full, few rows beat it.
+    #[inline]
+    fn consider(&mut self, priority: u64, value: f64) {
+        if self.threshold.is_none_or(|t| priority <= t.0) {
+            self.offer(priority, value);
+        }
     }
 
     fn offer(&mut self, priority: u64, value: f64) {
@@ -260,13 +263,27 @@ impl ColumnBuilder {
 
     /// A batch of a numeric column; `priorities[i]` is row i's sample priority. NaN and
     /// infinity are bad rows, not part of a distribution: skipped.
-    fn add_numbers(&mut self, values: &Float64Array, priorities: &[u64]) {
+    /// `candidates`, when given, are the only rows whose priority can get into the sample.
+    fn add_numbers(
+        &mut self,
+        values: &Float64Array,
+        priorities: &[u64],
+        candidates: Option<&[usize]>,
+    ) {
         self.nulls += values.null_count() as u64;
         let v = values.values();
         // A fold, not `all`: no early exit, so it vectorises.
         let all_finite = v.iter().fold(true, |ok, x| ok & x.is_finite());
         if values.null_count() == 0 && all_finite {
-            return self.add_finite(v, priorities);
+            self.add_stats(v);
+            let sample = &mut self.sample;
+            match candidates {
+                Some(rows) => rows
+                    .iter()
+                    .for_each(|&i| sample.consider(priorities[i], v[i])),
+                None => (0..v.len()).for_each(|i| sample.consider(priorities[i], v[i])),
+            }
+            return;
         }
         let keep: Vec<usize> = match values.nulls() {
             Some(nulls) => nulls
@@ -280,11 +297,19 @@ impl ColumnBuilder {
         self.add_finite(&kept, &kept_priorities);
     }
 
-    /// Finite values, each with its row's sample priority. One simple pass per statistic, so
-    /// that each loop pipelines: four running sums, and four histograms that are added at the
-    /// end (consecutive values often fall in the same bin, and one counter would wait on
-    /// itself).
+    /// Finite values, each with its row's sample priority.
     fn add_finite(&mut self, v: &[f64], priorities: &[u64]) {
+        self.add_stats(v);
+        for (&p, &x) in priorities.iter().zip(v) {
+            self.sample.consider(p, x);
+        }
+    }
+
+    /// Count, sums, extremes, histogram and value counts of finite values. One simple pass
+    /// per statistic, so that each loop pipelines: four running sums, and four histograms that
+    /// are added at the end (consecutive values often fall in the same bin, and one counter
+    /// would wait on itself).
+    fn add_stats(&mut self, v: &[f64]) {
         let mut sum = [0.0; 4];
         let mut sum_sq = [0.0; 4];
         let mut min = [self.min; 4];
@@ -315,22 +340,25 @@ impl ColumnBuilder {
             let binner = Binner::new(edges);
             let bins = self.hist.len();
             let mut hist = vec![0u64; 4 * bins];
+            let mut unsure = Vec::new();
             for (i, &x) in v.iter().enumerate() {
-                hist[(i & 3) * bins + binner.bin(x)] += 1;
+                let (k, sure) = binner.guess(x);
+                hist[(i & 3) * bins + k] += 1;
+                if !sure {
+                    unsure.push((k, x));
+                }
             }
             for (k, h) in self.hist.iter_mut().enumerate() {
                 *h += hist[k] + hist[bins + k] + hist[2 * bins + k] + hist[3 * bins + k];
+            }
+            for (k, x) in unsure {
+                self.hist[k] -= 1;
+                self.hist[bin(edges, x)] += 1;
             }
         }
         if self.plan.count_values && !self.values.overflowed {
             for &x in v {
                 self.count_number(x);
-            }
-        }
-        // Once the sample is full, few rows beat its threshold: test the priority first.
-        for (&p, &x) in priorities.iter().zip(v) {
-            if self.sample.might_take(p) {
-                self.sample.offer(p, x);
             }
         }
     }
@@ -510,8 +538,17 @@ impl ProfileBuilder {
     /// Adds a batch's feature columns (looked up by name).
     pub fn add_columns(&mut self, columns: &[(&str, &ArrayRef)], origin: RowOrigin) -> Result<()> {
         let rows = columns.first().map_or(0, |(_, a)| a.len());
-        // A row's sample priority is the same in every column: hashed once per row.
+        // A row's sample priority is the same in every column: hashed once per row. Once the
+        // samples are full, only rows under the highest threshold can get into any of them:
+        // listed once here, so each column looks at those rows only.
         let priorities: Vec<u64> = (0..rows).map(|i| origin.priority(i)).collect();
+        let highest = self.columns.iter().try_fold(0u64, |m, c| {
+            (c.plan.kind == FeatureKind::Categorical)
+                .then_some(m)
+                .or_else(|| c.sample.threshold.map(|t| m.max(t.0)))
+        });
+        let candidates: Option<Vec<usize>> =
+            highest.map(|h| (0..rows).filter(|&i| priorities[i] <= h).collect());
         for col in &mut self.columns {
             let Some((_, array)) = columns.iter().find(|(n, _)| *n == col.plan.name) else {
                 continue;
@@ -519,7 +556,11 @@ impl ProfileBuilder {
             match col.plan.kind {
                 FeatureKind::Numeric => {
                     let v = to_f64(array)?;
-                    col.add_numbers(v.as_primitive::<Float64Type>(), &priorities);
+                    col.add_numbers(
+                        v.as_primitive::<Float64Type>(),
+                        &priorities,
+                        candidates.as_deref(),
+                    );
                 }
                 FeatureKind::Categorical => {
                     let s = cast(array, &DataType::Utf8)?;
@@ -591,10 +632,9 @@ fn bin(edges: &[f64], v: f64) -> usize {
 
 /// [`bin`] in constant time for uniform edges (the reference's): the bin is the value's
 /// position in the range, times the bin count, rounded down. That is exact unless the value
-/// sits within rounding error of an edge; there (rarely), and for edges that are not uniform,
-/// it asks [`bin`] itself.
-struct Binner<'a> {
-    edges: &'a [f64],
+/// sits within rounding error of an inner edge; there (rarely), and for edges that are not
+/// uniform, the caller asks [`bin`] itself.
+struct Binner {
     first: f64,
     per_unit: f64,
     bins: f64,
@@ -602,8 +642,8 @@ struct Binner<'a> {
     tolerance: f64,
 }
 
-impl<'a> Binner<'a> {
-    fn new(edges: &'a [f64]) -> Self {
+impl Binner {
+    fn new(edges: &[f64]) -> Self {
         let bins = edges.len() - 1;
         let (first, last) = (edges[0], edges[bins]);
         let per_unit = bins as f64 / (last - first);
@@ -618,7 +658,6 @@ impl<'a> Binner<'a> {
         let magnitude = first.abs().max(last.abs());
         let tolerance = 1e-6 + 64.0 * f64::EPSILON * (magnitude * per_unit + bins as f64);
         Self {
-            edges,
             first,
             per_unit: if uniform { per_unit } else { f64::NAN },
             bins: bins as f64,
@@ -626,18 +665,18 @@ impl<'a> Binner<'a> {
         }
     }
 
+    /// The bin by arithmetic, and whether that is certainly [`bin`]'s answer: it is unless
+    /// the value is within rounding distance of an inner edge (or the edges are not uniform).
+    /// Values outside the range are clamped into the end bins, as [`bin`] does. No branch.
     #[inline]
-    fn bin(&self, v: f64) -> usize {
+    fn guess(&self, v: f64) -> (usize, bool) {
         let t = (v - self.first) * self.per_unit;
-        // Inside the range (false for NaN: edges not uniform) and clear of every edge.
-        if t > 0.0 && t < self.bins {
-            let k = t as i64; // truncation is floor here
-            let frac = t - k as f64;
-            if frac > self.tolerance && frac < 1.0 - self.tolerance {
-                return k as usize;
-            }
-        }
-        bin(self.edges, v)
+        // Truncation is floor for t >= 0; NaN (edges not uniform) gives 0.
+        let k = t.clamp(0.0, self.bins - 1.0) as i64;
+        let frac = t - k as f64;
+        let inner = (t > 0.5) & (t < self.bins - 0.5);
+        let near_edge = (frac < self.tolerance) | (frac > 1.0 - self.tolerance);
+        (k as usize, !(t.is_nan() | (inner & near_edge)))
     }
 }
 
@@ -695,54 +734,103 @@ mod tests {
             values.extend(edges.iter().map(|e| e.next_down()));
             values.extend((0..1000).map(|i| lo - 1.0 + (hi - lo + 2.0) * i as f64 / 999.0));
             values.extend([f64::MAX, f64::MIN, 1e300, -1e300]);
-            for v in values {
-                assert_eq!(b.bin(v), bin(edges, v), "{v} in {edges:?}");
+            let mut unsure = 0;
+            for v in &values {
+                match b.guess(*v) {
+                    (k, true) => assert_eq!(k, bin(edges, *v), "{v} in {edges:?}"),
+                    _ => unsure += 1,
+                }
+            }
+            // Uniform edges leave only the values at or next to an inner edge to the search.
+            let uniform = edges.len() != 4;
+            if uniform {
+                assert!(
+                    unsure <= 3 * edges.len(),
+                    "{unsure} of {} unsure",
+                    values.len()
+                );
+            } else {
+                assert_eq!(
+                    unsure,
+                    values.len(),
+                    "edges that are not uniform are searched"
+                );
             }
         }
     }
 
     #[test]
     fn profiles_do_not_depend_on_how_rows_are_split() {
-        let values: Vec<Option<f64>> = (0..30_000)
-            .map(|i| {
-                if i % 97 == 0 {
-                    None
-                } else {
-                    Some((i as f64 * 0.37).sin())
-                }
-            })
+        // x has nulls (the filtered path), y has none (the candidate-list path) and values
+        // exactly on its bin edges.
+        let x: Vec<Option<f64>> = (0..60_000)
+            .map(|i| (i % 97 != 0).then(|| (i as f64 * 0.37).sin()))
             .collect();
+        let y: Vec<Option<f64>> = (0..60_000).map(|i| Some(f64::from(i % 7) * 0.25)).collect();
         let plan = || {
-            vec![ColumnPlan {
-                name: "x".into(),
-                kind: FeatureKind::Numeric,
-                edges: Some(vec![-1.0, 0.0, 1.0]),
-                known_values: None,
-                count_values: true,
-            }]
+            vec![
+                ColumnPlan {
+                    name: "x".into(),
+                    kind: FeatureKind::Numeric,
+                    edges: Some(vec![-1.0, 0.0, 1.0]),
+                    known_values: None,
+                    count_values: true,
+                },
+                ColumnPlan {
+                    name: "y".into(),
+                    kind: FeatureKind::Numeric,
+                    edges: Some(reference_edges(0.0, 1.5, 1000)),
+                    known_values: None,
+                    count_values: false,
+                },
+            ]
+        };
+        let add = |b: &mut ProfileBuilder, from: usize, to: usize| {
+            let (xs, ys) = (numeric(x[from..to].to_vec()), numeric(y[from..to].to_vec()));
+            b.add_columns(&[("x", &xs), ("y", &ys)], RowOrigin::new("f", from as u64))
+                .unwrap();
         };
         let whole = {
             let mut b = ProfileBuilder::new(plan(), None);
-            b.add_columns(&[("x", &numeric(values.clone()))], RowOrigin::new("f", 0))
-                .unwrap();
+            add(&mut b, 0, x.len());
             b.finish()
         };
-        let mut split = ProfileBuilder::new(plan(), None);
-        for (k, chunk) in values.chunks(777).enumerate().rev() {
+        // Small batches, each its own builder, merged in reverse order.
+        let mut merged = ProfileBuilder::new(plan(), None);
+        for from in (0..x.len()).step_by(777).rev() {
             let mut b = ProfileBuilder::new(plan(), None);
-            b.add_columns(
-                &[("x", &numeric(chunk.to_vec()))],
-                RowOrigin::new("f", (k * 777) as u64),
-            )
-            .unwrap();
-            split.merge(b);
+            add(&mut b, from, (from + 777).min(x.len()));
+            merged.merge(b);
         }
-        let split = split.finish();
-        let (a, b) = (&whole.columns[0], &split.columns[0]);
-        assert_eq!(a.sample, b.sample);
-        assert_eq!(a.sample.len(), SAMPLE_SIZE);
-        assert_eq!(a.histogram, b.histogram);
-        assert_eq!((a.count, a.nulls), (b.count, b.nulls));
+        // Two workers, each one builder over every other batch of 4,096 (a run's pattern).
+        let mut workers = [
+            ProfileBuilder::new(plan(), None),
+            ProfileBuilder::new(plan(), None),
+        ];
+        for (k, from) in (0..x.len()).step_by(4096).enumerate() {
+            add(&mut workers[k % 2], from, (from + 4096).min(x.len()));
+        }
+        let [mut w0, w1] = workers;
+        w0.merge(w1);
+        for other in [merged.finish(), w0.finish()] {
+            for (a, b) in whole.columns.iter().zip(&other.columns) {
+                assert_eq!(a.sample, b.sample, "{}", a.name);
+                assert_eq!(a.sample.len(), SAMPLE_SIZE);
+                assert_eq!(a.histogram, b.histogram, "{}", a.name);
+                assert_eq!((a.count, a.nulls), (b.count, b.nulls));
+                assert_eq!((a.min, a.max), (b.min, b.max));
+            }
+        }
+        // The histogram of y counts the edge values as numpy does.
+        let h = whole.columns[1].histogram.as_ref().unwrap();
+        let want: Vec<u64> = {
+            let mut c = vec![0; h.counts.len()];
+            for v in y.iter().flatten() {
+                c[bin(&h.edges, *v)] += 1;
+            }
+            c
+        };
+        assert_eq!(h.counts, want);
     }
 
     #[test]

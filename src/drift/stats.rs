@@ -314,10 +314,20 @@ pub fn wasserstein_distance(u: &[f64], v: &[f64]) -> f64 {
     }
     let (u, v) = (sorted(u), sorted(v));
     let (nu, nv) = (u.len() as f64, v.len() as f64);
+    // The pooled values in order: a merge of the two sorted samples.
     let mut all = Vec::with_capacity(u.len() + v.len());
-    all.extend_from_slice(&u);
-    all.extend_from_slice(&v);
-    all.sort_unstable_by(f64::total_cmp);
+    let (mut a, mut b) = (u.iter().peekable(), v.iter().peekable());
+    while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+        if x.total_cmp(&y).is_le() {
+            all.push(x);
+            a.next();
+        } else {
+            all.push(y);
+            b.next();
+        }
+    }
+    all.extend(a);
+    all.extend(b);
 
     let (mut i, mut j) = (0usize, 0usize);
     let mut total = 0.0;

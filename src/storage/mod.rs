@@ -138,6 +138,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn get(&self, key: &str) -> Result<Bytes>;
     /// Byte ranges of one object, fetched concurrently where the store allows.
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>>;
+    /// Whether readers should fetch ahead of decoding: true for a store behind a network,
+    /// where a fetch waits on the network while a core could decode. Local files are read
+    /// faster than they are decoded, and fetching them ahead only costs memory.
+    fn fetch_ahead(&self) -> bool {
+        false
+    }
     /// Size and time of one object, `None` if missing.
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
     /// Writes a whole object, replacing any old one atomically.

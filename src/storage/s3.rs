@@ -88,6 +88,11 @@ const MAX_PARTS: i32 = 10_000;
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// Ranged GETs in flight for one `get_ranges` call.
 const MAX_RANGES_IN_FLIGHT: usize = 8;
+/// Adjacent ranges asked for in one `get_ranges` call are fetched in GETs of up to this many
+/// bytes: fewer requests than one per column chunk (about 1 MiB each in a typical row group),
+/// while a row group still comes in several GETs at once. Measured on the S3 test server:
+/// faster than a GET per column chunk, and than GETs of 8 MiB or of a whole row group.
+const MAX_MERGED_RANGE: u64 = 4 << 20;
 
 /// Why an S3 request failed, for callers that branch. Missing objects are reported as
 /// [`StorageError::NotFound`] instead, like every store does.
@@ -411,11 +416,15 @@ async fn read_body(
     size: usize,
     inactivity: Duration,
 ) -> std::result::Result<Bytes, String> {
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // A body of one chunk is kept as it came; one of more is copied into place chunk by chunk
+    // as they come (into a buffer of the announced size), so a large body is never held twice,
+    // as its chunks and their concatenation, at its end.
+    let mut first: Option<Bytes> = None;
+    let mut whole: Vec<u8> = Vec::new();
     loop {
         match tokio::time::timeout(inactivity, body.next()).await {
             Err(_) => {
-                let got: usize = chunks.iter().map(Bytes::len).sum();
+                let got = whole.len() + first.as_ref().map_or(0, Bytes::len);
                 let of = if size > 0 {
                     format!(" of {size}")
                 } else {
@@ -427,18 +436,22 @@ async fn read_body(
                 ));
             }
             Ok(None) => break,
-            Ok(Some(Ok(chunk))) => chunks.push(chunk),
+            Ok(Some(Ok(chunk))) => match first.take() {
+                None if whole.is_empty() => first = Some(chunk),
+                None => whole.extend_from_slice(&chunk),
+                Some(earlier) => {
+                    whole.reserve_exact(size.max(earlier.len() + chunk.len()));
+                    whole.extend_from_slice(&earlier);
+                    whole.extend_from_slice(&chunk);
+                }
+            },
             Ok(Some(Err(e))) => return Err(source_chain(&e)),
         }
     }
-    if chunks.len() == 1 {
-        return Ok(chunks.pop().expect("one chunk"));
-    }
-    let mut out = Vec::with_capacity(size.max(chunks.iter().map(Bytes::len).sum()));
-    for chunk in chunks {
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(whole),
+    })
 }
 
 /// "10s", "1500ms": as durations are written in the settings.
@@ -645,6 +658,27 @@ impl S3Storage {
     }
 }
 
+/// Groups ranges into requests: runs of adjacent, non-empty ranges, each run at most `limit`
+/// bytes (a longer range is a request of its own). Each request is its byte range and the
+/// indices of the ranges it covers, in order; invalid and empty ranges are requests of their
+/// own.
+fn coalesce(ranges: &[Range<u64>], limit: u64) -> Vec<(Range<u64>, Vec<usize>)> {
+    let mut out: Vec<(Range<u64>, Vec<usize>)> = Vec::new();
+    for (i, r) in ranges.iter().enumerate() {
+        let mergeable = r.start < r.end;
+        if let Some((last, members)) = out.last_mut() {
+            let last_ok = last.start < last.end;
+            if mergeable && last_ok && last.end == r.start && r.end - last.start <= limit {
+                last.end = r.end;
+                members.push(i);
+                continue;
+            }
+        }
+        out.push((r.clone(), vec![i]));
+    }
+    out
+}
+
 /// A 501: the server does not implement the operation.
 fn is_not_implemented<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     err.code() == Some("NotImplemented")
@@ -661,10 +695,13 @@ impl Storage for S3Storage {
             .with_context(|| format!("reading {}", self.s3_uri(key)))
     }
 
+    /// Adjacent ranges (the column chunks of a row group usually are) are fetched together,
+    /// in GETs of up to [`MAX_MERGED_RANGE`] bytes.
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let requests = coalesce(ranges, MAX_MERGED_RANGE);
         let fetched: Result<Vec<Bytes>> = self.block_on(
-            stream::iter(ranges)
-                .map(|r| async move {
+            stream::iter(&requests)
+                .map(|(r, _)| async move {
                     if r.start > r.end {
                         bail!("invalid byte range {}..{}", r.start, r.end);
                     }
@@ -686,7 +723,21 @@ impl Storage for S3Storage {
                 .buffered(MAX_RANGES_IN_FLIGHT)
                 .try_collect(),
         );
-        fetched.with_context(|| format!("reading {}", self.s3_uri(key)))
+        let fetched = fetched.with_context(|| format!("reading {}", self.s3_uri(key)))?;
+        // Each range, cut out of its request's bytes (no copy).
+        let mut out = Vec::with_capacity(ranges.len());
+        for ((request, members), bytes) in requests.iter().zip(fetched) {
+            for &i in members {
+                let r = &ranges[i];
+                let at = (r.start - request.start) as usize;
+                out.push(bytes.slice(at..at + (r.end - r.start) as usize));
+            }
+        }
+        Ok(out)
+    }
+
+    fn fetch_ahead(&self) -> bool {
+        true
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -1272,6 +1323,31 @@ mod tests {
     fn http_ranges_are_inclusive() {
         assert_eq!(range_header(&(0..10)), "bytes=0-9");
         assert_eq!(range_header(&(5..6)), "bytes=5-5");
+    }
+
+    #[test]
+    #[allow(clippy::reversed_empty_ranges)] // an invalid range stays a request of its own
+    fn adjacent_ranges_are_fetched_together_up_to_the_limit() {
+        let ranges = [0..3, 3..5, 5..9, 9..9, 9..12, 20..22, 22..40, 40..41, 7..2];
+        let got = coalesce(&ranges, 10);
+        assert_eq!(
+            got,
+            vec![
+                (0..9, vec![0, 1, 2]),
+                (9..9, vec![3]),
+                (9..12, vec![4]),
+                (20..22, vec![5]),
+                (22..40, vec![6]),
+                (40..41, vec![7]),
+                (7..2, vec![8]),
+            ]
+        );
+        // Without a limit to speak of, every run of adjacent ranges is one request.
+        assert_eq!(
+            coalesce(&[0..1, 1..2, 2..3], 1 << 30),
+            vec![(0..3, vec![0, 1, 2])]
+        );
+        assert_eq!(coalesce(&[], 10), Vec::new());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod finite_scores;
 mod fuzz;
 mod integrity;
 mod pipeline;
+mod prefetch;
 mod s3;
 mod security;
 mod storage_integrity;
