@@ -369,14 +369,21 @@ impl<T> FetchAhead<T> {
     }
 
     /// One fetcher, run on its own thread: fetches units in order with `fetch` until every unit
-    /// is fetched or fetching stops. `fetch` should not panic (a panic ends this fetcher, and
-    /// the unit it was fetching is never answered but with `None`).
+    /// is fetched or fetching stops. `fetch` should not panic: a panic ends this fetcher and
+    /// stops all fetching, so every consumer still waiting is answered `None`.
     pub fn fetch(&self, mut fetch: impl FnMut(usize) -> Result<T>, stop: impl Fn() -> bool) {
         /// Counts the fetcher out however it ends, so no consumer waits on it.
         struct Leaving<'a, T>(&'a FetchAhead<T>);
         impl<T> Drop for Leaving<'_, T> {
             fn drop(&mut self) {
-                self.0.lock().fetchers -= 1;
+                let mut state = self.0.lock();
+                state.fetchers -= 1;
+                // A fetcher that panicked leaves its unit unfetched while the others may go
+                // on: stop them all, so the consumer of that unit is answered (found in review).
+                if std::thread::panicking() {
+                    state.stopped = true;
+                }
+                drop(state);
                 self.0.changed.notify_all();
             }
         }
@@ -1031,6 +1038,33 @@ pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in review: with two fetchers, one panicking on a unit left its consumer waiting
+    /// for ever while the other fetcher lived on.
+    #[test]
+    fn a_fetcher_that_panics_answers_the_waiting_consumer() {
+        let ahead: FetchAhead<u32> = FetchAhead::new(10, 4, 2);
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ahead.fetch(
+                            |unit| {
+                                if unit == 0 {
+                                    panic!("fetching unit 0");
+                                }
+                                Ok(unit as u32)
+                            },
+                            || false,
+                        )
+                    }));
+                });
+            }
+            assert!(ahead.take(0, || false).is_none());
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 
     #[test]
     fn data_files_skip_hidden_and_markers() {

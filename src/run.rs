@@ -3,7 +3,8 @@
 //! Worker threads each take a unit of work (one row group of one input object), read it in
 //! batches and score them; the calling thread writes the outputs in input order. Each unit
 //! has a small bounded channel, so memory stays at about (threads x (one row group's projected
-//! column chunks + a few batches)), however large the partition.
+//! column chunks + a few batches)), however large the partition. On S3 the row groups are
+//! fetched up to `threads` units ahead of the workers: twice the row groups, still bounded.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;

@@ -5,7 +5,10 @@
 //! current profile is accumulated while a run scores (no second read of the data). Everything
 //! that feeds a drift statistic is exact and order-free: counts, histogram counts on the
 //! reference's fixed bin edges, category counts, and a bottom-k sample chosen by a hash of
-//! each row's position (the same rows whatever the batch size or thread count).
+//! each row's position (the same rows whatever the batch size or thread count). The mean and
+//! standard deviation are sums in floating point, added in the order the worker threads happen
+//! to take the row groups: they can differ in their last bits between reruns. No drift
+//! statistic uses them.
 
 use std::collections::BTreeMap;
 
@@ -320,8 +323,8 @@ impl ColumnBuilder {
             for k in 0..4 {
                 sum[k] += c[k];
                 sum_sq[k] += c[k] * c[k];
-                min[k] = if c[k] < min[k] { c[k] } else { min[k] };
-                max[k] = if c[k] > max[k] { c[k] } else { max[k] };
+                min[k] = min[k].min(c[k]);
+                max[k] = max[k].max(c[k]);
             }
         }
         for &x in rest {
@@ -364,7 +367,7 @@ impl ColumnBuilder {
     }
 
     /// A batch of a categorical column: counted per distinct value of the batch (few, as a
-    /// rule), then added to the column's counts.
+    /// rule, else 64 at a time), then added to the column's counts in the order first seen.
     fn add_strings(&mut self, values: &StringArray) {
         let mut batch: Vec<(&str, u64)> = Vec::new();
         for v in values {
@@ -375,8 +378,16 @@ impl ColumnBuilder {
             self.count += 1;
             match batch.iter().position(|(k, _)| *k == v) {
                 Some(j) => batch[j].1 += 1,
-                None if batch.len() < 64 => batch.push((v, 1)),
-                None => self.count_value(v, 1),
+                None => {
+                    if batch.len() == 64 {
+                        // Counted in the order first seen, so a capped column keeps the same
+                        // categories as counting row by row (found in review).
+                        for (k, c) in batch.drain(..) {
+                            self.count_value(k, c);
+                        }
+                    }
+                    batch.push((v, 1));
+                }
             }
         }
         for (v, c) in batch {
@@ -831,6 +842,29 @@ mod tests {
             c
         };
         assert_eq!(h.counts, want);
+    }
+
+    /// Found in review: holding a batch's first 64 values back let later ones take the cap.
+    #[test]
+    fn a_capped_category_column_keeps_the_first_categories_seen() {
+        let plan = ColumnPlan {
+            name: "c".into(),
+            kind: FeatureKind::Categorical,
+            edges: None,
+            known_values: None,
+            count_values: true,
+        };
+        let mut b = ProfileBuilder::new(vec![plan], None);
+        let values: Vec<String> = (0..1100).map(|i| format!("c{i:04}")).collect();
+        let arr: ArrayRef = Arc::new(StringArray::from_iter_values(&values));
+        b.add_columns(&[("c", &arr)], RowOrigin::new("f", 0))
+            .unwrap();
+        let c = &b.finish().columns[0];
+        assert_eq!(c.values.counts.len(), MAX_CATEGORIES);
+        assert!(c.values.counts.contains_key("c0000"));
+        assert!(c.values.counts.contains_key("c0999"));
+        assert!(!c.values.counts.contains_key("c1000"));
+        assert_eq!(c.values.other, 100);
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub enum Algorithm {
     /// No model: every row gets the training prior (the positive class's share for binary
     /// targets, the most frequent class's otherwise), as scikit-learn's `DummyClassifier(strategy=
     /// "prior")`. A baseline to compare a model with, and the benchmark's I/O floor: it reads
-    /// the same columns and writes the same outputs, with no arithmetic in between.
+    /// the same columns and writes the same outputs, with no arithmetic in between. It reads
+    /// no feature value, so no row is bad for it: NaN or null features are scored, not
+    /// quarantined.
     Prior,
 }
 
@@ -214,6 +216,27 @@ impl Estimator {
             Self::Linear { model } => Some((model.intercept(), model.params(), Link::Identity)),
             _ => None,
         }
+    }
+
+    /// Checks that a loaded estimator fits its manifest: as many inputs as the preprocessing
+    /// makes (`width`), as many classes as there are labels. A mismatched or tampered artifact
+    /// is refused when it is loaded, not scored with some inputs or classes ignored.
+    pub fn check_shape(&self, width: usize, n_classes: usize) -> Result<()> {
+        let (inputs, classes) = match self {
+            Self::Logistic { model } => (model.params().len(), 2),
+            Self::Linear { model } => (model.params().len(), 0),
+            Self::RandomForest(RandomForestModel::Forest { forest }) => {
+                (forest.data().n_features, forest.n_classes().max(2))
+            }
+            _ => return Ok(()),
+        };
+        if inputs != width {
+            bail!("the model takes {inputs} inputs, but its preprocessing makes {width}");
+        }
+        if classes != n_classes {
+            bail!("the model has {classes} classes, but its manifest lists {n_classes}");
+        }
+        Ok(())
     }
 
     /// Scores rows. `n_classes` is the number of class labels (0 for regressors).
@@ -511,6 +534,28 @@ mod tests {
         // A squared distance that overflows leaves no likelihood at all: NaN, for scoring to
         // quarantine.
         assert!(est.predict(array![[1e200, 0.0]].view(), 2).score[0].is_nan());
+    }
+
+    /// Found in review: an artifact with more or fewer inputs or classes than its manifest
+    /// was scored with some of them ignored. It is refused at load now.
+    #[test]
+    fn an_estimator_that_does_not_fit_its_manifest_is_refused() {
+        let x = array![[0., 1.], [1., 0.], [0., 0.], [1., 1.]];
+        let targets = || Targets::Classes {
+            y: array![0, 1, 0, 1],
+            n_classes: 2,
+        };
+        for algorithm in [Algorithm::Logistic, Algorithm::RandomForest] {
+            let est = Estimator::fit(algorithm, x.clone(), targets(), &Default::default()).unwrap();
+            assert!(est.check_shape(2, 2).is_ok(), "{algorithm}");
+            let e = est.check_shape(3, 2).unwrap_err().to_string();
+            assert!(
+                e.contains("takes 2 inputs, but its preprocessing makes 3"),
+                "{e}"
+            );
+            let e = est.check_shape(2, 3).unwrap_err().to_string();
+            assert!(e.contains("has 2 classes, but its manifest lists 3"), "{e}");
+        }
     }
 
     #[test]

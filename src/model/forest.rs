@@ -213,6 +213,9 @@ impl TryFrom<ForestData> for Forest {
         }
         let k = data.n_classes;
         for (t, tree) in data.trees.iter().enumerate() {
+            // Each node but the root has exactly one parent: a tree, not a graph whose shared
+            // nodes would compile into an exponential expansion deeper than `depth` says.
+            let mut has_parent = vec![false; tree.len()];
             let n = tree.len();
             let bad = |what: &str| Err(format!("random forest: tree {t}: {what}"));
             if n == 0 {
@@ -231,10 +234,21 @@ impl TryFrom<ForestData> for Forest {
             for i in 0..n {
                 let (l, r) = (tree.left[i] as usize, tree.right[i] as usize);
                 if l == 0 && r == 0 {
+                    if tree.value[i * k..(i + 1) * k]
+                        .iter()
+                        .any(|v| !(0.0..=1.0).contains(v))
+                    {
+                        return bad(&format!("leaf {i} has a proportion outside [0, 1]"));
+                    }
                     continue;
                 }
-                if l <= i || r <= i || l >= n || r >= n {
+                if l <= i || r <= i || l >= n || r >= n || l == r {
                     return bad(&format!("node {i} has children {l} and {r}"));
+                }
+                for c in [l, r] {
+                    if std::mem::replace(&mut has_parent[c], true) {
+                        return bad(&format!("node {c} has two parents"));
+                    }
                 }
                 if tree.feature[i] as usize >= data.n_features {
                     return bad(&format!("node {i} tests feature {}", tree.feature[i]));
@@ -1303,5 +1317,20 @@ mod tests {
             r#"{"n_features":1,"n_classes":2,"trees":[{"feature":[1,0],"threshold":[0,0],"left":[1,0],"right":[1,0],"value":[0,0,1,0]}]}"#
         )
         .is_err());
+        // Shared children (a graph, found in review: it passed, then the compiled walk stopped
+        // on an inner node, and a chain of them compiles to 2^n nodes).
+        let shared = tree(
+            vec![1, 2, 4, 4, 8, 0, 0, 0, 0, 0],
+            vec![3, 5, 6, 7, 9, 0, 0, 0, 0, 0],
+            vec![0; 10],
+        );
+        let e = Forest::try_from(data(shared)).unwrap_err();
+        assert!(e.contains("node 4 has two parents"), "{e}");
+        let chain = tree(vec![1, 2, 0], vec![1, 2, 0], vec![0; 3]);
+        assert!(Forest::try_from(data(chain)).is_err());
+        // A leaf whose proportion is not one.
+        let mut t = tree(vec![1, 0, 0], vec![2, 0, 0], vec![1, 0, 0]);
+        t.value[2] = 7.0;
+        assert!(Forest::try_from(data(t)).is_err());
     }
 }

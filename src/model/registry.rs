@@ -236,8 +236,11 @@ impl Registry {
                 manifest.artifact_sha256
             );
         }
-        let estimator = serde_json::from_slice(&bytes)
+        let estimator: Estimator = serde_json::from_slice(&bytes)
             .with_context(|| format!("decoding model artifact {}", loc.uri()))?;
+        estimator
+            .check_shape(manifest.preprocessing.width(), manifest.classes.len())
+            .with_context(|| format!("model {model}: artifact {}", loc.uri()))?;
         Ok(LoadedModel {
             manifest,
             estimator,
