@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use nightshift::storage::{self, S3Storage, Storage, MIN_PART_SIZE};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -112,32 +111,11 @@ passthrough = ["id"]
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
-        let a = &self.bucket.admin;
-        a.runtime
-            .block_on(
-                a.client
-                    .put_object()
-                    .bucket(&self.bucket.name)
-                    .key(key)
-                    .body(ByteStream::from(bytes))
-                    .send(),
-            )
-            .unwrap();
+        self.bucket.put(key, bytes);
     }
 
     fn get(&self, key: &str) -> Option<Bytes> {
-        let a = &self.bucket.admin;
-        a.runtime.block_on(async {
-            let out = a
-                .client
-                .get_object()
-                .bucket(&self.bucket.name)
-                .key(key)
-                .send()
-                .await
-                .ok()?;
-            Some(out.body.collect().await.unwrap().into_bytes())
-        })
+        self.bucket.get(key)
     }
 
     /// Every object under a prefix, relative to it, with its size and ETag.

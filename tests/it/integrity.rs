@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
@@ -157,19 +156,7 @@ passthrough = {passthrough}
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                 std::fs::write(p, bytes).unwrap();
             }
-            Site::S3 { bucket, .. } => {
-                let a = &bucket.admin;
-                a.runtime
-                    .block_on(
-                        a.client
-                            .put_object()
-                            .bucket(&bucket.name)
-                            .key(key)
-                            .body(ByteStream::from(bytes))
-                            .send(),
-                    )
-                    .unwrap();
-            }
+            Site::S3 { bucket, .. } => bucket.put(key, bytes),
         }
     }
 
@@ -196,29 +183,7 @@ passthrough = {passthrough}
             Site::Local(env) => std::fs::read(env.path(&format!("out/{key}")))
                 .ok()
                 .map(Bytes::from),
-            Site::S3 { bucket, .. } => {
-                let a = &bucket.admin;
-                // s3s-fs replaces an object in place: a read racing a runner's put can see
-                // the new bytes under the old checksum. MinIO and AWS never do; read again.
-                for _ in 0..20 {
-                    let body = a.runtime.block_on(async {
-                        let out = a
-                            .client
-                            .get_object()
-                            .bucket(&bucket.name)
-                            .key(key)
-                            .send()
-                            .await
-                            .ok()?;
-                        Some(out.body.collect().await.map(|b| b.into_bytes()))
-                    })?;
-                    match body {
-                        Ok(bytes) => return Some(bytes),
-                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-                    }
-                }
-                panic!("s3://{}/{key} kept changing while it was read", bucket.name)
-            }
+            Site::S3 { bucket, .. } => bucket.get(key),
         }
     }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
-use aws_sdk_s3::primitives::ByteStream;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -112,32 +111,11 @@ passthrough = ["id"]
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
-        let a = &self.bucket.admin;
-        a.runtime
-            .block_on(
-                a.client
-                    .put_object()
-                    .bucket(&self.bucket.name)
-                    .key(key)
-                    .body(ByteStream::from(bytes))
-                    .send(),
-            )
-            .unwrap();
+        self.bucket.put(key, bytes);
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let a = &self.bucket.admin;
-        a.runtime.block_on(async {
-            let got = a
-                .client
-                .get_object()
-                .bucket(&self.bucket.name)
-                .key(key)
-                .send()
-                .await
-                .ok()?;
-            Some(got.body.collect().await.ok()?.into_bytes().to_vec())
-        })
+        self.bucket.get(key).map(|b| b.to_vec())
     }
 
     fn list(&self, prefix: &str) -> Vec<String> {

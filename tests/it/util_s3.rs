@@ -288,6 +288,46 @@ impl TestBucket {
     pub fn uri(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.name)
     }
+
+    /// Writes an object directly, as another tool would.
+    pub fn put(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        let a = &self.admin;
+        a.runtime
+            .block_on(
+                a.client
+                    .put_object()
+                    .bucket(&self.name)
+                    .key(key)
+                    .body(aws_sdk_s3::primitives::ByteStream::from(bytes.into()))
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// Reads an object directly; `None` if it is not there.
+    pub fn get(&self, key: &str) -> Option<bytes::Bytes> {
+        let a = &self.admin;
+        // s3s-fs replaces an object in place: a read racing a runner's put can see the new
+        // bytes under the old checksum. MinIO and AWS never do; read again.
+        for _ in 0..20 {
+            let body = a.runtime.block_on(async {
+                let out = a
+                    .client
+                    .get_object()
+                    .bucket(&self.name)
+                    .key(key)
+                    .send()
+                    .await
+                    .ok()?;
+                Some(out.body.collect().await.map(|b| b.into_bytes()))
+            })?;
+            match body {
+                Ok(bytes) => return Some(bytes),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        panic!("s3://{}/{key} kept changing while it was read", self.name)
+    }
 }
 
 impl Drop for TestBucket {
