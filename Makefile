@@ -1,4 +1,4 @@
-# Developer entry points. `make test` is exactly what CI runs (.ci/run).
+# Developer entry points. CI (.ci/run) runs `make lint test`: the linters, then the suite (`make test` runs the linters first too).
 
 .PHONY: demo test build lint fixtures bench bench-kernels clean fuzz
 
