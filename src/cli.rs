@@ -8,10 +8,11 @@ use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backfill::{self, DateOutcome, DatePlan, Reprocess};
-use crate::config::{self, Config, ModelRef};
+use crate::config::{self, Config};
 use crate::model::{self, Algorithm, Hyperparameters, ModelManifest, Registry, TrainRequest};
 use crate::record::RunRecord;
 use crate::run::{run_job, RunOptions};
+use crate::schema::ModelRef;
 use crate::storage::{Stores, Uri};
 
 /// Scheduled batch scoring of machine-learning models over Parquet.
@@ -404,7 +405,7 @@ fn daemon(args: DaemonArgs) -> Result<ExitCode> {
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
-    let stores = Stores::new(&cfg.settings)?;
+    let stores = Stores::new(cfg.settings.s3.clone());
     let shard = match args.shard.index()? {
         None => None,
         Some((index, count)) => {
@@ -444,7 +445,7 @@ fn backfill(args: &BackfillArgs) -> Result<ExitCode> {
     }
     let cfg = load_config(&args.jobs)?;
     let job = cfg.job(&args.job)?;
-    let stores = Stores::new(&cfg.settings)?;
+    let stores = Stores::new(cfg.settings.s3.clone());
     let mut range = backfill::dates(args.from, args.to);
     if let Some((index, count)) = args.shard.index()? {
         range = range
@@ -558,7 +559,7 @@ fn run_history(jobs: &std::path::Path) -> Result<crate::record::RunHistory> {
             jobs.display()
         )
     })?;
-    let stores = Stores::new(&settings)?;
+    let stores = Stores::new(settings.s3.clone());
     Ok(crate::record::RunHistory::new(
         stores.locate(&settings.state)?,
     ))
@@ -876,7 +877,7 @@ fn registry(args: &RegistryArgs) -> Result<(Registry, Stores)> {
         Some(r) => Uri::parse(r)?,
         None => settings.registry.clone(),
     };
-    let stores = Stores::new(&settings)?;
+    let stores = Stores::new(settings.s3.clone());
     Ok((Registry::new(stores.locate(&uri)?), stores))
 }
 
@@ -1024,7 +1025,7 @@ fn show_model(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
 fn reports_for(job: &str, jobs: &PathBuf) -> Result<(Config, Stores, crate::storage::Location)> {
     let cfg = load_config(jobs)?;
     cfg.job(job)?;
-    let stores = Stores::new(&cfg.settings)?;
+    let stores = Stores::new(cfg.settings.s3.clone());
     let reports = stores.locate(&cfg.settings.reports)?;
     Ok((cfg, stores, reports))
 }
@@ -1139,7 +1140,7 @@ fn drift_show(
             .profile(&manifest)?
             .context("the model version has no reference profile")?;
         let loc = report::profile_location(&reports, job, date);
-        let current: crate::drift::profile::DatasetProfile =
+        let current: crate::profile::DatasetProfile =
             serde_json::from_slice(&loc.store.get(&loc.key)?)
                 .with_context(|| format!("reading {}", loc.uri()))?;
         let rows = crate::drift::report::rows_of(&df)?;

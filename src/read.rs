@@ -27,7 +27,7 @@ use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, ParquetMetaD
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 
-use crate::model::{FeatureKind, SignatureField};
+use crate::schema::{FeatureKind, SignatureField};
 use crate::storage::{Location, ObjectMeta, StorageError, Uri};
 
 /// How much of an object's end to fetch for its footer in one request.

@@ -79,7 +79,7 @@ pub struct RunManifest {
     pub drift: Option<DriftSummary>,
     /// For a date scored by a sharded run: how many shards, and their run key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<crate::shard::ShardSet>,
+    pub shards: Option<ShardSet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +143,7 @@ pub struct RunRecord {
     pub leftovers_removed: u64,
     /// The shard this run scored, for a sharded run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<Shard>,
 }
 
 impl RunRecord {
@@ -315,7 +315,7 @@ impl RunHistory {
     /// down to that run; the latest run of every date whose latest run was aborted (known from
     /// the markers); and, if none of those succeeded, older records until one that did (at
     /// most [`MAX_SUCCESS_SEARCH`] more), for the last-success metric. So
-    /// [`crate::daemon::timetable::missed_dates`] sees the latest date done, every date whose
+    /// the daemon's catch-up (`missed_dates`) sees the latest date done, every date whose
     /// latest run was aborted, and for every date it sees, that date's latest run.
     ///
     /// (Aborted runs recorded by versions without markers are found among the `n` newest.)
@@ -417,4 +417,22 @@ fn listed(dir: &Location, suffix: &str) -> Result<Vec<RecordKey>> {
             })
         })
         .collect())
+}
+
+// The types of a sharded run as records hold them; `shard` splits and commits the work.
+
+/// This process's share of a sharded run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+    /// Shared by all shards of one sharded run.
+    pub run: String,
+}
+
+/// In a sharded date's `_SUCCESS`: how many shards, and their run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSet {
+    pub count: u32,
+    pub run: String,
 }

@@ -22,13 +22,13 @@ use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::Float64Type;
 
 use crate::config::{JobSpec, Settings};
-use crate::drift::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::drift::report::{self, ReportContext};
 use crate::drift::{self, DriftSummary};
 use crate::failpoint;
 use crate::lease::{Lease, LeaseHeld, LeaseLost};
 use crate::model::{LoadedModel, Registry};
 use crate::plan::PartitionPlan;
+use crate::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::read::{check_schema, is_data_file, FetchAhead, ParquetObject, RowGroupChunks};
 use crate::record::{
     DateState, InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus,

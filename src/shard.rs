@@ -12,20 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::record::{RunManifest, SUCCESS_MARKER};
+pub use crate::record::{Shard, ShardSet};
 use crate::storage::{is_not_found, Location};
-
-/// This process's share of a sharded run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-    /// Shared by all shards of one sharded run.
-    pub run: String,
-}
 
 impl Shard {
     pub fn new(index: u32, count: u32, run: String) -> Result<Self> {
@@ -163,13 +154,6 @@ pub fn complete(
         Bytes::from(serde_json::to_vec_pretty(&date_manifest)?),
     )?;
     Ok(written.then_some(date_manifest))
-}
-
-/// In a sharded date's `_SUCCESS`: how many shards, and their run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardSet {
-    pub count: u32,
-    pub run: String,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod daemon;
 mod diag;
+mod drift;
 mod file;
 mod locations;
 mod spec;
@@ -14,18 +15,18 @@ use std::path::{Path, PathBuf};
 
 pub use daemon::{parse_duration, Concurrency, DaemonSettings, Scheduling};
 pub use diag::{Diagnostic, Diagnostics};
+pub use drift::{DriftSpec, Method, MethodChoice};
 pub use spec::*;
 
 use chrono_tz::Tz;
 use file::Table;
 
-use crate::drift::{DriftSpec, Method, MethodChoice};
-use crate::model::FeatureKind;
+use crate::schema::{is_valid_name, FeatureKind, ModelRef};
 use diag::Reporter;
 use file::Located;
 use locations::Location;
 
-use crate::storage::Uri;
+use crate::storage::{S3Settings, Uri};
 
 /// The name of the shared settings file inside a jobs folder.
 pub const SETTINGS_FILE: &str = "nightshift.toml";
@@ -405,7 +406,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     let name: Option<Located<String>> = root.required(rep, "name", "");
     if let Some(n) = &name {
         // One rule for job and model names: both become path segments (and HTTP paths).
-        if !crate::model::Registry::is_valid_name(&n.value) {
+        if !is_valid_name(&n.value) {
             rep.error(
                 n.span.clone(),
                 "job name must be non-empty and use only letters, digits, '_' and '-'",
@@ -479,10 +480,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     let model = match root.table(rep, "model") {
         Some(mut t) => {
             let name = t.required::<String>(rep, "name", "");
-            if let Some(n) = name
-                .as_ref()
-                .filter(|n| !crate::model::Registry::is_valid_name(&n.value))
-            {
+            if let Some(n) = name.as_ref().filter(|n| !is_valid_name(&n.value)) {
                 rep.error(
                     n.span.clone(),
                     "model name must be non-empty and use only letters, digits, '_' and '-'",

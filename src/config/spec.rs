@@ -7,7 +7,8 @@ use chrono::{Duration, NaiveDate};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::storage::Uri;
+use crate::schema::ModelRef;
+use crate::storage::{S3Settings, Uri};
 
 /// One job, checked: schedule parsed, URIs parsed, model version pinned.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct JobSpec {
     pub model: ModelRef,
     pub output: OutputSpec,
     pub run: RunSpec,
-    pub drift: crate::drift::DriftSpec,
+    pub drift: super::DriftSpec,
     /// The job's own registry location, if it overrides the shared one.
     pub registry: Option<Uri>,
     /// How the daemon schedules it: overlap policy, catch-up, retries.
@@ -68,19 +69,6 @@ impl DateRule {
 
     pub fn logical_date(&self, local_day: NaiveDate) -> NaiveDate {
         local_day + Duration::days(self.offset_days)
-    }
-}
-
-/// A pinned model version in the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelRef {
-    pub name: String,
-    pub version: u32,
-}
-
-impl std::fmt::Display for ModelRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.version)
     }
 }
 
@@ -224,23 +212,6 @@ pub struct Settings {
     /// Temporary objects of crashed runs older than this are removed by the next run that
     /// writes the same prefix.
     pub leftover_age: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct S3Settings {
-    pub endpoint_url: Option<String>,
-    pub region: Option<String>,
-    pub force_path_style: Option<bool>,
-    pub timeout_secs: Option<u64>,
-    pub max_attempts: Option<u32>,
-    /// `connect_timeout`: how long one attempt may take to connect (default 3 s).
-    pub connect_timeout: Option<std::time::Duration>,
-    /// `first_byte_timeout`: how long one attempt may wait for the response headers once its
-    /// request is sent (default 10 s); an upload's body gets time to go out on top.
-    pub first_byte_timeout: Option<std::time::Duration>,
-    /// `inactivity_timeout`: how long a body (uploaded or downloaded) may go without a byte
-    /// before the attempt is abandoned (default 10 s). A slow body that still moves is never cut.
-    pub inactivity_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Settings {

@@ -22,9 +22,10 @@ use tracing::{error, warn};
 use super::metrics::Metrics;
 use super::predict::{self, ModelCache, ModelError};
 use super::scheduler::{Accepted, Scheduler, TriggerError};
-use crate::config::{ModelRef, Settings};
+use crate::config::Settings;
 use crate::model::Registry;
 use crate::record::{RunHistory, RunRecord};
+use crate::schema::{is_valid_name, ModelRef};
 use crate::storage::{Stores, Uri};
 
 /// Bodies of requests other than predictions.
@@ -114,7 +115,7 @@ fn bad_path(e: PathRejection) -> Response {
 /// The refusal (400) of a job name that no job file could have (the rule of `nightshift
 /// validate`), before it is looked up anywhere.
 fn invalid_job_name(name: &str) -> Option<Response> {
-    (!Registry::is_valid_name(name)).then(|| {
+    (!is_valid_name(name)).then(|| {
         error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -456,7 +457,7 @@ async fn predict(
         Ok(Path(p)) => p,
         Err(e) => return bad_path(e),
     };
-    if !Registry::is_valid_name(&name) {
+    if !is_valid_name(&name) {
         return error(
             StatusCode::BAD_REQUEST,
             format!(

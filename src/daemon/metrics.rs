@@ -189,7 +189,7 @@ impl Metrics {
                 self.drift_detected(&r.job, c, d.drifted_columns.contains(c));
             }
             if let Some(p) = d.prediction_drift {
-                self.drift_detected(&r.job, crate::drift::profile::SCORE_COLUMN, p);
+                self.drift_detected(&r.job, crate::profile::SCORE_COLUMN, p);
             }
             self.drift_detected(&r.job, crate::drift::DATASET_ROW, d.drift_detected);
         }

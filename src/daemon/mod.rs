@@ -91,7 +91,7 @@ pub fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     // Made out here, and dropped after the runtime: the S3 client owns a runtime of its own,
     // which must not be dropped from inside this one (tokio panics), as it would be when the
     // runtime's tasks, which hold clones, are dropped at shutdown.
-    let stores = Stores::new(&cfg.settings)?;
+    let stores = Stores::new(cfg.settings.s3.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("nightshift-daemon")

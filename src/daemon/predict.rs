@@ -12,8 +12,9 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
-use crate::config::{BadRowPolicy, ModelRef};
-use crate::model::{FeatureKind, LoadedModel, Registry};
+use crate::config::BadRowPolicy;
+use crate::model::{LoadedModel, Registry};
+use crate::schema::{FeatureKind, ModelRef};
 use crate::score::{BatchOrigin, Scorer};
 
 /// Rows one request may score.

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::profile::{ColumnProfile, DatasetProfile, SCORE_COLUMN};
 use super::{DriftRow, DATASET_ROW};
+use crate::profile::{ColumnProfile, DatasetProfile, SCORE_COLUMN};
 
 const REFERENCE_COLOUR: &str = "#4C78A8";
 const CURRENT_COLOUR: &str = "#F58518";

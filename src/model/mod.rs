@@ -22,13 +22,14 @@ pub use estimator::{
 };
 pub use forest::{Forest, ForestData, ForestParams, RandomForestModel, Tree};
 pub use kernel::BatchScores;
-pub use preprocess::{to_f64, Encoded, FeatureKind, FeatureTransform, FitOptions, Preprocessing};
-pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, SignatureField};
+pub use preprocess::{Encoded, FeatureTransform, FitOptions, Preprocessing};
+pub use registry::{LabelType, LoadedModel, ModelManifest, Registry};
 
-use crate::drift::profile::{
+use crate::profile::{
     reference_edges, ColumnPlan, DatasetProfile, ProfileBuilder, RowOrigin, SCORE_COLUMN,
 };
 use crate::read::{list_data_files, ParquetObject};
+use crate::schema::{FeatureKind, SignatureField};
 use crate::storage::Location;
 
 /// What `model train` was asked to do.

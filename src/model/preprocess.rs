@@ -12,31 +12,7 @@ use arrow::datatypes::{DataType, Float64Type};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-/// The type a model expects of a feature column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeatureKind {
-    /// Any integer or floating-point column, read as float64.
-    Numeric,
-    /// A string column, one-hot encoded.
-    Categorical,
-}
-
-impl FeatureKind {
-    /// The kind an Arrow type can feed, if any. Only safe casts to float64 count as numeric.
-    pub fn of(dt: &DataType) -> Option<Self> {
-        use DataType::*;
-        match dt {
-            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16 | Float32
-            | Float64 => Some(Self::Numeric),
-            Utf8 | LargeUtf8 | Utf8View => Some(Self::Categorical),
-            Dictionary(_, v) if matches!(**v, Utf8 | LargeUtf8 | Utf8View) => {
-                Some(Self::Categorical)
-            }
-            _ => None,
-        }
-    }
-}
+use crate::schema::{to_f64, FeatureKind};
 
 /// One fitted feature transform.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,14 +332,6 @@ impl FeatureTransform {
         }
         Ok(unknown)
     }
-}
-
-/// A numeric column as float64 (safe upcasts only; callers checked the type).
-pub fn to_f64(col: &ArrayRef) -> Result<ArrayRef> {
-    if FeatureKind::of(col.data_type()) != Some(FeatureKind::Numeric) {
-        bail!("type {} is not numeric", col.data_type());
-    }
-    Ok(cast(col, &DataType::Float64)?)
 }
 
 #[cfg(test)]

@@ -14,17 +14,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::estimator::{Algorithm, Estimator, Hyperparameters};
-use super::preprocess::{FeatureKind, Preprocessing};
-use crate::config::ModelRef;
-use crate::drift::profile::DatasetProfile;
+use super::preprocess::Preprocessing;
+use crate::profile::DatasetProfile;
+use crate::schema::{is_valid_name, ModelRef, SignatureField};
 use crate::storage::{is_not_found, Location};
-
-/// One input column the model needs, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignatureField {
-    pub name: String,
-    pub kind: FeatureKind,
-}
 
 /// The Arrow type family of the training target, so predictions come back in the same type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,16 +90,6 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// What a model name (and a job name: the same rule) may be: letters, digits, '_' and '-',
-/// not empty. Such a name is one path segment that cannot climb out of the registry (no '/',
-/// no '..', nothing a store decodes), which matters where names come from a URL.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 /// Refuses a file name from a manifest that is not a plain name beside it (an edited manifest
 /// must not make the registry read elsewhere).
 fn beside_manifest(file: &str) -> Result<()> {
@@ -129,11 +112,6 @@ impl Registry {
     /// Where the registry is, for messages and as part of cache keys.
     pub fn uri(&self) -> crate::storage::Uri {
         self.root.uri()
-    }
-
-    /// [`is_valid_name`], for callers outside `model`.
-    pub fn is_valid_name(name: &str) -> bool {
-        is_valid_name(name)
     }
 
     /// Refuses a model name that is not [`is_valid_name`], with the message users read.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 pub use local::LocalStorage;
 pub use s3::{
-    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Storage, DEFAULT_CONNECT_TIMEOUT,
+    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Settings, S3Storage, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_TIMEOUT_SECS, MIN_PART_SIZE,
     UPLOAD_FLOOR_BYTES_PER_SEC,
@@ -216,18 +216,14 @@ pub struct Stores {
 
 impl Default for Stores {
     fn default() -> Self {
-        Self::with_s3_settings(crate::config::S3Settings::default())
+        Self::new(S3Settings::default())
     }
 }
 
 impl Stores {
     /// Keeps the S3 settings; the S3 client and its runtime start on the first `s3://` URI, so
     /// purely local setups never pay for them.
-    pub fn new(settings: &crate::config::Settings) -> Result<Self> {
-        Ok(Self::with_s3_settings(settings.s3.clone()))
-    }
-
-    fn with_s3_settings(s3: crate::config::S3Settings) -> Self {
+    pub fn new(s3: S3Settings) -> Self {
         Self {
             local: Arc::new(LocalStorage),
             s3: Arc::new(s3::S3Stores::new(s3)),

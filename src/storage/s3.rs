@@ -51,7 +51,25 @@ use tracing::{debug, warn};
 
 use super::local::TEMP_PREFIX;
 use super::{ObjectMeta, ObjectSink, Storage, StorageError, Uri};
-use crate::config::S3Settings;
+
+/// The `[s3]` table of the settings file: how to reach S3. Every `None` is the default
+/// below (or the SDK's, for the endpoint and region).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Settings {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub timeout_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+    /// `connect_timeout`: how long one attempt may take to connect (default 3 s).
+    pub connect_timeout: Option<std::time::Duration>,
+    /// `first_byte_timeout`: how long one attempt may wait for the response headers once its
+    /// request is sent (default 10 s); an upload's body gets time to go out on top.
+    pub first_byte_timeout: Option<std::time::Duration>,
+    /// `inactivity_timeout`: how long a body (uploaded or downloaded) may go without a byte
+    /// before the attempt is abandoned (default 10 s). A slow body that still moves is never cut.
+    pub inactivity_timeout: Option<std::time::Duration>,
+}
 
 /// Used when neither the settings nor the AWS chain (env, profile, IMDS) name a region; S3
 /// compatible servers usually ignore it, but SigV4 needs one.

@@ -498,7 +498,7 @@ fn transient_causes_are_told_from_mistakes() {
         reports: local("out/reports"),
         ..cfg.settings.clone()
     };
-    let stores = Stores::new(&settings).unwrap();
+    let stores = Stores::new(settings.s3.clone());
     let opts = nightshift::run::RunOptions::default();
     let failed =
         nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts).unwrap_err();

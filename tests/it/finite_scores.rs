@@ -13,8 +13,8 @@ use ndarray::Axis;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
-use nightshift::config::ModelRef;
 use nightshift::model::{log_sum_exp, Estimator, LoadedModel, Registry};
+use nightshift::schema::ModelRef;
 use nightshift::storage::{Stores, Uri};
 
 use crate::util::{files_under, read_parquet, Env, FIXTURES};

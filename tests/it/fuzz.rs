@@ -39,10 +39,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use nightshift::config::{BadRowPolicy, Diagnostics, ModelRef};
+use nightshift::config::{BadRowPolicy, Diagnostics};
 use nightshift::daemon::timetable;
 use nightshift::model::{LoadedModel, Registry};
 use nightshift::read::{check_schema, ParquetObject};
+use nightshift::schema::ModelRef;
 use nightshift::score::{BatchOrigin, Scorer};
 use nightshift::storage::{Stores, Uri};
 
@@ -1325,7 +1326,7 @@ fn parquet_runs() {
     };
     job.output.uri.0 = env.path("out/scores/dt={date}/").display().to_string();
     job.output.quarantine.0 = env.path("out/q/dt={date}/").display().to_string();
-    let stores = Stores::new(&settings).unwrap();
+    let stores = Stores::new(settings.s3.clone());
     let date = NaiveDate::parse_from_str(DAY, "%Y-%m-%d").unwrap();
     let path = input.join("part-00000.parquet");
     let uri = path.display().to_string();

@@ -1199,7 +1199,7 @@ impl OwnServer {
             });
         TestBucket {
             name,
-            stores: nightshift::storage::Stores::new(&Default::default()).unwrap(),
+            stores: nightshift::storage::Stores::default(),
             admin: crate::util_s3::Admin { runtime, client },
         }
     }

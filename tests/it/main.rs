@@ -1,6 +1,7 @@
 //! The integration tests, one binary: the real `nightshift` binary and library against the
 //! bundled fixtures, local storage in temporary folders, and a real S3-compatible server.
 
+mod architecture;
 mod backfill;
 mod daemon;
 mod deploy;

@@ -329,7 +329,7 @@ fn missing_key_is_not_found_and_named() {
 #[test]
 fn missing_bucket_is_one_clear_line() {
     let name = unique_bucket_name("never-created");
-    let stores = Stores::new(&settings()).unwrap();
+    let stores = Stores::new(settings().s3);
     let loc = stores
         .locate(&Uri::S3 {
             bucket: name.clone(),

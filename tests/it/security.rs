@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use nightshift::config::{self, ModelRef};
+use nightshift::config;
 use nightshift::daemon::clock::ManualClock;
 use nightshift::daemon::http::{bearer_token, token_digest};
 use nightshift::daemon::metrics::Metrics;
@@ -23,6 +23,7 @@ use nightshift::daemon::timetable::missed_dates;
 use nightshift::model::Registry;
 use nightshift::record::{RunHistory, RunRecord, RunStatus};
 use nightshift::run::RunFailed;
+use nightshift::schema::ModelRef;
 use nightshift::score::Counts;
 use nightshift::storage::{LocalStorage, Location, ObjectMeta, ObjectSink, Storage, Stores, Uri};
 use serde_json::{json, Value};
@@ -122,8 +123,7 @@ fn some_rows() -> Value {
 
 /// What the predict endpoint should answer for `rows` with a model from a registry folder.
 fn expected_answer(registry: &Path, model: &ModelRef, rows: &Value) -> Value {
-    let loc = Stores::new(&config::Settings::default())
-        .unwrap()
+    let loc = Stores::default()
         .locate(&Uri::Local(registry.to_path_buf()))
         .unwrap();
     let loaded = Arc::new(Registry::new(loc).load(model).unwrap());
@@ -239,7 +239,7 @@ fn registry_refuses_names_that_are_not_names_without_touching_storage() {
         assert!(cache.get(&registry, &model).is_err());
     }
     assert_eq!(store.keys(), Vec::<String>::new(), "storage was asked");
-    assert!(Registry::is_valid_name("churn_v2-eu"));
+    assert!(nightshift::schema::is_valid_name("churn_v2-eu"));
     // A manifest edited to point outside its folder is refused before reading.
     let manifest_path = env.path("out/registry/churn/1/manifest.json");
     let mut manifest: Value =
@@ -796,8 +796,7 @@ fn rec(date: NaiveDate, status: RunStatus, started: DateTime<Utc>, n: usize) -> 
 /// newest). Returns every record written.
 fn many_records(state: &Path, now: DateTime<Utc>) -> Vec<RunRecord> {
     let h = RunHistory::new(
-        Stores::new(&config::Settings::default())
-            .unwrap()
+        Stores::default()
             .locate(&Uri::Local(state.to_path_buf()))
             .unwrap(),
     );
@@ -998,8 +997,7 @@ fn catch_up_and_last_runs_read_only_the_newest_records_and_skip_a_broken_one() {
     let dir2 = tempfile::tempdir().unwrap();
     let state2 = dir2.path().join("state");
     let h2 = RunHistory::new(
-        Stores::new(&config::Settings::default())
-            .unwrap()
+        Stores::default()
             .locate(&Uri::Local(state2.clone()))
             .unwrap(),
     );

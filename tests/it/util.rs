@@ -197,7 +197,7 @@ pub fn run_churn_in_process(env: &Env, date: &str, threads: usize, batch_rows: u
         .to_string_lossy()
         .into_owned();
     job.output.quarantine.0 = env.path("out/q/dt={date}/").to_string_lossy().into_owned();
-    let stores = nightshift::storage::Stores::new(&settings).unwrap();
+    let stores = nightshift::storage::Stores::new(settings.s3.clone());
     let opts = nightshift::run::RunOptions {
         threads: Some(threads),
         batch_rows: Some(batch_rows),

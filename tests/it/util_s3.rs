@@ -18,7 +18,8 @@ use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
 use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
-use nightshift::config::{S3Settings, Settings};
+use nightshift::config::Settings;
+use nightshift::storage::S3Settings;
 use nightshift::storage::{self, Location, S3Storage, Storage, Stores, Uri};
 use tokio::runtime::Runtime;
 
@@ -233,7 +234,7 @@ impl TestBucket {
         let admin = Admin::new();
         let name = unique_bucket_name(test);
         admin.create_bucket(&name);
-        let stores = Stores::new(&settings()).unwrap();
+        let stores = Stores::new(settings().s3);
         Self {
             name,
             stores,

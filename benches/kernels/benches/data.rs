@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use nightshift::config::ModelRef;
 use nightshift::model::{train, Algorithm, LoadedModel, Registry, TrainRequest};
+use nightshift::schema::ModelRef;
 use nightshift::storage::{Stores, Uri};
 use parquet::arrow::ArrowWriter;
 

@@ -10,9 +10,9 @@ mod data;
 use arrow::array::ArrayRef;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use data::{batch, model, Stream, ROWS};
-use nightshift::drift::profile::{ProfileBuilder, RowOrigin};
 use nightshift::drift::stats::{ks_2samp, wasserstein_distance};
 use nightshift::model::Algorithm;
+use nightshift::profile::{ProfileBuilder, RowOrigin};
 
 fn kernels(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

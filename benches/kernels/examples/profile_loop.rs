@@ -7,8 +7,8 @@
 mod data;
 
 use arrow::array::ArrayRef;
-use nightshift::drift::profile::{ProfileBuilder, RowOrigin};
 use nightshift::model::Algorithm;
+use nightshift::profile::{ProfileBuilder, RowOrigin};
 
 fn main() {
     let iterations: usize = std::env::args().nth(1).map_or(200, |n| n.parse().unwrap());

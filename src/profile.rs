@@ -18,7 +18,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{to_f64, FeatureKind};
+use crate::schema::{to_f64, FeatureKind};
 
 /// Rows kept per column for the exact tests (KS, Wasserstein).
 pub const SAMPLE_SIZE: usize = 10_000;
