@@ -1,43 +1,32 @@
-//! Reading drift reports back for people: the report of one date, and the trend of every
-//! column's statistic over all dates, computed with polars over the report partitions.
+//! Drift history is analytics: the trend of every column's statistic over all dates, computed
+//! with polars over the report partitions. (One date's report is read by `report::read`.)
 
 use std::io::Cursor;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use super::report::REPORT_FILE;
-use super::DATASET_ROW;
+use super::{report, DATASET_ROW};
 use crate::storage::Location;
 
 /// Every report of a job (all dates) as one data frame, read through nightshift's storage so
 /// local and S3 reports work alike.
 pub fn load(reports: &Location, job: &str) -> Result<DataFrame> {
-    let dir = reports.join(&format!("job={job}"));
     let mut frames = Vec::new();
-    for o in dir.store.list(&dir.key)? {
-        if !o.key.ends_with(REPORT_FILE) {
-            continue;
-        }
-        let bytes = dir.store.get(&o.key)?;
+    for (_, loc) in report::list(reports, job)? {
+        let bytes = loc.store.get(&loc.key)?;
         let df = anyhow::Context::with_context(
             ParquetReader::new(Cursor::new(bytes.to_vec())).finish(),
-            || format!("reading drift report {}", dir.store.uri(&o.key)),
+            || format!("reading drift report {}", loc.uri()),
         )?;
         frames.push(df);
     }
-    let Some(mut all) = frames.pop() else {
-        bail!("no drift reports for job '{job}' under {}", reports.uri());
-    };
+    let mut all = frames.pop().expect("list finds at least one report");
     for f in frames {
         all.vstack_mut(&f)?;
     }
     Ok(all)
-}
-
-fn days(date: NaiveDate) -> i32 {
-    (date - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
 fn date_of(days: i32) -> NaiveDate {
@@ -53,37 +42,29 @@ pub fn dates(df: &DataFrame) -> Result<Vec<NaiveDate>> {
     Ok(v)
 }
 
-/// One date's rows, features first, then the prediction and the dataset verdict.
-pub fn for_date(df: &DataFrame, date: NaiveDate) -> Result<DataFrame> {
-    let out = df
-        .clone()
-        .lazy()
-        .filter(
-            col("logical_date")
-                .cast(DataType::Int32)
-                .eq(lit(days(date))),
-        )
-        .with_column(
-            when(col("column_type").eq(lit("dataset")))
-                .then(lit(2))
-                .when(col("column_type").eq(lit("prediction")))
-                .then(lit(1))
-                .otherwise(lit(0))
-                .alias("_order"),
-        )
-        .sort_by_exprs(
-            [col("_order"), col("column")],
-            SortMultipleOptions::default(),
-        )
-        .drop(cols(["_order"]))
-        .collect()?;
-    Ok(out)
+/// How one column's statistic (by one method) moved over the dates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendRow {
+    pub column: String,
+    pub column_type: String,
+    pub method: String,
+    /// Dates with a report of the column, and how many of them drifted.
+    pub dates: u32,
+    pub drifted: u32,
+    /// The statistic's first, last and largest value, and last minus first (NaN where it
+    /// could not be computed).
+    pub first: f64,
+    pub last: f64,
+    pub max: f64,
+    pub change: f64,
+    /// Every value in date order, for a sparkline.
+    pub values: Vec<Option<f64>>,
 }
 
 /// Per column and method: how many dates, how many drifted, the statistic's first, last and
-/// largest value, the change, and every value in date order (for a sparkline).
-pub fn trend(df: &DataFrame) -> Result<DataFrame> {
-    let out = df
+/// largest value, the change, and every value in date order. Types first, then columns.
+pub fn trend(df: &DataFrame) -> Result<Vec<TrendRow>> {
+    let t = df
         .clone()
         .lazy()
         .filter(col("column").neq(lit(DATASET_ROW)))
@@ -103,7 +84,43 @@ pub fn trend(df: &DataFrame) -> Result<DataFrame> {
         .with_column((col("last") - col("first")).alias("change"))
         .sort(["column_type", "column"], SortMultipleOptions::default())
         .collect()?;
-    Ok(out)
+    let s = |name: &str| -> Result<Vec<String>> {
+        let c = t.column(name)?.cast(&DataType::String)?;
+        Ok(c.str()?
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    };
+    let n = |name: &str| -> Result<Vec<u32>> {
+        let c = t.column(name)?.cast(&DataType::UInt32)?;
+        Ok(c.u32()?.iter().map(|v| v.unwrap_or(0)).collect())
+    };
+    let f = |name: &str| -> Result<Vec<f64>> {
+        let c = t.column(name)?.cast(&DataType::Float64)?;
+        Ok(c.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    };
+    let (column, column_type, method) = (s("column")?, s("column_type")?, s("method")?);
+    let (dates, drifted) = (n("dates")?, n("drifted")?);
+    let (first, last, max, change) = (f("first")?, f("last")?, f("max")?, f("change")?);
+    let values = t.column("values")?.list()?.clone();
+    Ok((0..t.height())
+        .map(|i| TrendRow {
+            column: column[i].clone(),
+            column_type: column_type[i].clone(),
+            method: method[i].clone(),
+            dates: dates[i],
+            drifted: drifted[i],
+            first: first[i],
+            last: last[i],
+            max: max[i],
+            change: change[i],
+            values: values
+                .get_as_series(i)
+                .and_then(|s| s.cast(&DataType::Float64).ok())
+                .map(|s| s.f64().expect("cast to f64").iter().collect())
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// Unicode blocks for a series of values, scaled to their own range.

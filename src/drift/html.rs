@@ -3,8 +3,15 @@
 
 use std::fmt::Write;
 
+use anyhow::{Context, Result};
+
+use super::render::{number, percent};
+use super::report::{profile_location, Report};
 use super::{DriftRow, DATASET_ROW};
+use crate::model::Registry;
 use crate::profile::{ColumnProfile, DatasetProfile, SCORE_COLUMN};
+use crate::schema::ModelRef;
+use crate::storage::Location;
 
 const REFERENCE_COLOUR: &str = "#4C78A8";
 const CURRENT_COLOUR: &str = "#F58518";
@@ -117,15 +124,23 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
     s
 }
 
-fn fmt(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v.is_finite() && v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) => {
-            format!("{v:.3e}")
-        }
-        Some(v) if v.is_finite() => format!("{v:.4}"),
-        Some(v) => v.to_string(),
-        None => "-".into(),
-    }
+/// The page of one report read back: the model version it names gives the reference profile,
+/// and the run kept its current profile beside the report.
+pub fn page(report: &Report, registry: &Registry, reports: &Location) -> Result<String> {
+    let ctx = &report.context;
+    let model = ModelRef {
+        name: ctx.model_name.clone(),
+        version: ctx.model_version,
+    };
+    let manifest = registry.manifest(&model)?;
+    let reference = registry
+        .profile(&manifest)?
+        .context("the model version has no reference profile")?;
+    let loc = profile_location(reports, &ctx.job, ctx.logical_date);
+    let current: DatasetProfile = serde_json::from_slice(&loc.store.get(&loc.key)?)
+        .with_context(|| format!("reading {}", loc.uri()))?;
+    let title = format!("Drift: {} {} (model {model})", ctx.job, ctx.logical_date);
+    Ok(render(&title, &report.rows, &reference, &current))
 }
 
 /// Renders the page. `title` names the job, date and run.
@@ -151,15 +166,15 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
     if let Some(d) = rows.iter().find(|r| r.column == DATASET_ROW) {
         let _ = write!(
             s,
-            r#"<p class="{}">Dataset drift: {} ({:.0}% of columns drifted; threshold {:.0}%). Reference rows: {}, current rows: {}.</p>"#,
+            r#"<p class="{}">Dataset drift: {} ({} of columns drifted; threshold {}). Reference rows: {}, current rows: {}.</p>"#,
             if d.drift_detected { "drift" } else { "ok" },
             if d.drift_detected {
                 "detected"
             } else {
                 "not detected"
             },
-            d.statistic * 100.0,
-            d.threshold * 100.0,
+            percent(d.statistic, 0),
+            percent(d.threshold, 0),
             d.reference_count,
             d.current_count
         );
@@ -168,21 +183,21 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
     for r in rows.iter().filter(|r| r.column != DATASET_ROW) {
         let _ = write!(
             s,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{:.2}% / {:.2}%</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{} / {}</td></tr>"#,
             esc(&r.column),
             r.column_type,
             r.method,
-            fmt(Some(r.statistic)),
-            fmt(r.p_value),
-            fmt(Some(r.threshold)),
+            number(Some(r.statistic)),
+            number(r.p_value),
+            number(Some(r.threshold)),
             if r.drift_detected { "drift" } else { "ok" },
             if r.drift_detected {
                 "drift"
             } else {
                 "no drift"
             },
-            r.reference_null_rate * 100.0,
-            r.current_null_rate * 100.0
+            percent(r.reference_null_rate, 2),
+            percent(r.current_null_rate, 2)
         );
     }
     s.push_str("</table>");
@@ -211,7 +226,7 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
                     r#" <small class="{}">{} {}</small>"#,
                     if v.drift_detected { "drift" } else { "ok" },
                     v.method,
-                    fmt(Some(v.statistic))
+                    number(Some(v.statistic))
                 ))
                 .unwrap_or_default(),
             svg(&labels, &rs, &cs)

@@ -3,10 +3,13 @@
 //!
 //! `profile` summarises data sets in bounded memory; `stats` holds the statistics (checked
 //! against scipy); this module picks a method per column as Evidently does and turns two
-//! profiles into report rows; `report` writes and reads the report Parquet; `html` draws it.
+//! profiles into report rows; `report` writes and reads the report Parquet; `render` prints a
+//! report and the history (`history`, with polars) for the terminal; `html` draws a report as a
+//! page.
 
 pub mod history;
 pub mod html;
+pub mod render;
 pub mod report;
 pub mod stats;
 

@@ -1,7 +1,10 @@
 //! Drift reports end to end: the drifted fixture day is flagged on exactly its drifted
 //! columns, reports read back with polars carry the documented types, and `drift show`,
-//! `drift history` and the HTML page show them.
+//! `drift history` and the HTML page show them. (The table itself, rendered from a report
+//! without the binary, is snapshot-tested in src/drift/render.rs.)
 
+use nightshift::drift::{render, report};
+use nightshift::storage::{Stores, Uri};
 use polars::prelude::*;
 use std::collections::BTreeSet;
 
@@ -223,6 +226,13 @@ fn drift_show_history_and_html_are_readable() {
     }
     let show = env.ok(&["drift", "show", "churn"]);
     insta::assert_snapshot!("drift_show", without_run_id(&show.stdout));
+    // `drift show` prints the table the library renders from the report, nothing of its own.
+    let reports = Stores::default()
+        .locate(&Uri::Local(env.path("out/reports")))
+        .unwrap();
+    let (date, latest) = report::list(&reports, "churn").unwrap().pop().unwrap();
+    assert_eq!(date.to_string(), "2026-11-03");
+    assert_eq!(render::table(&report::read(&latest).unwrap()), show.stdout);
     let history = env.ok(&["drift", "history", "churn"]);
     insta::assert_snapshot!("drift_history", history.stdout);
 
@@ -238,6 +248,17 @@ fn drift_show_history_and_html_are_readable() {
     ]);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!doctype html>"));
+    // The page states each statistic as the terminal table does.
+    let reports = Stores::default()
+        .locate(&Uri::Local(env.path("out/reports")))
+        .unwrap();
+    let (_, nov3) = report::list(&reports, "churn").unwrap().pop().unwrap();
+    for r in report::read(&nov3).unwrap().rows {
+        if r.column != nightshift::drift::DATASET_ROW {
+            let cell = format!("<td>{}</td>", render::number(Some(r.statistic)));
+            assert!(html.contains(&cell), "{cell}");
+        }
+    }
     assert_eq!(
         html.matches("<svg").count(),
         7,

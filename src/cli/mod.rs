@@ -1,0 +1,151 @@
+//! The command line: the clap argument types and the dispatch; each command, its own
+//! arguments and what it prints are in a file of their own.
+
+mod backfill;
+mod backfill_tables;
+mod daemon;
+mod drift;
+mod model;
+mod run;
+mod runs;
+mod signals;
+mod train;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, Settings};
+
+pub use backfill::{BackfillArgs, ReprocessArg};
+pub use daemon::DaemonArgs;
+pub use drift::DriftCommand;
+pub use model::{ModelCommand, RegistryArgs};
+pub use run::{print_summary, RunArgs};
+pub use runs::{FormatArg, RunsCommand, StatusArg};
+pub use train::TrainArgs;
+
+/// Scheduled batch scoring of machine-learning models over Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "nightshift", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log more (-v info, -vv debug, -vvv trace); errors show their whole chain.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check job files and print every error as path:line:col: message.
+    Validate {
+        /// Job files or folders of them (a folder's nightshift.toml holds shared settings).
+        #[arg(default_value = "jobs")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one job now for one logical date.
+    Run(RunArgs),
+    /// Run one job over a range of logical dates: plan, progress, resume by running again.
+    Backfill(BackfillArgs),
+    /// The run history: one line per run, or one run's whole record.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Train, list and inspect model versions in the registry.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Read drift reports: one date as a table (or an HTML page), or the trend over dates.
+    #[command(subcommand)]
+    Drift(DriftCommand),
+    /// Run every job on its schedule, with an HTTP API for health, metrics, runs and scores.
+    Daemon(DaemonArgs),
+}
+
+/// Splitting work over processes (Kubernetes Indexed Jobs, AWS Batch array jobs).
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Split the work over this many processes; this one does its share (see --shard-index).
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// This process's share, 0-based (default: JOB_COMPLETION_INDEX, as Kubernetes Indexed
+    /// Jobs set it).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: Option<u32>,
+    /// A key shared by all shards of one sharded run (`run` only; in Kubernetes the Job's
+    /// uid, from the pod label batch.kubernetes.io/controller-uid).
+    #[arg(long, env = "NIGHTSHIFT_SHARD_RUN")]
+    pub shard_run: Option<String>,
+}
+
+impl ShardArgs {
+    /// (index, count) when sharded.
+    fn index(&self) -> Result<Option<(u32, u32)>> {
+        let Some(count) = self.shards else {
+            return Ok(None);
+        };
+        let Some(index) = self.shard_index else {
+            bail!("--shards {count} needs --shard-index (or JOB_COMPLETION_INDEX)");
+        };
+        if index >= count {
+            bail!("--shard-index {index} is not in 0..{count}");
+        }
+        Ok(Some((index, count)))
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn execute(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { paths } => validate::execute(&paths),
+        Command::Run(args) => run::execute(&args),
+        Command::Backfill(args) => backfill::execute(&args),
+        Command::Runs(command) => runs::execute(command),
+        Command::Model(command) => model::execute(command),
+        Command::Drift(command) => drift::execute(command),
+        Command::Daemon(args) => daemon::execute(args),
+    }
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("'{s}' is not a date in the form YYYY-MM-DD"))
+}
+
+/// The job files of a folder, every one valid, or the errors and how to see them one by one.
+fn load_config(jobs: &Path) -> Result<Config> {
+    config::load(&[jobs.to_path_buf()]).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid job files (run `nightshift validate {}`):\n{d}",
+            jobs.display()
+        )
+    })
+}
+
+/// Only the shared settings of a folder (its nightshift.toml), for the commands that need no
+/// job: a model can be trained, and the run history read, before any job file is valid.
+fn load_settings(jobs: &Path) -> Result<Settings> {
+    config::load_settings(jobs).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid settings (run `nightshift validate {}`):\n{d}",
+            jobs.display()
+        )
+    })
+}
+
+/// A run's status as users read it.
+fn status_word(r: &crate::record::RunRecord) -> String {
+    format!("{:?}", r.status).to_lowercase()
+}

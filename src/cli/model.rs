@@ -1,0 +1,163 @@
+//! `nightshift model list` and `model show`: the versions in the registry. (`model train` is
+//! in train.rs.)
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::load_settings;
+use super::train::TrainArgs;
+use crate::model::{FeatureTransform, ModelManifest, Registry};
+use crate::schema::ModelRef;
+use crate::storage::{Stores, Uri};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Train a model on Parquet data and register it as a new immutable version.
+    Train(TrainArgs),
+    /// List models, or the versions of one model.
+    List {
+        name: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show one version: algorithm, signature, metrics, checksum.
+    Show {
+        /// NAME@VERSION
+        model: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry location (default: `registry` in JOBS/nightshift.toml, else out/registry/).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Folder of job files whose nightshift.toml names the registry.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+}
+
+pub(super) fn execute(command: ModelCommand) -> Result<ExitCode> {
+    match command {
+        ModelCommand::Train(args) => super::train::execute(&args),
+        ModelCommand::List { name, registry } => list(name.as_deref(), &registry),
+        ModelCommand::Show { model, registry } => show(&model, &registry),
+    }
+}
+
+/// The registry a model command works on, and the stores to reach it (and the data) with.
+/// Only the shared settings are read: a model can be trained before any job file exists.
+pub(super) fn registry(args: &RegistryArgs) -> Result<(Registry, Stores)> {
+    let settings = load_settings(&args.jobs)?;
+    let uri = match &args.registry {
+        Some(r) => Uri::parse(r)?,
+        None => settings.registry.clone(),
+    };
+    let stores = Stores::new(settings.s3.clone());
+    Ok((Registry::new(stores.locate(&uri)?), stores))
+}
+
+/// The holdout metrics on one line, `name=value` each.
+pub(super) fn metrics_line(m: &ModelManifest) -> String {
+    m.metrics
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn list(name: Option<&str>, args: &RegistryArgs) -> Result<ExitCode> {
+    let (registry, _) = registry(args)?;
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => registry.names()?,
+    };
+    println!(
+        "{:<20} {:>7}  {:<14} {:>9}  {:<32} CREATED",
+        "MODEL", "VERSION", "ALGORITHM", "ROWS", "HOLDOUT METRICS"
+    );
+    for n in names {
+        let versions = registry.versions(&n)?;
+        if versions.is_empty() {
+            bail!("no model named '{n}' in the registry");
+        }
+        for v in versions {
+            let m = registry.manifest(&ModelRef {
+                name: n.clone(),
+                version: v,
+            })?;
+            println!(
+                "{:<20} {:>7}  {:<14} {:>9}  {:<32} {}",
+                m.name,
+                m.version,
+                m.algorithm.to_string(),
+                m.training_rows,
+                metrics_line(&m),
+                m.created_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
+    let Some((name, version)) = spec.split_once('@') else {
+        bail!("expected NAME@VERSION, for example churn@1");
+    };
+    let version: u32 = version
+        .parse()
+        .with_context(|| format!("'{version}' is not a version number"))?;
+    let (registry, _) = registry(args)?;
+    let m = registry
+        .load(&ModelRef {
+            name: name.to_string(),
+            version,
+        })?
+        .manifest;
+    println!("model       {}@{}", m.name, m.version);
+    println!("algorithm   {}", m.algorithm);
+    println!(
+        "target      {} ({:?}){}",
+        m.target,
+        m.label_type,
+        if m.classes.is_empty() {
+            String::new()
+        } else {
+            format!(", classes {}", m.classes.join(", "))
+        }
+    );
+    println!(
+        "trained on  {} ({} rows, {} held out, {} dropped)",
+        m.training_data, m.training_rows, m.holdout_rows, m.dropped_rows
+    );
+    println!("metrics     {}", metrics_line(&m));
+    println!(
+        "artifact    {} sha256 {} (verified)",
+        m.artifact, m.artifact_sha256
+    );
+    println!("created     {}", m.created_at.to_rfc3339());
+    println!("signature");
+    for f in &m.preprocessing.features {
+        let detail = match f {
+            FeatureTransform::Numeric { impute, scale, .. } => format!(
+                "numeric{}{}",
+                impute
+                    .map(|m| format!(", nulls -> {m:.4}"))
+                    .unwrap_or_else(|| ", nulls are bad rows".into()),
+                scale
+                    .map(|(m, s)| format!(", scaled (x - {m:.4}) / {s:.4}"))
+                    .unwrap_or_default()
+            ),
+            FeatureTransform::Categorical { categories, .. } => {
+                format!("categorical, one-hot of {}", categories.join(", "))
+            }
+        };
+        println!("  {:<24} {detail}", f.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
