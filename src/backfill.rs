@@ -19,7 +19,7 @@ use crate::record::{
     InputFingerprint, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER,
 };
 use crate::run::{run_job, RunFailed, RunOptions};
-use crate::storage::{is_not_found, Location, Stores};
+use crate::storage::{ErrorKind, Location, Stores};
 
 /// Which dates of the range run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,7 +84,7 @@ pub fn plan(
         let input = stores.locate(&job.input.uri(&job.name, date)?)?;
         let objects = match list_data_files(&input) {
             Ok(objects) => objects,
-            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => Vec::new(),
             Err(e) => return Err(e),
         };
         let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
@@ -193,7 +193,7 @@ fn read_manifest(output: &Location) -> Result<Option<RunManifest>> {
     let marker = output.join(SUCCESS_MARKER);
     match marker.store.get(&marker.key) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -28,7 +28,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::storage::{is_not_found, Location};
+use crate::storage::{ErrorKind, Location};
 
 /// How long a lease lasts without renewal, unless the settings say otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
@@ -183,7 +183,7 @@ impl Lease {
                         generation + 1
                     }
                     // Tidied by a new holder between the listing and the read: look again.
-                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => continue,
                     Err(e) => return Err(e),
                 },
             };
@@ -386,7 +386,7 @@ pub fn holder(state: &Location, job: &str, date: NaiveDate) -> Result<Option<Hol
             Ok(body) => body,
             Err(_) => return Ok(None),
         },
-        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
     Ok((!body.released && body.expires_at > Utc::now()).then_some(body.holder))

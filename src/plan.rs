@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::JobSpec;
 use crate::read::list_data_files;
-use crate::storage::{is_not_found, Location, ObjectMeta, Stores};
+use crate::storage::{ErrorKind, Location, ObjectMeta, Stores};
 
 /// The date's input is not there (yet): upstream may still deliver it, so a later attempt
 /// may succeed.
@@ -31,7 +31,9 @@ impl PartitionPlan {
         let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
         let quarantine = stores.locate(&job.output.quarantine.uri(&job.name, date)?)?;
         let objects = match list_data_files(&input) {
-            Err(e) if is_not_found(&e) => return Err(NoInput(format!("{e:#}")).into()),
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => {
+                return Err(NoInput(format!("{e:#}")).into())
+            }
             listed => listed?,
         };
         if objects.is_empty() {

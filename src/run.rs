@@ -36,7 +36,7 @@ use crate::record::{
 };
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
 use crate::shard::{self, Shard};
-use crate::storage::{Location, ObjectMeta, Stores};
+use crate::storage::{ErrorKind, Location, ObjectMeta, Stores};
 use crate::write::{output_name, ParquetOutput};
 
 /// Knobs a caller may override for one run (tests use these to vary parallelism).
@@ -78,7 +78,14 @@ impl RunOptions {
 pub struct Aborted;
 
 /// A failed run: the record that was written for it, and the error.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "run {} of {} for {} failed: {:#}",
+    record.run_id,
+    record.job,
+    record.logical_date,
+    error
+)]
 pub struct RunFailed {
     pub record: RunRecord,
     pub error: anyhow::Error,
@@ -88,39 +95,13 @@ pub struct RunFailed {
 
 /// Whether a run that failed with `e` may succeed when tried again later: the input was not
 /// there yet (upstream may still deliver it), or storage was unreachable, slow or throttled
-/// past the client's own retries. A mistake (a schema mismatch, a missing model, access
-/// denied, too many bad rows) fails the same way every time.
+/// past the client's own retries (a [`StorageError`](crate::storage::StorageError) of kind
+/// [`Transient`](ErrorKind::Transient), whichever the store). A mistake (a schema mismatch, a
+/// missing model, access denied, too many bad rows) fails the same way every time.
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    use std::io::ErrorKind as K;
-    e.chain().any(|c| {
-        c.is::<crate::plan::NoInput>()
-            || c.downcast_ref::<crate::storage::S3Error>()
-                .is_some_and(|s| s.kind == crate::storage::S3ErrorKind::Transient)
-            || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    K::TimedOut
-                        | K::ConnectionReset
-                        | K::ConnectionAborted
-                        | K::ConnectionRefused
-                        | K::BrokenPipe
-                        | K::Interrupted
-                )
-            })
-    })
+    e.chain().any(|c| c.is::<crate::plan::NoInput>())
+        || ErrorKind::of(e) == Some(ErrorKind::Transient)
 }
-
-impl std::fmt::Display for RunFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "run {} of {} for {} failed: {:#}",
-            self.record.run_id, self.record.job, self.record.logical_date, self.error
-        )
-    }
-}
-
-impl std::error::Error for RunFailed {}
 
 /// Runs a job for a logical date and records the run, whatever its outcome.
 pub fn run_job(

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::record::{RunManifest, SUCCESS_MARKER};
 pub use crate::record::{Shard, ShardSet};
-use crate::storage::{is_not_found, Location};
+use crate::storage::{ErrorKind, Location};
 
 impl Shard {
     pub fn new(index: u32, count: u32, run: String) -> Result<Self> {
@@ -99,7 +99,7 @@ pub fn complete(
                 serde_json::from_slice::<RunManifest>(&bytes)
                     .with_context(|| format!("reading shard manifest {}", loc.uri()))?,
             ),
-            Err(e) if is_not_found(&e) => return Ok(None), // not the last shard
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => return Ok(None), // not the last shard
             Err(e) => return Err(e),
         }
     }

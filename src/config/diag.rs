@@ -26,23 +26,15 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// All diagnostics of a validation, as one error value for `anyhow` callers.
-#[derive(Debug)]
+/// All diagnostics of a validation, as one error value for `anyhow` callers: one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", lines(.0))]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(Diagnostic::to_string).collect();
+    lines.join("\n")
 }
-
-impl std::error::Error for Diagnostics {}
 
 /// Collects diagnostics for one source file, turning byte spans into line and column.
 pub struct Reporter<'a> {

@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::FeatureKind;
 
-/// A drift method, as job files name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A drift method, as job files and reports name it (serde and strum spell it alike).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Method {
     /// Two-sample Kolmogorov-Smirnov test (numeric); drift when p < threshold.
     Ks,
@@ -37,15 +40,9 @@ impl Method {
         Method::Ztest,
     ];
 
+    /// The name job files and reports use.
     pub fn name(self) -> &'static str {
-        match self {
-            Method::Ks => "ks",
-            Method::Psi => "psi",
-            Method::Wasserstein => "wasserstein",
-            Method::Jensenshannon => "jensenshannon",
-            Method::Chisquare => "chisquare",
-            Method::Ztest => "ztest",
-        }
+        self.into()
     }
 
     /// Whether the method is a test (compare the p-value) rather than a distance.

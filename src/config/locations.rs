@@ -13,7 +13,7 @@
 
 use std::path::{Component, Path};
 
-use crate::storage::Uri;
+use crate::storage::{Uri, UriError};
 
 /// The date templates are rendered with to check that they make valid URIs.
 const SAMPLE_DATE: &str = "2026-01-01";
@@ -52,9 +52,9 @@ impl Location {
     /// A template (with `{date}` and `{job}` placeholders) of job `job`. Fails, with the
     /// reason, when the template rendered for this job and a date is not a valid URI (a bucket
     /// name made invalid by `{job}`, say).
-    pub fn of_template(template: &str, job: &str) -> Result<Self, String> {
+    pub fn of_template(template: &str, job: &str) -> Result<Self, UriError> {
         let s = template.replace("{job}", job);
-        Uri::parse(&s.replace("{date}", SAMPLE_DATE)).map_err(|e| format!("{e:#}"))?;
+        Uri::parse(&s.replace("{date}", SAMPLE_DATE))?;
         Ok(Self::of_str(&s))
     }
 

@@ -26,7 +26,7 @@ use diag::Reporter;
 use file::Located;
 use locations::Location;
 
-use crate::storage::{S3Settings, Uri};
+use crate::storage::{S3Settings, Uri, UriError};
 
 /// The name of the shared settings file inside a jobs folder.
 pub const SETTINGS_FILE: &str = "nightshift.toml";
@@ -222,7 +222,7 @@ fn read_uri(rep: &mut Reporter, v: Option<Located<String>>) -> Option<Uri> {
     match Uri::parse(&s) {
         Ok(u) => Some(u),
         Err(e) => {
-            rep.error(v.span, format!("{e:#}"));
+            rep.error(v.span, e.to_string());
             None
         }
     }
@@ -258,7 +258,8 @@ fn read_template(
         return None;
     }
     if let Err(e) = Uri::parse(&probe) {
-        rep.error(v.span, format!("{e:#}").replace(&probe, &s));
+        // Named as written, placeholders and all: the probe is not in the file.
+        rep.error(v.span, e.of_text(&s).to_string());
         return None;
     }
     Some(UriTemplate(s))
@@ -674,7 +675,7 @@ impl Place {
         span: &Range<usize>,
         t: &UriTemplate,
         job: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UriError> {
         Ok(Self {
             location: Location::of_template(&t.0, job)?,
             name,

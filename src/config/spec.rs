@@ -126,7 +126,7 @@ impl UriTemplate {
     /// Renders and parses; the template was checked at validation, so this only fails on
     /// values that a date or job name cannot produce.
     pub fn uri(&self, job: &str, date: NaiveDate) -> anyhow::Result<Uri> {
-        Uri::parse(&self.render(job, date))
+        Ok(Uri::parse(&self.render(job, date))?)
     }
 
     /// The default quarantine location: beside the output, never inside it, and always in the

@@ -495,7 +495,12 @@ async fn predict(
             .models
             .get(&registry, &model_ref)
             .map_err(|e| match e {
-                ModelError::NotFound(m) => fail(StatusCode::NOT_FOUND, m),
+                // The versions there are, from the registry's own answer, for a client to
+                // pick from without parsing the message.
+                ModelError::NotFound { ref versions, .. } => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "error": e.to_string(), "versions": versions }),
+                ),
                 ModelError::Other(e) => {
                     error!(model = %model_ref, registry = %registry_uri, error = %format!("{e:#}"), "Could not load a model for online scoring.");
                     fail(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot load model {model_ref}: {e:#}"))

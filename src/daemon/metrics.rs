@@ -162,15 +162,10 @@ impl Metrics {
 
     /// A run finished (any status).
     pub fn run_finished(&self, r: &RunRecord) {
-        let status = match r.status {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Aborted => "aborted",
-        };
         self.runs
             .get_or_create(&JobStatusLabels {
                 job: r.job.clone(),
-                status: status.into(),
+                status: serde_name(&r.status),
             })
             .inc();
         let job = Self::job(&r.job);
@@ -289,6 +284,15 @@ impl Metrics {
 
 /// OpenMetrics names a counter family without `_total` and its samples with it; the
 /// Prometheus 0.0.4 format names both with it. Also drops the OpenMetrics-only lines.
+/// The name serde writes for a unit variant (`RunStatus::Succeeded` is `succeeded` in run
+/// records), so a label reads as the files do, from the one `rename_all`.
+fn serde_name<T: serde::Serialize>(variant: &T) -> String {
+    match serde_json::to_value(variant) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => unreachable!("not a unit variant: {other:?}"),
+    }
+}
+
 fn to_prometheus_text(open_metrics: &str) -> String {
     let counters: Vec<&str> = open_metrics
         .lines()

@@ -13,9 +13,10 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::config::BadRowPolicy;
-use crate::model::{LoadedModel, Registry};
+use crate::model::{LoadedModel, Registry, RegistryError};
 use crate::schema::{FeatureKind, ModelRef};
 use crate::score::{BatchOrigin, Scorer};
+use crate::storage::Uri;
 
 /// Rows one request may score.
 pub const MAX_ROWS: usize = 10_000;
@@ -224,15 +225,52 @@ pub struct ModelCache {
 /// Why a model could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{0}")]
-    NotFound(String),
+    /// The version is not registered (HTTP 404): the registry's own
+    /// [`RegistryError::NotFound`], with the versions it has.
+    #[error("{}", not_found(model, registry, versions))]
+    NotFound {
+        model: ModelRef,
+        registry: Uri,
+        versions: Vec<u32>,
+    },
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ModelError {
+    fn from(e: anyhow::Error) -> Self {
+        match RegistryError::of(&e) {
+            Some(RegistryError::NotFound {
+                model,
+                registry,
+                versions,
+            }) => ModelError::NotFound {
+                model: model.clone(),
+                registry: registry.clone(),
+                versions: versions.clone(),
+            },
+            None => ModelError::Other(e),
+        }
+    }
+}
+
+/// The API's words for a missing version: the model's name alone when it has none.
+fn not_found(model: &ModelRef, registry: &Uri, versions: &[u32]) -> String {
+    if versions.is_empty() {
+        return format!("no model named '{}' in the registry {registry}", model.name);
+    }
+    let versions: Vec<String> = versions.iter().map(u32::to_string).collect();
+    format!(
+        "model {model} is not in the registry {registry} (versions: {})",
+        versions.join(", ")
+    )
 }
 
 impl ModelCache {
     /// The version from the registry (blocking: call off the async runtime). The name must
-    /// be valid ([`Registry::check_name`]); an invalid one is an error, never a listing.
+    /// be valid ([`Registry::check_name`]); an invalid one is an error, never a listing. A
+    /// version that is not registered is [`ModelError::NotFound`], from the registry's answer:
+    /// the registry is listed only then, and only by the registry.
     pub fn get(
         &self,
         registry: &Registry,
@@ -246,31 +284,51 @@ impl ModelCache {
         if let Some(m) = self.models.lock().expect("model cache lock").get(&key) {
             return Ok(m.clone());
         }
-        let versions = registry.versions(&model.name)?;
-        if !versions.contains(&model.version) {
-            return Err(ModelError::NotFound(if versions.is_empty() {
-                format!(
-                    "no model named '{}' in the registry {}",
-                    model.name,
-                    registry.uri()
-                )
-            } else {
-                format!(
-                    "model {model} is not in the registry {} (versions: {})",
-                    registry.uri(),
-                    versions
-                        .iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }));
-        }
         let loaded = Arc::new(registry.load(model)?);
         self.models
             .lock()
             .expect("model cache lock")
             .insert(key, loaded.clone());
         Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_version_is_a_404_from_the_registry_error() {
+        let model = ModelRef {
+            name: "churn".into(),
+            version: 2,
+        };
+        let registry = Uri::Local("out/registry/".into());
+        let from_registry = |versions: Vec<u32>| {
+            ModelError::from(
+                anyhow::Error::new(RegistryError::NotFound {
+                    model: model.clone(),
+                    registry: registry.clone(),
+                    versions,
+                })
+                .context("loading churn@2"),
+            )
+        };
+        let err = from_registry(vec![1, 3]);
+        let ModelError::NotFound { versions, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(versions, &[1, 3]);
+        assert_eq!(
+            err.to_string(),
+            "model churn@2 is not in the registry out/registry/ (versions: 1, 3)"
+        );
+        assert_eq!(
+            from_registry(Vec::new()).to_string(),
+            "no model named 'churn' in the registry out/registry/"
+        );
+        // Anything else stays what it was.
+        let other = ModelError::from(anyhow::anyhow!("checksum mismatch"));
+        assert!(matches!(other, ModelError::Other(_)), "{other}");
     }
 }

@@ -47,9 +47,10 @@ pub trait Runner: Send + Sync + 'static {
     ) -> Result<RunRecord, Box<RunFailed>>;
 }
 
-/// Why a run was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Why a run was started, as the API and the logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Cause {
     Schedule,
     Catchup,
@@ -59,12 +60,7 @@ pub enum Cause {
 
 impl Cause {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Schedule => "schedule",
-            Cause::Catchup => "catchup",
-            Cause::Manual => "manual",
-            Cause::Retry => "retry",
-        }
+        self.into()
     }
 }
 
@@ -133,7 +129,9 @@ pub enum Accepted {
     Waiting,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Why a tick started no run; the name is the `reason` label of the skipped-ticks metric.
+#[derive(Debug, Clone, Copy, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 enum Skip {
     Overlap,
     Duplicate,
@@ -141,10 +139,7 @@ enum Skip {
 
 impl Skip {
     fn label(self) -> &'static str {
-        match self {
-            Skip::Overlap => "overlap",
-            Skip::Duplicate => "duplicate",
-        }
+        self.into()
     }
 
     fn message(self) -> &'static str {

@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::forest::{Forest, ForestParams, RandomForestModel};
 
 /// The algorithms `model train --algorithm` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Algorithm {
     /// Logistic regression: binary, or multinomial for more than two classes.
     Logistic,
@@ -48,20 +51,6 @@ impl Algorithm {
     /// Bayes do not need it).
     pub fn wants_scaling(self) -> bool {
         matches!(self, Algorithm::Logistic | Algorithm::Linear)
-    }
-}
-
-impl std::fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Algorithm::Logistic => "logistic",
-            Algorithm::DecisionTree => "decision-tree",
-            Algorithm::RandomForest => "random-forest",
-            Algorithm::Linear => "linear",
-            Algorithm::GaussianNb => "gaussian-nb",
-            Algorithm::Prior => "prior",
-        };
-        f.write_str(s)
     }
 }
 

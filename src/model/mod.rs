@@ -23,7 +23,7 @@ pub use estimator::{
 pub use forest::{Forest, ForestData, ForestParams, RandomForestModel, Tree};
 pub use kernel::BatchScores;
 pub use preprocess::{Encoded, FeatureTransform, FitOptions, Preprocessing};
-pub use registry::{LabelType, LoadedModel, ModelManifest, Registry};
+pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, RegistryError};
 
 use crate::profile::{
     reference_edges, ColumnPlan, DatasetProfile, ProfileBuilder, RowOrigin, SCORE_COLUMN,

@@ -17,7 +17,7 @@ use super::estimator::{Algorithm, Estimator, Hyperparameters};
 use super::preprocess::Preprocessing;
 use crate::profile::DatasetProfile;
 use crate::schema::{is_valid_name, ModelRef, SignatureField};
-use crate::storage::{is_not_found, Location};
+use crate::storage::{ErrorKind, Location, Uri};
 
 /// The Arrow type family of the training target, so predictions come back in the same type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,52 @@ pub struct Registry {
     root: Location,
 }
 
+/// Why the registry could not give a model, for callers that answer differently (online
+/// predict's 404). Sits at the top of the `anyhow` error of [`Registry::manifest`] and
+/// [`Registry::load`]; find it with [`RegistryError::of`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The version is not registered; `versions` are the model's versions that are
+    /// (ascending, empty when no version is).
+    #[error(
+        "model {model} is not in the registry at {registry} ({})",
+        registered(&model.name, versions)
+    )]
+    NotFound {
+        model: ModelRef,
+        registry: Uri,
+        versions: Vec<u32>,
+    },
+}
+
+impl RegistryError {
+    /// The registry error in an error chain, if the registry caused it.
+    pub fn of(e: &anyhow::Error) -> Option<&RegistryError> {
+        e.chain().find_map(|c| c.downcast_ref::<RegistryError>())
+    }
+}
+
+/// What a [`RegistryError::NotFound`] says there is instead.
+fn registered(name: &str, versions: &[u32]) -> String {
+    if versions.is_empty() {
+        format!(
+            "no versions are registered under that name; \
+             `nightshift model train --name {name} ...` registers one"
+        )
+    } else {
+        format!("registered versions: {}", join_versions(versions))
+    }
+}
+
+/// `1, 2, 5`.
+fn join_versions(versions: &[u32]) -> String {
+    versions
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const MANIFEST: &str = "manifest.json";
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -110,7 +156,7 @@ impl Registry {
     }
 
     /// Where the registry is, for messages and as part of cache keys.
-    pub fn uri(&self) -> crate::storage::Uri {
+    pub fn uri(&self) -> Uri {
         self.root.uri()
     }
 
@@ -164,29 +210,22 @@ impl Registry {
         Ok(versions)
     }
 
+    /// A version's manifest. A version that is not registered is a [`RegistryError::NotFound`]
+    /// (at the top of the error), which lists the versions there are.
     pub fn manifest(&self, model: &ModelRef) -> Result<ModelManifest> {
         Self::check_name(&model.name)?;
         let loc = self.version_dir(&model.name, model.version).join(MANIFEST);
         let bytes = match loc.store.get(&loc.key) {
             Ok(b) => b,
-            Err(e) if is_not_found(&e) => {
-                let known = self.versions(&model.name).unwrap_or_default();
-                let known = if known.is_empty() {
-                    format!("no versions are registered under that name; `nightshift model train --name {} ...` registers one", model.name)
-                } else {
-                    format!(
-                        "registered versions: {}",
-                        known
-                            .iter()
-                            .map(u32::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                bail!(
-                    "model {model} is not in the registry at {} ({known})",
-                    self.root.uri()
-                );
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => {
+                // Listed once, here, so that no caller lists the registry again to say what
+                // there is instead.
+                return Err(RegistryError::NotFound {
+                    model: model.clone(),
+                    registry: self.root.uri(),
+                    versions: self.versions(&model.name).unwrap_or_default(),
+                }
+                .into());
             }
             Err(e) => return Err(e),
         };
@@ -294,5 +333,80 @@ impl Registry {
             "could not register a version of '{}': too many concurrent registrations",
             manifest.name
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Stores;
+
+    /// A registry under `dir` holding `churn` versions 1 and 3 (their manifests are all the
+    /// listing looks at).
+    fn registry(dir: &std::path::Path) -> Registry {
+        for v in [1, 3] {
+            let folder = dir.join(format!("churn/{v}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join(MANIFEST), b"{}").unwrap();
+        }
+        let root = Stores::default()
+            .locate(&Uri::Local(dir.to_path_buf()))
+            .unwrap();
+        Registry::new(root)
+    }
+
+    fn churn(version: u32) -> ModelRef {
+        ModelRef {
+            name: "churn".into(),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_missing_version_is_not_found_with_the_versions_there_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let err = registry.load(&churn(2)).unwrap_err();
+        assert_eq!(
+            RegistryError::of(&err),
+            Some(&RegistryError::NotFound {
+                model: churn(2),
+                registry: registry.uri(),
+                versions: vec![1, 3],
+            })
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "model churn@2 is not in the registry at {} (registered versions: 1, 3)",
+                registry.uri()
+            )
+        );
+
+        let other = ModelRef {
+            name: "other".into(),
+            version: 1,
+        };
+        let err = registry.manifest(&other).unwrap_err();
+        let Some(RegistryError::NotFound { versions, .. }) = RegistryError::of(&err) else {
+            panic!("{err:#}");
+        };
+        assert!(versions.is_empty());
+        assert!(
+            format!("{err:#}").ends_with(
+                "(no versions are registered under that name; \
+                 `nightshift model train --name other ...` registers one)"
+            ),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_broken_version_is_no_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        // The manifest is there but unreadable as one: an error, not a 404.
+        let err = registry.load(&churn(1)).unwrap_err();
+        assert_eq!(RegistryError::of(&err), None, "{err:#}");
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tracing::debug;
 
-use super::{ObjectMeta, ObjectSink, Storage, StorageError, Uri};
+use super::{ErrorKind, ObjectMeta, ObjectSink, Storage, StorageError, Uri};
 
 /// Prefix of in-progress files; listings leave them out.
 pub const TEMP_PREFIX: &str = "_tmp.";
@@ -31,11 +31,26 @@ fn temp_path(path: &Path) -> PathBuf {
     ))
 }
 
+/// Reading a file that may be missing: a missing one is named as such ("PATH does not
+/// exist"), any other failure is "reading PATH" over the file system's error.
 fn not_found(path: &Path, e: io::Error) -> anyhow::Error {
     if e.kind() == io::ErrorKind::NotFound {
-        anyhow::Error::new(StorageError::NotFound(path.display().to_string()))
+        StorageError::not_found(path.display()).into()
     } else {
-        anyhow::Error::new(e).context(format!("reading {}", path.display()))
+        StorageError::io(format!("reading {}", path.display()), e).into()
+    }
+}
+
+/// `with_context` for file system calls: the error becomes a [`StorageError`] of the kind
+/// its `io::ErrorKind` says, so callers can tell a missing file, a permission problem and a
+/// failure worth retrying apart, as they can on S3.
+trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Doing<T> for io::Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| StorageError::io(what(), e).into())
     }
 }
 
@@ -61,10 +76,11 @@ fn follow(link: &Path) -> Result<fs::Metadata> {
                 link.display()
             )
         } else {
-            anyhow::Error::new(e).context(format!(
-                "following the symbolic link {} to {target}",
-                link.display()
-            ))
+            StorageError::io(
+                format!("following the symbolic link {} to {target}", link.display()),
+                e,
+            )
+            .into()
         }
     })
 }
@@ -74,13 +90,13 @@ fn follow(link: &Path) -> Result<fs::Metadata> {
 /// `ancestors` holds the canonical paths of the folders being walked, so a link back to one of
 /// them (a loop) is an error naming the link rather than an endless descent.
 fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> Result<()> {
-    let entries = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let entries = fs::read_dir(dir).doing(|| format!("listing {}", dir.display()))?;
     for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let entry = entry.doing(|| format!("listing {}", dir.display()))?;
         let path = entry.path();
         let ft = entry
             .file_type()
-            .with_context(|| format!("reading {}", path.display()))?;
+            .doing(|| format!("reading {}", path.display()))?;
         let (is_dir, is_file, m) = if ft.is_symlink() {
             let m = follow(&path)?;
             (m.is_dir(), m.is_file(), Some(m))
@@ -90,8 +106,7 @@ fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> 
         if is_dir {
             let real = match ancestors.last() {
                 Some(parent) if !ft.is_symlink() => parent.join(entry.file_name()),
-                _ => fs::canonicalize(&path)
-                    .with_context(|| format!("resolving {}", path.display()))?,
+                _ => fs::canonicalize(&path).doing(|| format!("resolving {}", path.display()))?,
             };
             if ancestors.contains(&real) {
                 bail!(
@@ -109,7 +124,7 @@ fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> 
                 Some(m) => m,
                 None => entry
                     .metadata()
-                    .with_context(|| format!("reading {}", path.display()))?,
+                    .doing(|| format!("reading {}", path.display()))?,
             };
             out.push(meta(&path, &m));
         }
@@ -127,14 +142,14 @@ fn remove_temps(dir: &Path, older_than: DateTime<Utc>, removed: &mut usize) -> R
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         // A prefix naming a file has no folder of temporary files under it.
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(e).doing(|| format!("listing {}", dir.display())),
     };
     for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let entry = entry.doing(|| format!("listing {}", dir.display()))?;
         let path = entry.path();
         let ft = entry
             .file_type()
-            .with_context(|| format!("reading {}", path.display()))?;
+            .doing(|| format!("reading {}", path.display()))?;
         if ft.is_dir() {
             remove_temps(&path, older_than, removed)?;
             continue;
@@ -146,7 +161,7 @@ fn remove_temps(dir: &Path, older_than: DateTime<Utc>, removed: &mut usize) -> R
             Ok(t) => DateTime::<Utc>::from(t),
             // Renamed into place or removed since the listing.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e).doing(|| format!("reading {}", path.display())),
         };
         if modified >= older_than {
             continue;
@@ -157,7 +172,7 @@ fn remove_temps(dir: &Path, older_than: DateTime<Utc>, removed: &mut usize) -> R
                 *removed += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            Err(e) => return Err(e).doing(|| format!("removing {}", path.display())),
         }
     }
     Ok(())
@@ -174,12 +189,12 @@ impl Storage for LocalStorage {
             }
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            Err(e) => return Err(e).doing(|| format!("listing {}", dir.display())),
         };
         if !root.is_dir() {
             return Ok(Vec::new());
         }
-        let real = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let real = fs::canonicalize(dir).doing(|| format!("resolving {}", dir.display()))?;
         let mut out = Vec::new();
         walk(dir, &mut vec![real], &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -205,7 +220,7 @@ impl Storage for LocalStorage {
                 Ok(Bytes::from(buf))
             })
             .collect::<io::Result<_>>()
-            .with_context(|| format!("reading {}", path.display()))
+            .doing(|| format!("reading {}", path.display()))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -218,21 +233,20 @@ impl Storage for LocalStorage {
                 Ok(m) if m.file_type().is_symlink() => follow(path).map(|_| None),
                 _ => Ok(None),
             },
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => Err(e).doing(|| format!("reading {}", path.display())),
         }
     }
 
     fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let mut sink = self.create(key)?;
-        sink.write_all(&data)
-            .with_context(|| format!("writing {key}"))?;
+        sink.write_all(&data).doing(|| format!("writing {key}"))?;
         sink.commit()
     }
 
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         let path = Path::new(key);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::create_dir_all(dir).doing(|| format!("creating {}", dir.display()))?;
         }
         let tmp = temp_path(path);
         let written = (|| {
@@ -242,7 +256,7 @@ impl Storage for LocalStorage {
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("writing {}", tmp.display()));
+            return Err(e).doing(|| format!("writing {}", tmp.display()));
         }
         // A hard link fails if the name exists: the local counterpart of If-None-Match: *.
         let linked = fs::hard_link(&tmp, path);
@@ -250,17 +264,17 @@ impl Storage for LocalStorage {
         match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            Err(e) => Err(e).doing(|| format!("creating {}", path.display())),
         }
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectSink>> {
         let path = PathBuf::from(key);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::create_dir_all(dir).doing(|| format!("creating {}", dir.display()))?;
         }
         let tmp = temp_path(&path);
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = File::create(&tmp).doing(|| format!("creating {}", tmp.display()))?;
         Ok(Box::new(LocalSink {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             tmp,
@@ -272,7 +286,7 @@ impl Storage for LocalStorage {
         match fs::remove_file(key) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting {key}")),
+            Err(e) => Err(e).doing(|| format!("deleting {key}")),
         }
     }
 
@@ -293,13 +307,32 @@ struct LocalSink {
     path: PathBuf,
 }
 
+/// A write error for an encoder, which sees only `io::Error`: the same error, with the
+/// [`StorageError`] kind inside it, so a run can still tell a failure worth retrying (a
+/// network file system timing out) from a mistake. Kind and message stay as they were.
+fn with_kind(e: io::Error) -> io::Error {
+    let kind = e.kind();
+    io::Error::new(
+        kind,
+        StorageError::new(ErrorKind::of_io(kind), e.to_string()),
+    )
+}
+
 impl Write for LocalSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.as_mut().expect("sink is open").write(buf)
+        self.file
+            .as_mut()
+            .expect("sink is open")
+            .write(buf)
+            .map_err(with_kind)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("sink is open").flush()
+        self.file
+            .as_mut()
+            .expect("sink is open")
+            .flush()
+            .map_err(with_kind)
     }
 }
 
@@ -309,16 +342,16 @@ impl ObjectSink for LocalSink {
         let file = file
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", self.tmp.display()))?;
+            .doing(|| format!("writing {}", self.tmp.display()))?;
         file.sync_all()
-            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+            .doing(|| format!("syncing {}", self.tmp.display()))?;
         fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))
+            .doing(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))
     }
 
     fn abort(mut self: Box<Self>) -> Result<()> {
         self.file.take();
-        fs::remove_file(&self.tmp).with_context(|| format!("removing {}", self.tmp.display()))
+        fs::remove_file(&self.tmp).doing(|| format!("removing {}", self.tmp.display()))
     }
 }
 
@@ -354,6 +387,63 @@ mod tests {
         drop(sink);
         assert_eq!(s.get(&key).unwrap(), Bytes::from_static(b"hello"));
         assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = key(dir.path(), "dt=1/part-0.parquet");
+        for err in [
+            LocalStorage.get(&missing).unwrap_err(),
+            LocalStorage
+                .get_ranges(&missing, std::slice::from_ref(&(0..4)))
+                .unwrap_err(),
+        ] {
+            assert_eq!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{err:#}");
+            assert_eq!(format!("{err:#}"), format!("{missing} does not exist"));
+        }
+        // A folder is there, but is no object: not a missing one either.
+        let err = LocalStorage.get(dir.path().to_str().unwrap()).unwrap_err();
+        assert_eq!(ErrorKind::of(&err), Some(ErrorKind::Other), "{err:#}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_without_permission_is_access_denied() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.parquet");
+        fs::write(&file, b"x").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).unwrap();
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
+        if fs::read(&file).is_ok() {
+            // Root reads anything; the mapping itself is tested in storage::tests.
+            eprintln!("skipped: running with permission to read any file");
+            return;
+        }
+        let err = LocalStorage.get(file.to_str().unwrap()).unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&err),
+            Some(ErrorKind::AccessDenied),
+            "{err:#}"
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "reading {}: Permission denied (os error 13)",
+                file.display()
+            )
+        );
+        let err = LocalStorage
+            .put(&key(&locked, "x.json"), Bytes::from_static(b"{}"))
+            .unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&err),
+            Some(ErrorKind::AccessDenied),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -497,7 +587,7 @@ mod tests {
         let message = format!("{err:#}");
         assert!(message.contains(&link.display().to_string()), "{message}");
         assert!(message.contains("broken symbolic link"), "{message}");
-        assert!(!crate::storage::is_not_found(&err), "{message}");
+        assert_ne!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{message}");
 
         // Named directly, too.
         let message = format!(

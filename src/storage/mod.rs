@@ -13,16 +13,15 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 pub use local::LocalStorage;
 pub use s3::{
-    s3_client, s3_error_kind, S3Error, S3ErrorKind, S3Settings, S3Storage, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_TIMEOUT_SECS, MIN_PART_SIZE,
-    UPLOAD_FLOOR_BYTES_PER_SEC,
+    s3_client, S3Settings, S3Storage, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE, DEFAULT_REGION,
+    DEFAULT_TIMEOUT_SECS, MIN_PART_SIZE, UPLOAD_FLOOR_BYTES_PER_SEC,
 };
 
 /// Where an object or prefix lives.
@@ -34,11 +33,48 @@ pub enum Uri {
     S3 { bucket: String, key: String },
 }
 
+/// Why a text is not a [`Uri`]. Each variant keeps the text it was parsed from (`uri`), so a
+/// caller that parsed something derived from what the user wrote (a template with its
+/// placeholders filled in) can name the user's text instead: [`UriError::of_text`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("empty URI")]
+    Empty,
+    #[error(
+        "invalid S3 bucket name '{bucket}' in '{uri}' (3 to 63 lowercase letters, digits, '-' or '.')"
+    )]
+    InvalidBucket { uri: String, bucket: String },
+    #[error("unsupported URI scheme '{scheme}://' in '{uri}'; use a local path, file:// or s3://")]
+    UnsupportedScheme { uri: String, scheme: String },
+}
+
+impl UriError {
+    /// The same mistake, told of `text`: what the user wrote, when the parsed URI was made
+    /// from it by filling in placeholders (which hold no `/`). The bucket is named as written
+    /// too: the filled-in one is not in the file.
+    pub fn of_text(self, text: &str) -> Self {
+        match self {
+            UriError::Empty => UriError::Empty,
+            UriError::InvalidBucket { bucket, .. } => UriError::InvalidBucket {
+                uri: text.to_string(),
+                bucket: match text.strip_prefix("s3://") {
+                    Some(rest) => rest.split_once('/').map_or(rest, |(b, _)| b).to_string(),
+                    None => bucket,
+                },
+            },
+            UriError::UnsupportedScheme { scheme, .. } => UriError::UnsupportedScheme {
+                uri: text.to_string(),
+                scheme,
+            },
+        }
+    }
+}
+
 impl Uri {
     /// Parses `s3://bucket/key`, `file:///path` or a plain path.
-    pub fn parse(s: &str) -> Result<Self> {
+    pub fn parse(s: &str) -> Result<Self, UriError> {
         if s.is_empty() {
-            bail!("empty URI");
+            return Err(UriError::Empty);
         }
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -47,7 +83,10 @@ impl Uri {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
             if !valid_bucket {
-                bail!("invalid S3 bucket name '{bucket}' in '{s}' (3 to 63 lowercase letters, digits, '-' or '.')");
+                return Err(UriError::InvalidBucket {
+                    uri: s.to_string(),
+                    bucket: bucket.to_string(),
+                });
             }
             return Ok(Uri::S3 {
                 bucket: bucket.to_string(),
@@ -58,9 +97,10 @@ impl Uri {
             return Ok(Uri::Local(PathBuf::from(path)));
         }
         if let Some((scheme, _)) = s.split_once("://") {
-            bail!(
-                "unsupported URI scheme '{scheme}://' in '{s}'; use a local path, file:// or s3://"
-            );
+            return Err(UriError::UnsupportedScheme {
+                uri: s.to_string(),
+                scheme: scheme.to_string(),
+            });
         }
         Ok(Uri::Local(PathBuf::from(s)))
     }
@@ -113,28 +153,113 @@ pub struct ObjectMeta {
     pub etag: String,
 }
 
-/// Errors callers branch on. Everything else is `anyhow` with context.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("{0} does not exist")]
-    NotFound(String),
+/// What a failed storage operation means to a caller that decides on it: whether to look
+/// elsewhere, to retry later or to give up. Both stores report the same kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist (a missing file, S3's `NoSuchKey`).
+    NotFound,
+    /// The bucket does not exist: a configuration mistake, not a missing object.
+    NoSuchBucket,
+    /// The credentials (or, locally, the file permissions) do not allow this.
+    AccessDenied,
+    /// Throttling, 5xx, timeouts, connection failures, interrupted reads: still failing after
+    /// the client's own retries, but worth trying again later.
+    Transient,
+    /// Anything else (a bad request, an invalid range, a full disk, ...).
+    Other,
 }
 
-/// True when the error chain says the object does not exist.
-pub fn is_not_found(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<StorageError>(),
-            Some(StorageError::NotFound(_))
-        )
-    })
+impl ErrorKind {
+    /// The kind of the first [`StorageError`] in an error chain; `None` if storage did not
+    /// cause it. A storage error that travelled through an [`std::io::Error`] (a sink's
+    /// `write`, called by an encoder) is found too.
+    pub fn of(e: &anyhow::Error) -> Option<ErrorKind> {
+        e.chain().find_map(|c| {
+            c.downcast_ref::<StorageError>()
+                .or_else(|| {
+                    // `io::Error::source` skips the error it wraps, so look inside.
+                    c.downcast_ref::<std::io::Error>()
+                        .and_then(|io| io.get_ref())
+                        .and_then(|inner| inner.downcast_ref::<StorageError>())
+                })
+                .map(StorageError::kind)
+        })
+    }
+}
+
+/// A failed storage operation, of either store, in one line without credentials. Callers
+/// branch on its [`kind`](StorageError::kind) (found in an `anyhow` chain by
+/// [`ErrorKind::of`]), never on its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageError {
+    kind: ErrorKind,
+    message: String,
+    /// The file system's error, for local files: kept in the chain, so `{:#}` reads
+    /// `reading PATH: Permission denied (os error 13)` as a context over it would.
+    #[source]
+    io: Option<std::io::Error>,
+}
+
+impl StorageError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            io: None,
+        }
+    }
+
+    /// A missing object, named by its URI or path.
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{what} does not exist"))
+    }
+
+    /// A file system error while `doing` something (`"reading PATH"`), of the kind its
+    /// `io::ErrorKind` says.
+    pub fn io(doing: impl Into<String>, e: std::io::Error) -> Self {
+        Self {
+            kind: ErrorKind::of_io(e.kind()),
+            message: doing.into(),
+            io: Some(e),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl ErrorKind {
+    /// What a file system error means to a caller.
+    pub(crate) fn of_io(kind: std::io::ErrorKind) -> ErrorKind {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::NotFound => ErrorKind::NotFound,
+            K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::AccessDenied,
+            // A network file system can time out or drop its connection, and a read can be
+            // interrupted: the same operation may well succeed later.
+            K::Interrupted
+            | K::TimedOut
+            | K::WouldBlock
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::ResourceBusy
+            | K::StaleNetworkFileHandle => ErrorKind::Transient,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 /// The storage operations nightshift needs, blocking. Keys are full keys inside the store.
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Every object under `prefix` (taken as a folder), sorted by key, all pages.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
-    /// A whole object. Missing objects give [`StorageError::NotFound`].
+    /// A whole object. A missing object is a [`StorageError`] of kind [`ErrorKind::NotFound`].
     fn get(&self, key: &str) -> Result<Bytes>;
     /// Byte ranges of one object, fetched concurrently where the store allows.
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>>;
@@ -267,6 +392,62 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_errors_say_what_is_wrong_and_where() {
+        assert_eq!(Uri::parse(""), Err(UriError::Empty));
+        let err = Uri::parse("gs://b/x").unwrap_err();
+        assert_eq!(
+            err,
+            UriError::UnsupportedScheme {
+                uri: "gs://b/x".into(),
+                scheme: "gs".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported URI scheme 'gs://' in 'gs://b/x'; use a local path, file:// or s3://"
+        );
+        let err = Uri::parse("s3://Big/x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid S3 bucket name 'Big' in 's3://Big/x' (3 to 63 lowercase letters, digits, \
+             '-' or '.')"
+        );
+        // Told of the template it was filled in from: the template's text, bucket included.
+        let err = Uri::parse("s3://x-B/in/dt=x/").unwrap_err();
+        assert_eq!(
+            err.of_text("s3://{job}-B/in/dt={date}/"),
+            UriError::InvalidBucket {
+                uri: "s3://{job}-B/in/dt={date}/".into(),
+                bucket: "{job}-B".into()
+            }
+        );
+        let err = Uri::parse("x://in/").unwrap_err().of_text("{job}://in/");
+        assert_eq!(
+            err.to_string(),
+            "unsupported URI scheme 'x://' in '{job}://in/'; use a local path, file:// or s3://"
+        );
+    }
+
+    #[test]
+    fn file_system_errors_have_the_kind_callers_decide_on() {
+        use std::io::{Error, ErrorKind as Io};
+        let kind = |k| StorageError::io("reading x", Error::from(k)).kind();
+        assert_eq!(kind(Io::NotFound), ErrorKind::NotFound);
+        assert_eq!(kind(Io::PermissionDenied), ErrorKind::AccessDenied);
+        assert_eq!(kind(Io::Interrupted), ErrorKind::Transient);
+        assert_eq!(kind(Io::TimedOut), ErrorKind::Transient);
+        assert_eq!(kind(Io::StorageFull), ErrorKind::Other);
+        // Found below contexts, and inside an io::Error an encoder passed on.
+        let e = anyhow::Error::new(StorageError::io("reading x", Error::from(Io::TimedOut)))
+            .context("scoring x");
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Transient));
+        assert_eq!(format!("{e:#}"), "scoring x: reading x: timed out");
+        let e = anyhow::Error::new(Error::other(StorageError::not_found("s3://b/k")));
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound));
+        assert_eq!(ErrorKind::of(&anyhow::anyhow!("b/k does not exist")), None);
+    }
 
     #[test]
     fn parses_uris() {

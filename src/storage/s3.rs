@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::local::TEMP_PREFIX;
-use super::{ObjectMeta, ObjectSink, Storage, StorageError, Uri};
+use super::{ErrorKind, ObjectMeta, ObjectSink, Storage, StorageError, Uri};
 
 /// The `[s3]` table of the settings file: how to reach S3. Every `None` is the default
 /// below (or the SDK's, for the endpoint and region).
@@ -111,37 +111,6 @@ const MAX_RANGES_IN_FLIGHT: usize = 8;
 /// while a row group still comes in several GETs at once. Measured on the S3 test server:
 /// faster than a GET per column chunk, and than GETs of 8 MiB or of a whole row group.
 const MAX_MERGED_RANGE: u64 = 4 << 20;
-
-/// Why an S3 request failed, for callers that branch. Missing objects are reported as
-/// [`StorageError::NotFound`] instead, like every store does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum S3ErrorKind {
-    /// The bucket does not exist: a configuration mistake, not a missing object.
-    NoSuchBucket,
-    /// The credentials are not allowed to do this (or are missing or wrong).
-    AccessDenied,
-    /// Throttling, 5xx, timeouts, connection failures: still failing after all retries, but
-    /// worth trying again later.
-    Transient,
-    /// Anything else (bad request, invalid range, ...).
-    Other,
-}
-
-/// A failed S3 request, in one line without credentials. Sits in the `anyhow` chain below a
-/// context naming the `s3://` URI.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct S3Error {
-    pub kind: S3ErrorKind,
-    message: String,
-}
-
-/// The [`S3ErrorKind`] in an error chain, if an S3 request caused it.
-pub fn s3_error_kind(e: &anyhow::Error) -> Option<S3ErrorKind> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<S3Error>())
-        .map(|e| e.kind)
-}
 
 /// What one failed request means to this module, before it becomes an error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,34 +198,34 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Turns a failed request on `key` into the error callers see: [`StorageError::NotFound`] for a
-/// missing object, an [`S3Error`] otherwise.
+/// Turns a failed request on `key` into the [`StorageError`] callers see, of the kind its
+/// outcome says.
 fn request_error<E>(bucket: &str, key: &str, err: SdkError<E, HttpResponse>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let (kind, message) = match outcome(&err) {
         Outcome::NoSuchKey => {
-            return anyhow::Error::new(StorageError::NotFound(format!("s3://{bucket}/{key}")))
+            return anyhow::Error::new(StorageError::not_found(format!("s3://{bucket}/{key}")))
         }
         Outcome::NoSuchBucket => (
-            S3ErrorKind::NoSuchBucket,
+            ErrorKind::NoSuchBucket,
             format!("bucket '{bucket}' does not exist"),
         ),
         Outcome::AccessDenied => (
-            S3ErrorKind::AccessDenied,
+            ErrorKind::AccessDenied,
             format!(
                 "access denied to '{key}' in bucket '{bucket}' ({}); \
                  check the credentials and the bucket policy",
                 describe(&err)
             ),
         ),
-        Outcome::Transient => (S3ErrorKind::Transient, describe(&err)),
+        Outcome::Transient => (ErrorKind::Transient, describe(&err)),
         Outcome::PreconditionFailed | Outcome::ConditionalConflict | Outcome::Other => {
-            (S3ErrorKind::Other, describe(&err))
+            (ErrorKind::Other, describe(&err))
         }
     };
-    anyhow::Error::new(S3Error { kind, message })
+    anyhow::Error::new(StorageError::new(kind, message))
 }
 
 /// What this module decides itself, beside the client's configuration.
@@ -361,10 +330,10 @@ impl S3Storage {
                 Ok(())
             }
             Err(e) if matches!(outcome(&e), Outcome::NoSuchKey | Outcome::NoSuchBucket) => {
-                Err(anyhow::Error::new(S3Error {
-                    kind: S3ErrorKind::NoSuchBucket,
-                    message: format!("bucket '{}' does not exist", self.bucket),
-                }))
+                Err(anyhow::Error::new(StorageError::new(
+                    ErrorKind::NoSuchBucket,
+                    format!("bucket '{}' does not exist", self.bucket),
+                )))
             }
             // Without s3:ListBucket the bucket cannot be checked; trust the object's 404.
             Err(_) => Ok(()),
@@ -416,10 +385,10 @@ impl S3Storage {
                     attempt += 1;
                 }
                 Err(error) => {
-                    return Err(anyhow::Error::new(S3Error {
-                        kind: S3ErrorKind::Transient,
-                        message: format!("reading the response body: {error}"),
-                    }))
+                    return Err(anyhow::Error::new(StorageError::new(
+                        ErrorKind::Transient,
+                        format!("reading the response body: {error}"),
+                    )))
                 }
             }
         }
@@ -1149,10 +1118,11 @@ impl Write for S3Sink {
         if self.buf.len() == self.store.tuning.part_size {
             if let Err(e) = self.send_part() {
                 self.failed = true;
-                return Err(io::Error::other(format!(
-                    "{:#}",
-                    e.context(format!("writing {}", self.uri()))
-                )));
+                // An encoder sees only the io::Error; the kind inside it still tells a run
+                // whether to try again ([`ErrorKind::of`] looks there).
+                let kind = ErrorKind::of(&e).unwrap_or(ErrorKind::Other);
+                let message = format!("{:#}", e.context(format!("writing {}", self.uri())));
+                return Err(io::Error::other(StorageError::new(kind, message)));
             }
         }
         Ok(n)

@@ -476,11 +476,46 @@ fn a_run_that_fails_for_good_is_not_retried() {
 #[test]
 fn transient_causes_are_told_from_mistakes() {
     use nightshift::run::is_transient;
-    let io = |k| anyhow::Error::new(std::io::Error::from(k)).context("reading s3://b/k");
+    use nightshift::storage::{ErrorKind, StorageError};
+    // The kind decides, whichever store: a file system error maps to one...
+    let io = |k| {
+        anyhow::Error::new(StorageError::io(
+            "reading in/x.parquet",
+            std::io::Error::from(k),
+        ))
+        .context("scoring in/x.parquet")
+    };
     assert!(is_transient(&io(std::io::ErrorKind::TimedOut)));
     assert!(is_transient(&io(std::io::ErrorKind::ConnectionReset)));
     assert!(!is_transient(&io(std::io::ErrorKind::PermissionDenied)));
+    assert!(!is_transient(&io(std::io::ErrorKind::NotFound)));
+    // ...as an S3 request does.
+    let s3 = |kind| {
+        anyhow::Error::new(StorageError::new(
+            kind,
+            "SlowDown: Please reduce your request rate",
+        ))
+        .context("reading s3://b/k")
+    };
+    assert!(is_transient(&s3(ErrorKind::Transient)));
+    for kind in [
+        ErrorKind::NotFound,
+        ErrorKind::NoSuchBucket,
+        ErrorKind::AccessDenied,
+        ErrorKind::Other,
+    ] {
+        assert!(!is_transient(&s3(kind)), "{kind:?}");
+    }
+    // Only the kind: a message that reads like a timeout is not one.
+    assert!(!is_transient(&anyhow::anyhow!("operation timed out")));
     assert!(!is_transient(&anyhow::anyhow!("column 'x' is missing")));
+    // A storage error an encoder saw as an io::Error (a sink's write) keeps its kind.
+    let through_io = anyhow::Error::new(std::io::Error::other(StorageError::new(
+        ErrorKind::Transient,
+        "writing s3://b/k: connection reset",
+    )))
+    .context("writing the outputs");
+    assert!(is_transient(&through_io));
 
     // Through a real run: a date without input is worth another try, a missing model is not.
     let env = Env::new();

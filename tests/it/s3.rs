@@ -9,7 +9,7 @@ use std::io::Write;
 use std::thread;
 
 use bytes::Bytes;
-use nightshift::storage::{self, s3_error_kind, S3ErrorKind, Storage, Stores, Uri};
+use nightshift::storage::{self, ErrorKind, Storage, Stores, Uri};
 
 use crate::util_s3::{pattern, settings, unique_bucket_name, FlakyProxy, TestBucket};
 
@@ -117,7 +117,7 @@ fn get_ranges_returns_the_requested_bytes_in_order() {
     let err = s
         .get_ranges("missing", std::slice::from_ref(&(0..4)))
         .unwrap_err();
-    assert!(storage::is_not_found(&err), "{err:#}");
+    assert_eq!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{err:#}");
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn missing_key_is_not_found_and_named() {
     let b = TestBucket::new("missing-key");
     let s = b.store();
     let err = s.get("nope/x.parquet").unwrap_err();
-    assert!(storage::is_not_found(&err), "{err:#}");
+    assert_eq!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{err:#}");
     let message = format!("{err:#}");
     assert!(message.contains(&b.uri("nope/x.parquet")), "{message}");
 }
@@ -345,13 +345,10 @@ fn missing_bucket_is_one_clear_line() {
     ];
     for (op, err) in errors {
         let message = format!("{err:#}");
-        assert!(
-            !storage::is_not_found(&err),
-            "{op}: a missing bucket is not a missing object: {message}"
-        );
+        // A missing bucket is not a missing object: the kind tells them apart.
         assert_eq!(
-            s3_error_kind(&err),
-            Some(S3ErrorKind::NoSuchBucket),
+            ErrorKind::of(&err),
+            Some(ErrorKind::NoSuchBucket),
             "{op}: {message}"
         );
         assert!(

@@ -470,7 +470,9 @@ fn online_predictions_come_from_the_registry_of_the_job_pinning_the_version() {
     );
     let (status, answer) = d.predict("/models/churn/2/predict?job=gamma", &body);
     assert_eq!(status, 404, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("versions: 1"));
+    assert!(answer["error"].as_str().unwrap().contains("versions: 1, 3"));
+    // The same versions as data, from the registry's typed answer.
+    assert_eq!(answer["versions"], json!([1, 3]), "{answer}");
 
     // alpha moves to the other registry: churn@1 is that registry's now, not the one loaded
     // (and kept) before, as the cache is keyed by registry too.

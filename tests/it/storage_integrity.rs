@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use chrono::Utc;
 use nightshift::read::list_data_files;
-use nightshift::storage::{is_not_found, Stores, Uri};
+use nightshift::storage::{ErrorKind, Stores, Uri};
 
 use crate::util::{files_under, Env, FIXTURES};
 use crate::util_s3::TestBucket;
@@ -200,7 +200,7 @@ fn s3_a_uri_naming_one_object_lists_it_or_says_it_does_not_exist() {
     assert_eq!(object.num_rows(), 1000);
 
     let err = list_data_files(&b.location("in/dt=1/part-9.parquet")).unwrap_err();
-    assert!(is_not_found(&err), "{err:#}");
+    assert_eq!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{err:#}");
     assert_eq!(
         format!("{err:#}"),
         format!("{} does not exist", b.uri("in/dt=1/part-9.parquet"))

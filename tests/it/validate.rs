@@ -51,6 +51,29 @@ snapshot_cases!(
     model_name_is_a_path,
 );
 
+/// A location that is no URI is reported at its value, as written: the template's text and
+/// bucket, not the text its placeholders were filled in to check it.
+#[test]
+fn bad_bucket() {
+    let stdout = validate_file("bad_bucket");
+    let file = "tests/data/bad_jobs/bad_bucket.toml";
+    let rule = "(3 to 63 lowercase letters, digits, '-' or '.')";
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}:7:7: invalid S3 bucket name 'Features' in \
+                 's3://Features/churn/dt={{date}}/' {rule}"
+            ),
+            format!(
+                "{file}:14:7: invalid S3 bucket name '{{job}}-Scores' in \
+                 's3://{{job}}-Scores/churn/dt={{date}}/' {rule}"
+            ),
+        ],
+        "{stdout}"
+    );
+}
+
 /// `validate` on a folder of `tests/data/locations/`: its output and exit code.
 fn validate_dir(name: &str) -> (i32, String) {
     let out = nightshift_in(
