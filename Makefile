@@ -70,7 +70,7 @@ lint:
 
 # Regenerates the bundled fixtures (deterministic: the same bytes every time).
 fixtures:
-	$(CARGO) run --locked --bin make-fixtures -- fixtures/churn
+	$(CARGO) run --locked --example make-fixtures -- fixtures/churn
 
 clean:
 	rm -rf out

@@ -23,7 +23,9 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use parquet::basic::Encoding;
 use parquet::column::page::{Page, PageReader};
-use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{
+    ColumnChunkMetaData, FooterTail, ParquetMetaData, ParquetMetaDataReader,
+};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 
@@ -67,17 +69,18 @@ impl ParquetObject {
         if n as u64 != guess {
             bail!("{uri}: asked for its last {guess} bytes, got {n}");
         }
-        if &tail[n - 4..] == b"PARE" {
+        // The parquet crate decodes the last 8 bytes (length and magic); the messages are ours,
+        // naming the object and what is wrong with it.
+        let footer = FooterTail::try_from(&tail[n - 8..]).map_err(|_| {
+            anyhow!("{uri} is not a Parquet file, or is cut short (no PAR1 magic at its end)")
+        })?;
+        if footer.is_encrypted_footer() {
             bail!(
                 "{uri} has an encrypted footer (PARE magic at its end), which nightshift cannot \
                  read"
             );
         }
-        if &tail[n - 4..] != b"PAR1" {
-            bail!("{uri} is not a Parquet file, or is cut short (no PAR1 magic at its end)");
-        }
-        let metadata_len =
-            u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
+        let metadata_len = footer.metadata_length() as u64;
         // The file starts with PAR1 too: 4 + footer + 4-byte length + 4 for the magic.
         if metadata_len + 12 > size {
             bail!(
@@ -1020,13 +1023,14 @@ pub fn check_schema(
 /// A URI ending in `.parquet` names one object, unless it is a folder of them (as Spark
 /// writes `table.parquet/part-*.parquet`): the folder is listed first, since some servers
 /// (s3s-fs) answer a HEAD on a folder with a 500. A named object that does not exist is a
-/// [`StorageError::NotFound`](crate::storage::StorageError) naming it, not an empty listing.
+/// [`StorageError`] of kind [`ErrorKind::NotFound`](crate::storage::ErrorKind) naming it, not an
+/// empty listing.
 pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
     let all = loc.store.list(&loc.key)?;
     if loc.key.ends_with(".parquet") && all.is_empty() {
         return match loc.store.head(&loc.key)? {
             Some(meta) => Ok(vec![meta]),
-            None => Err(StorageError::NotFound(loc.uri().to_string()).into()),
+            None => Err(StorageError::not_found(loc.uri()).into()),
         };
     }
     Ok(all
@@ -1084,7 +1088,7 @@ mod tests {
     use parquet::file::metadata::ParquetMetaDataWriter;
     use parquet::file::properties::WriterProperties;
 
-    use crate::storage::{is_not_found, Stores};
+    use crate::storage::{ErrorKind, Stores};
 
     /// A small Parquet file: 10 rows in two row groups of 5, an int64 and a dictionary
     /// encoded string column.
@@ -1531,7 +1535,7 @@ mod tests {
 
         let missing = part.join("part-9.parquet");
         let err = list_data_files(&location(&missing)).unwrap_err();
-        assert!(is_not_found(&err), "{err:#}");
+        assert_eq!(ErrorKind::of(&err), Some(ErrorKind::NotFound), "{err:#}");
         assert_eq!(
             format!("{err:#}"),
             format!("{} does not exist", missing.display())

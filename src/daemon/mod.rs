@@ -8,12 +8,10 @@
 //! - [`reload`]: following the jobs folder.
 //! - [`http`], [`predict`], [`metrics`]: the HTTP API.
 //!
-//! The timer is tokio-cron-scheduler, used as a heartbeat: one repeated job a second calls
-//! [`Scheduler::tick`], another looks at the jobs folder. The cron instants themselves come
-//! from [`timetable`], with the job's own parsed schedule and IANA time zone, and not from
-//! tokio-cron-scheduler's cron jobs: those keep the UTC offset a job had when it was created,
-//! so they fire an hour off after a DST change, and they read the system clock, which tests
-//! cannot move.
+//! The timer is two tokio intervals: once a second one calls [`Scheduler::tick`], the other
+//! looks at the jobs folder. The cron instants themselves come from [`timetable`], with the
+//! job's own parsed schedule and IANA time zone (croner), and from an injected clock that
+//! tests move. docs/daemon.md says why tokio-cron-scheduler no longer does this.
 
 pub mod clock;
 pub mod http;
@@ -148,37 +146,45 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     }
 
     let folder = Arc::new(Mutex::new(JobsFolder::new(&opts.jobs, &cfg)));
-    let mut timer = tokio_cron_scheduler::JobScheduler::new()
-        .await
-        .context("starting the timer")?;
-    {
-        let s = scheduler.clone();
-        let heartbeat =
-            tokio_cron_scheduler::Job::new_repeated_async(Duration::from_secs(1), move |_, _| {
-                let s = s.clone();
-                Box::pin(async move { s.tick() })
-            })?;
-        timer.add(heartbeat).await?;
-    }
-    {
-        let (f, s, m) = (folder.clone(), scheduler.clone(), metrics.clone());
-        let watch =
-            tokio_cron_scheduler::Job::new_repeated_async(Duration::from_secs(1), move |_, _| {
+    // Two heartbeats a second: one ticks the scheduler (which computes cron instants itself,
+    // with croner, in each job's time zone), one looks at the jobs folder. A plain interval:
+    // a late tick is delayed, never fired twice in a burst.
+    let every_second = || {
+        let mut t = tokio::time::interval(Duration::from_secs(1));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let heartbeat = {
+        let (s, mut timer) = (scheduler.clone(), every_second());
+        tokio::spawn(async move {
+            loop {
+                timer.tick().await;
+                s.tick();
+            }
+        })
+    };
+    let watch = {
+        let (f, s, m, mut timer) = (
+            folder.clone(),
+            scheduler.clone(),
+            metrics.clone(),
+            every_second(),
+        );
+        tokio::spawn(async move {
+            loop {
+                timer.tick().await;
                 let (f, s, m) = (f.clone(), s.clone(), m.clone());
-                Box::pin(async move {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let mut folder = f.lock().expect("folder lock");
-                        if folder.changed() {
-                            info!("The jobs folder changed; reloading.");
-                            apply_reload(&mut folder, &s, &m);
-                        }
-                    })
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut folder = f.lock().expect("folder lock");
+                    if folder.changed() {
+                        info!("The jobs folder changed; reloading.");
+                        apply_reload(&mut folder, &s, &m);
+                    }
                 })
-            })?;
-        timer.add(watch).await?;
-    }
-    timer.start().await.context("starting the timer")?;
+                .await;
+            }
+        })
+    };
     // The first tick now rather than in a second: a tick due at start fires at once.
     scheduler.tick();
 
@@ -233,9 +239,8 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         "Shutting down: no new runs; running ones get the grace period to finish."
     );
     scheduler.stop();
-    if let Err(e) = timer.shutdown().await {
-        warn!(error = %e, "Could not stop the timer.");
-    }
+    heartbeat.abort();
+    watch.abort();
     let s = scheduler.clone();
     let finished = tokio::task::spawn_blocking(move || s.wait_idle(grace)).await?;
     let mut result = Ok(());

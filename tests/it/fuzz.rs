@@ -81,21 +81,27 @@ fn largest_allocation() -> usize {
     LARGEST.with(|l| l.replace(0))
 }
 
+// SAFETY: every method passes its arguments unchanged to the system allocator, which upholds
+// GlobalAlloc's contract; noting a size touches only a thread-local counter, never allocates.
 unsafe impl GlobalAlloc for TrackLargest {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        System.alloc(layout)
+        // SAFETY: the caller's layout, as GlobalAlloc::alloc requires.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: `ptr` came from this allocator (that is, the system's) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: as for realloc.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 
