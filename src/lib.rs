@@ -23,5 +23,6 @@ pub mod run;
 pub mod schema;
 pub mod score;
 pub mod shard;
+mod simd;
 pub mod storage;
 pub mod write;

@@ -14,11 +14,13 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{to_f64, FeatureKind};
+use crate::simd::simd_dispatch;
 
 /// Rows kept per column for the exact tests (KS, Wasserstein).
 pub const SAMPLE_SIZE: usize = 10_000;
@@ -197,6 +199,10 @@ struct ColumnBuilder {
     /// Numeric value counts by bit pattern (cheap in the hot loop; named at the end).
     numbers: BTreeMap<u64, u64>,
     sample: BottomK,
+    /// The histogram's arithmetic, set up once from the edges.
+    binner: Option<Binner>,
+    /// The four partial histograms of [`stats_kernel`], reused batch after batch.
+    scratch: Vec<u64>,
 }
 
 impl ColumnBuilder {
@@ -218,6 +224,11 @@ impl ColumnBuilder {
                 }
             }
         }
+        let binner = plan
+            .edges
+            .as_deref()
+            .filter(|e| e.len() >= 2)
+            .map(Binner::new);
         Self {
             plan,
             count: 0,
@@ -230,6 +241,8 @@ impl ColumnBuilder {
             values,
             numbers,
             sample: BottomK::default(),
+            binner,
+            scratch: Vec::new(),
         }
     }
 
@@ -272,12 +285,11 @@ impl ColumnBuilder {
         values: &Float64Array,
         priorities: &[u64],
         candidates: Option<&[usize]>,
+        kept: &mut Vec<f64>,
     ) {
         self.nulls += values.null_count() as u64;
         let v = values.values();
-        // A fold, not `all`: no early exit, so it vectorises.
-        let all_finite = v.iter().fold(true, |ok, x| ok & x.is_finite());
-        if values.null_count() == 0 && all_finite {
+        if values.null_count() == 0 && all_finite(v) {
             self.add_stats(v);
             let sample = &mut self.sample;
             match candidates {
@@ -288,16 +300,28 @@ impl ColumnBuilder {
             }
             return;
         }
-        let keep: Vec<usize> = match values.nulls() {
-            Some(nulls) => nulls
-                .valid_indices()
-                .filter(|&i| v[i].is_finite())
-                .collect(),
-            None => (0..v.len()).filter(|&i| v[i].is_finite()).collect(),
+        // The rows to keep, gathered into a buffer the builder reuses; the sample looks at the
+        // candidates among them only (a row that is no candidate cannot beat the threshold).
+        let nulls = values.nulls();
+        let good = |i: usize| nulls.is_none_or(|n| n.is_valid(i)) && v[i].is_finite();
+        if kept.len() < v.len() {
+            kept.resize(v.len(), 0.0);
+        }
+        let n = match nulls {
+            Some(nulls) => gather_valid_finite(v, nulls.inner(), kept),
+            None => gather_finite(v, kept),
         };
-        let kept: Vec<f64> = keep.iter().map(|&i| v[i]).collect();
-        let kept_priorities: Vec<u64> = keep.iter().map(|&i| priorities[i]).collect();
-        self.add_finite(&kept, &kept_priorities);
+        self.add_stats(&kept[..n]);
+        let sample = &mut self.sample;
+        match candidates {
+            Some(rows) => rows
+                .iter()
+                .filter(|&&i| good(i))
+                .for_each(|&i| sample.consider(priorities[i], v[i])),
+            None => (0..v.len())
+                .filter(|&i| good(i))
+                .for_each(|i| sample.consider(priorities[i], v[i])),
+        }
     }
 
     /// Finite values, each with its row's sample priority.
@@ -308,55 +332,30 @@ impl ColumnBuilder {
         }
     }
 
-    /// Count, sums, extremes, histogram and value counts of finite values. One simple pass
-    /// per statistic, so that each loop pipelines: four running sums, and four histograms that
-    /// are added at the end (consecutive values often fall in the same bin, and one counter
-    /// would wait on itself).
+    /// Count, sums, extremes, histogram and value counts of finite values: the vectorised
+    /// [`stats_kernel`], then the few values it could not bin for certain, by search.
     fn add_stats(&mut self, v: &[f64]) {
-        let mut sum = [0.0; 4];
-        let mut sum_sq = [0.0; 4];
-        let mut min = [self.min; 4];
-        let mut max = [self.max; 4];
-        let chunks = v.chunks_exact(4);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for k in 0..4 {
-                sum[k] += c[k];
-                sum_sq[k] += c[k] * c[k];
-                min[k] = min[k].min(c[k]);
-                max[k] = max[k].max(c[k]);
-            }
-        }
-        for &x in rest {
-            sum[0] += x;
-            sum_sq[0] += x * x;
-            min[0] = min[0].min(x);
-            max[0] = max[0].max(x);
-        }
+        let mut lanes = Lanes::new(self.min, self.max);
+        let bins = self.hist.len();
+        let mut hist = std::mem::take(&mut self.scratch);
+        hist.clear();
+        hist.resize(4 * bins, 0);
+        let unsure = stats_kernel(v, &mut lanes, self.binner.as_ref(), &mut hist);
         self.count += v.len() as u64;
-        self.sum += (sum[0] + sum[1]) + (sum[2] + sum[3]);
-        self.sum_sq += (sum_sq[0] + sum_sq[1]) + (sum_sq[2] + sum_sq[3]);
-        self.min = min.into_iter().fold(self.min, f64::min);
-        self.max = max.into_iter().fold(self.max, f64::max);
-
-        if let Some(edges) = &self.plan.edges {
-            let binner = Binner::new(edges);
-            let bins = self.hist.len();
-            let mut hist = vec![0u64; 4 * bins];
-            let mut unsure = Vec::new();
-            for (i, &x) in v.iter().enumerate() {
-                let (k, sure) = binner.guess(x);
-                hist[(i & 3) * bins + k] += 1;
-                if !sure {
-                    unsure.push((k, x));
+        self.sum += Lanes::total(lanes.sum);
+        self.sum_sq += Lanes::total(lanes.sum_sq);
+        self.min = lanes.min.into_iter().fold(self.min, min_of);
+        self.max = lanes.max.into_iter().fold(self.max, max_of);
+        for (k, h) in self.hist.iter_mut().enumerate() {
+            *h += hist[k] + hist[bins + k] + hist[2 * bins + k] + hist[3 * bins + k];
+        }
+        self.scratch = hist;
+        if let (Some(edges), Some(binner), true) = (&self.plan.edges, &self.binner, unsure) {
+            for &x in v {
+                if let (k, false) = binner.guess(x) {
+                    self.hist[k] -= 1;
+                    self.hist[bin(edges, x)] += 1;
                 }
-            }
-            for (k, h) in self.hist.iter_mut().enumerate() {
-                *h += hist[k] + hist[bins + k] + hist[2 * bins + k] + hist[3 * bins + k];
-            }
-            for (k, x) in unsure {
-                self.hist[k] -= 1;
-                self.hist[bin(edges, x)] += 1;
             }
         }
         if self.plan.count_values && !self.values.overflowed {
@@ -368,16 +367,27 @@ impl ColumnBuilder {
 
     /// A batch of a categorical column: counted per distinct value of the batch (few, as a
     /// rule, else 64 at a time), then added to the column's counts in the order first seen.
+    /// A short value is found again by its bytes as one number, without comparing strings.
     fn add_strings(&mut self, values: &StringArray) {
         let mut batch: Vec<(&str, u64)> = Vec::new();
-        for v in values {
-            let Some(v) = v else {
+        let mut seen = ShortStrings::<usize>::new(values);
+        for i in 0..values.len() {
+            if values.is_null(i) {
                 self.nulls += 1;
                 continue;
-            };
+            }
             self.count += 1;
-            match batch.iter().position(|(k, _)| *k == v) {
-                Some(j) => batch[j].1 += 1,
+            let key = seen.key(i);
+            if let Some(j) = key.and_then(|k| seen.get(k)) {
+                batch[j].1 += 1;
+                continue;
+            }
+            let v = values.value(i);
+            let j = match batch.iter().position(|(k, _)| *k == v) {
+                Some(j) => {
+                    batch[j].1 += 1;
+                    j
+                }
                 None => {
                     if batch.len() == 64 {
                         // Counted in the order first seen, so a capped column keeps the same
@@ -385,9 +395,14 @@ impl ColumnBuilder {
                         for (k, c) in batch.drain(..) {
                             self.count_value(k, c);
                         }
+                        seen.clear();
                     }
                     batch.push((v, 1));
+                    batch.len() - 1
                 }
+            };
+            if let Some(k) = key {
+                seen.put(k, j);
             }
         }
         for (v, c) in batch {
@@ -493,6 +508,8 @@ pub struct ProfileBuilder {
     rows: u64,
     columns: Vec<ColumnBuilder>,
     score: Option<ColumnBuilder>,
+    /// The good values of a column with nulls or bad values, gathered (reused).
+    kept: Vec<f64>,
 }
 
 /// Where a batch's rows are, so each row gets the same sample priority however it is read.
@@ -517,11 +534,23 @@ impl RowOrigin {
         }
     }
 
+    #[inline(always)]
     fn priority(&self, i: usize) -> u64 {
         splitmix64(self.object ^ (self.first_row + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
 
+simd_dispatch! {
+    /// The sample priority of each row of a batch: 64-bit multiplications, which AVX2 does
+    /// four at a time (in parts; SSE2 two).
+    fn row_priorities(origin: RowOrigin, out: &mut [u64]) {
+        for (i, p) in out.iter_mut().enumerate() {
+            *p = origin.priority(i);
+        }
+    }
+}
+
+#[inline(always)]
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -535,6 +564,7 @@ impl ProfileBuilder {
             rows: 0,
             columns: columns.into_iter().map(ColumnBuilder::new).collect(),
             score: score.map(ColumnBuilder::new),
+            kept: Vec::new(),
         }
     }
 
@@ -552,7 +582,8 @@ impl ProfileBuilder {
         // A row's sample priority is the same in every column: hashed once per row. Once the
         // samples are full, only rows under the highest threshold can get into any of them:
         // listed once here, so each column looks at those rows only.
-        let priorities: Vec<u64> = (0..rows).map(|i| origin.priority(i)).collect();
+        let mut priorities = vec![0; rows];
+        row_priorities(origin, &mut priorities);
         let highest = self.columns.iter().try_fold(0u64, |m, c| {
             (c.plan.kind == FeatureKind::Categorical)
                 .then_some(m)
@@ -571,6 +602,7 @@ impl ProfileBuilder {
                         v.as_primitive::<Float64Type>(),
                         &priorities,
                         candidates.as_deref(),
+                        &mut self.kept,
                     );
                 }
                 FeatureKind::Categorical => {
@@ -645,6 +677,7 @@ fn bin(edges: &[f64], v: f64) -> usize {
 /// position in the range, times the bin count, rounded down. That is exact unless the value
 /// sits within rounding error of an inner edge; there (rarely), and for edges that are not
 /// uniform, the caller asks [`bin`] itself.
+#[derive(Debug, Clone)]
 struct Binner {
     first: f64,
     per_unit: f64,
@@ -660,6 +693,7 @@ impl Binner {
         let per_unit = bins as f64 / (last - first);
         let uniform = per_unit.is_finite()
             && per_unit > 0.0
+            && bins < i32::MAX as usize
             && edges.iter().enumerate().all(|(i, &e)| {
                 let t = (e - first) * per_unit;
                 (t - i as f64).abs() <= 1e-6
@@ -689,6 +723,237 @@ impl Binner {
         let near_edge = (frac < self.tolerance) | (frac > 1.0 - self.tolerance);
         (k as usize, !(t.is_nan() | (inner & near_edge)))
     }
+
+    /// [`Self::guess`] of each value into `bins`, and whether any of them was unsure: the
+    /// same arithmetic, written with comparisons and 32-bit indices so that it vectorises.
+    #[inline(always)]
+    fn guess_all(&self, v: &[f64], bins: &mut [u32]) -> bool {
+        let top = self.bins - 1.0;
+        let mut unsure = false;
+        for (b, &x) in bins.iter_mut().zip(v) {
+            let t = (x - self.first) * self.per_unit;
+            // `t.clamp(0.0, top)`, with NaN to 0 as `guess` has it.
+            let c = if t > 0.0 { t } else { 0.0 };
+            let c = if c < top { c } else { top };
+            // SAFETY: c is a number from 0 to `bins - 1`, which `new` keeps within i32. (`as`
+            // would check, one value at a time.)
+            let k = unsafe { c.to_int_unchecked::<i32>() };
+            let frac = t - f64::from(k);
+            let inner = (t > 0.5) & (t < self.bins - 0.5);
+            let near_edge = (frac < self.tolerance) | (frac > 1.0 - self.tolerance);
+            unsure |= t.is_nan() | (inner & near_edge);
+            *b = k as u32;
+        }
+        unsure
+    }
+}
+
+/// Values per block of [`stats_kernel`]: its bin indices stay in L1 between its passes.
+const BLOCK: usize = 1024;
+
+/// Running sums and extremes, in eight lanes: independent chains that pipeline (two AVX2
+/// registers each), added together at the end. Values go to the lanes in turn; the last few of
+/// a block (fewer than eight) to the first lanes.
+struct Lanes {
+    sum: [f64; LANES],
+    sum_sq: [f64; LANES],
+    min: [f64; LANES],
+    max: [f64; LANES],
+}
+
+const LANES: usize = 8;
+
+impl Lanes {
+    fn new(min: f64, max: f64) -> Self {
+        Self {
+            sum: [0.0; LANES],
+            sum_sq: [0.0; LANES],
+            min: [min; LANES],
+            max: [max; LANES],
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, v: &[f64]) {
+        let (full, rest) = v.as_chunks::<LANES>();
+        for x in full {
+            self.step(x, x);
+        }
+        // The rest padded to a full step, which the compiler vectorises as the others: zeros
+        // add nothing to the sums, and a repeated value changes no extreme.
+        if let Some(&first) = rest.first() {
+            let (mut x, mut extreme) = ([0.0; LANES], [first; LANES]);
+            x[..rest.len()].copy_from_slice(rest);
+            extreme[..rest.len()].copy_from_slice(rest);
+            self.step(&x, &extreme);
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self, x: &[f64; LANES], extreme: &[f64; LANES]) {
+        for k in 0..LANES {
+            self.sum[k] += x[k];
+            self.sum_sq[k] += x[k] * x[k];
+            // `+ 0.0` turns -0 into +0, so that the extremes do not depend on which zero
+            // came first (the order of the rows).
+            self.min[k] = min_of(self.min[k], extreme[k] + 0.0);
+            self.max[k] = max_of(self.max[k], extreme[k] + 0.0);
+        }
+    }
+
+    /// The sum of the lanes, in a fixed order.
+    fn total(v: [f64; LANES]) -> f64 {
+        let [a, b, c, d, e, f, g, h] = v;
+        ((a + b) + (c + d)) + ((e + f) + (g + h))
+    }
+}
+
+/// The smaller of two numbers that are not NaN: one comparison, which vectorises (`f64::min`
+/// also handles NaN, at the price of several instructions).
+#[inline(always)]
+fn min_of(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+#[inline(always)]
+fn max_of(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+simd_dispatch! {
+    /// The per-value work of a profile, on finite values: sums and extremes into `lanes` and,
+    /// with a binner, counts into four histograms side by side in `hist` (consecutive values
+    /// often fall in the same bin, and one counter would wait on itself). A block at a time:
+    /// the bins of its values in one vectorised pass, then the counting. Returns whether any
+    /// value was too close to an edge for the arithmetic to be sure of its bin; it was counted
+    /// in the guessed bin, for the caller to move.
+    fn stats_kernel(v: &[f64], lanes: &mut Lanes, binner: Option<&Binner>, hist: &mut [u64]) -> bool {
+        let mut unsure = false;
+        let mut bins = [0u32; BLOCK];
+        let width = hist.len() / 4;
+        let (h01, h23) = hist.split_at_mut(2 * width);
+        let (h0, h1) = h01.split_at_mut(width);
+        let (h2, h3) = h23.split_at_mut(width);
+        for block in v.chunks(BLOCK) {
+            lanes.add(block);
+            let Some(binner) = binner else {
+                continue;
+            };
+            let bins = &mut bins[..block.len()];
+            unsure |= binner.guess_all(block, bins);
+            let quads = bins.chunks_exact(4);
+            let rest = quads.remainder();
+            for q in quads {
+                h0[q[0] as usize] += 1;
+                h1[q[1] as usize] += 1;
+                h2[q[2] as usize] += 1;
+                h3[q[3] as usize] += 1;
+            }
+            for &k in rest {
+                h0[k as usize] += 1;
+            }
+        }
+        unsure
+    }
+}
+
+simd_dispatch! {
+    /// Whether all values are finite. A fold, not `all`: no early exit, so it vectorises.
+    fn all_finite(v: &[f64]) -> bool {
+        v.iter().fold(true, |ok, x| ok & x.is_finite())
+    }
+}
+
+/// Copies the finite values of `v` to the front of `out` (as long as `v`), in order; returns
+/// how many. No branch: each value is written, and the position moves on if it is kept.
+fn gather_finite(v: &[f64], out: &mut [f64]) -> usize {
+    let mut n = 0;
+    for &x in v {
+        out[n] = x;
+        n += usize::from(x.is_finite());
+    }
+    n
+}
+
+/// [`gather_finite`] of the valid values only, 64 rows to a word of the validity bitmap.
+fn gather_valid_finite(v: &[f64], valid: &BooleanBuffer, out: &mut [f64]) -> usize {
+    let bits = valid.bit_chunks();
+    let words = bits.iter().chain(std::iter::once(bits.remainder_bits()));
+    let mut n = 0;
+    for (xs, word) in v.chunks(64).zip(words) {
+        for (j, &x) in xs.iter().enumerate() {
+            out[n] = x;
+            n += usize::from((word >> j) & 1 == 1) & usize::from(x.is_finite());
+        }
+    }
+    n
+}
+
+/// What the rows of a string column map to (a category, a counter), found by the row's
+/// bytes as one number: a small table, for columns of few short values, that saves comparing
+/// strings row by row. A value of up to 7 bytes is its own key (its bytes and its length);
+/// longer values have none, and a key's slot holds the last value put there: the callers look
+/// up what the table does not know, and put it in.
+pub(crate) struct ShortStrings<'a, T> {
+    offsets: &'a [i32],
+    bytes: &'a [u8],
+    slots: [(u64, T); 64],
+}
+
+/// No key: its low byte (the length) is over 7.
+const NO_KEY: u64 = u64::MAX;
+
+impl<'a, T: Copy + Default> ShortStrings<'a, T> {
+    pub(crate) fn new(array: &'a StringArray) -> Self {
+        Self {
+            offsets: array.value_offsets(),
+            bytes: array.value_data(),
+            slots: [(NO_KEY, T::default()); 64],
+        }
+    }
+
+    /// Row `i`'s key, if its value is short. Reads the 8 bytes from its start (which must be
+    /// in the buffer) and keeps those of the value.
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> Option<u64> {
+        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        let len = end - start;
+        let word = self.bytes.get(start..start + 8)?;
+        if len > 7 {
+            return None;
+        }
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let value = word & ((1u64 << (8 * len)) - 1);
+        Some((value << 8) | len as u64)
+    }
+
+    #[inline]
+    fn slot(key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<T> {
+        let (k, v) = self.slots[Self::slot(key)];
+        (k == key).then_some(v)
+    }
+
+    #[inline]
+    pub(crate) fn put(&mut self, key: u64, value: T) {
+        self.slots[Self::slot(key)] = (key, value);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.slots = [(NO_KEY, T::default()); 64];
+    }
 }
 
 /// The text a numeric value is counted under.
@@ -710,6 +975,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::portable;
     use arrow::array::{Float64Array, StringArray};
     use std::sync::Arc;
 
@@ -842,6 +1108,142 @@ mod tests {
             c
         };
         assert_eq!(h.counts, want);
+    }
+
+    /// The AVX2 code and the baseline code compute the same bits, on values that take every
+    /// branch: nulls, NaN, infinities, signed zeros, values on the edges and out of range.
+    #[test]
+    fn the_vectorised_kernels_compute_the_same_bits() {
+        let edges = reference_edges(-2.0, 2.0, 5000);
+        let x: Vec<Option<f64>> = (0..10_000)
+            .map(|i| match i % 101 {
+                0 => None,
+                1 => Some(f64::NAN),
+                2 => Some(f64::INFINITY),
+                3 => Some(-0.0),
+                4 => Some(0.0),
+                5 => Some(edges[i % edges.len()]),
+                6 => Some(1e300),
+                _ => Some((i as f64 * 0.37).sin() * 2.5),
+            })
+            .collect();
+        let y: Vec<Option<f64>> = (0..10_000).map(|i| Some((i as f64).cos())).collect();
+        let plan = |name: &str| ColumnPlan {
+            name: name.into(),
+            kind: FeatureKind::Numeric,
+            edges: Some(edges.clone()),
+            known_values: None,
+            count_values: true,
+        };
+        let profile = || {
+            let mut b = ProfileBuilder::new(vec![plan("x"), plan("y")], Some(plan("score")));
+            for from in (0..x.len()).step_by(999) {
+                let to = (from + 999).min(x.len());
+                let (xs, ys) = (numeric(x[from..to].to_vec()), numeric(y[from..to].to_vec()));
+                let origin = RowOrigin::new("f", from as u64);
+                b.add_columns(&[("x", &xs), ("y", &ys)], origin).unwrap();
+                let scores: Vec<f64> = y[from..to].iter().flatten().copied().collect();
+                let rows: Vec<usize> = (0..scores.len()).collect();
+                b.add_scores(&scores, &rows, origin);
+            }
+            b.finish()
+        };
+        let (fast, portable) = (profile(), portable(profile));
+        assert_eq!(fast, portable);
+        let x = &fast.columns[0];
+        assert_eq!(x.nulls, 100);
+        assert_eq!(
+            x.count,
+            10_000 - 100 - 2 * 99,
+            "NaN and infinity are left out"
+        );
+    }
+
+    /// The extremes do not depend on which zero comes first.
+    #[test]
+    fn signed_zeros_give_the_same_extremes_in_any_order() {
+        let plan = ColumnPlan {
+            name: "z".into(),
+            kind: FeatureKind::Numeric,
+            edges: None,
+            known_values: None,
+            count_values: false,
+        };
+        let profile = |values: Vec<Option<f64>>| {
+            let mut b = ProfileBuilder::new(vec![plan.clone()], None);
+            let arr = numeric(values);
+            b.add_columns(&[("z", &arr)], RowOrigin::new("f", 0))
+                .unwrap();
+            let c = b.finish().columns.remove(0);
+            (c.min.unwrap().to_bits(), c.max.unwrap().to_bits())
+        };
+        let zeros = profile(vec![
+            Some(0.0),
+            Some(-0.0),
+            Some(0.0),
+            Some(-0.0),
+            Some(-0.0),
+        ]);
+        assert_eq!(
+            zeros,
+            profile(vec![Some(-0.0), Some(0.0), Some(-0.0), Some(0.0), None])
+        );
+        assert_eq!(zeros, (0.0f64.to_bits(), 0.0f64.to_bits()));
+    }
+
+    /// Short values are found by their bytes as a number: that must tell apart what a string
+    /// comparison tells apart (lengths, zero bytes, the end of the buffer) and count the same.
+    #[test]
+    fn category_counts_equal_a_plain_count() {
+        let words = [
+            "",
+            "a",
+            "a\0",
+            "ab",
+            "abcdefg",
+            "abcdefg\0",
+            "abcdefgh",
+            "abcdefghij",
+            "\0",
+            "b",
+        ];
+        let values: Vec<Option<&str>> = (0..3000)
+            .map(|i| (i % 13 != 0).then_some(words[(i * 7 + i / 5) % words.len()]))
+            .chain([Some("a"), Some("")])
+            .collect();
+        let arr: ArrayRef = Arc::new(StringArray::from(values.clone()));
+        for known in [None, Some(vec!["a".into(), "abcdefgh".into(), "".into()])] {
+            let plan = ColumnPlan {
+                name: "c".into(),
+                kind: FeatureKind::Categorical,
+                edges: None,
+                known_values: known.clone(),
+                count_values: true,
+            };
+            let mut b = ProfileBuilder::new(vec![plan], None);
+            b.add_columns(&[("c", &arr)], RowOrigin::new("f", 0))
+                .unwrap();
+            let c = b.finish().columns.remove(0);
+            let mut want: BTreeMap<String, u64> = BTreeMap::new();
+            let mut other = 0;
+            for v in values.iter().flatten() {
+                match &known {
+                    Some(k) if !k.iter().any(|k| k == v) => other += 1,
+                    _ => *want.entry(v.to_string()).or_default() += 1,
+                }
+            }
+            if let Some(k) = &known {
+                for v in k {
+                    want.entry(v.clone()).or_default();
+                }
+            }
+            assert_eq!(c.values.counts, want);
+            assert_eq!(c.values.other, other);
+            assert_eq!(
+                c.nulls,
+                values.iter().filter(|v| v.is_none()).count() as u64
+            );
+        }
     }
 
     /// Found in review: holding a batch's first 64 values back let later ones take the cap.

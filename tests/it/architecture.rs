@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// From the bottom up, as docs/architecture.md draws them.
 const LAYERS: &[&[&str]] = &[
-    // What a column is to a model, names; test-only failure injection.
-    &["schema", "failpoint"],
+    // What a column is to a model, names; CPU dispatch of hot loops; test-only faults.
+    &["schema", "simd", "failpoint"],
     &["storage"],
     // Files in, files out, profiles, leases: each on storage alone.
     &["lease", "read", "write", "profile"],

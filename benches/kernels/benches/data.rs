@@ -66,9 +66,11 @@ pub fn model(dir: &std::path::Path, algorithm: Algorithm, extra: &str) -> (Loade
     let stores = Stores::default();
     let registry = Registry::new(stores.locate(&Uri::Local(dir.join("registry"))).unwrap());
     let name = format!("bench_{extra}");
-    let mut hp = nightshift::model::Hyperparameters::default();
-    hp.trees = 100;
-    hp.max_depth = Some(10);
+    let hp = nightshift::model::Hyperparameters {
+        trees: 100,
+        max_depth: Some(10),
+        ..Default::default()
+    };
     let req = TrainRequest {
         data: stores.locate(&Uri::Local(data)).unwrap(),
         target: "label".into(),
