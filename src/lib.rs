@@ -6,6 +6,7 @@
 //! -> `record` (success manifest and run record). `run` drives the stages; `model` holds the
 //! registry and training; `storage` hides local files and S3 behind one interface. `daemon`
 //! schedules runs and serves the HTTP API. `lease` keeps one writer per job and date.
+//! docs/architecture.md draws the layers; a module uses only the layers below its own.
 
 pub mod backfill;
 pub mod cli;

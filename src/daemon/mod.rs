@@ -159,7 +159,12 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         tokio::spawn(async move {
             loop {
                 timer.tick().await;
-                s.tick();
+                // A panic in one tick must not stop every later one (the loop is one task for
+                // the daemon's life): it is logged, and the next second ticks again.
+                let tick = std::panic::AssertUnwindSafe(|| s.tick());
+                if std::panic::catch_unwind(tick).is_err() {
+                    error!("A scheduler tick panicked; ticking again in a second.");
+                }
             }
         })
     };

@@ -1,7 +1,8 @@
 //! Drift: how the data a run scored differs from the data the model was trained on, and
 //! whether the model's output moved.
 //!
-//! `profile` summarises data sets in bounded memory; `stats` holds the statistics (checked
+//! `crate::profile` summarises data sets in bounded memory (below this module, since training
+//! builds profiles too); `stats` holds the statistics (checked
 //! against scipy); this module picks a method per column as Evidently does and turns two
 //! profiles into report rows; `report` writes and reads the report Parquet; `render` prints a
 //! report and the history (`history`, with polars) for the terminal; `html` draws a report as a
