@@ -44,7 +44,7 @@ use crate::write::{output_name, ParquetOutput};
 pub struct RunOptions {
     pub threads: Option<usize>,
     pub batch_rows: Option<usize>,
-    /// Set to abort the run (the daemon's shutdown): it stops between batches, removes its
+    /// Set to abort the run: it stops between batches, removes its
     /// outputs like any failed run, and is recorded as aborted.
     pub cancel: Option<Arc<AtomicBool>>,
     /// How long the run's lease on its job and date lasts without renewal (default: the
@@ -74,7 +74,7 @@ impl RunOptions {
 
 /// The error of a run stopped through [`RunOptions::cancel`].
 #[derive(Debug, thiserror::Error)]
-#[error("the run was aborted before it finished (shutting down)")]
+#[error("the run was aborted before it finished")]
 pub struct Aborted;
 
 /// A failed run: the record that was written for it, and the error.
@@ -322,12 +322,70 @@ enum Piece {
 
 type Message = Result<Piece>;
 
+/// What a run checked before touching the date's outputs: the input objects, one scorer each,
+/// the columns read, and each object's output name.
+struct Prepared {
+    objects: Vec<ParquetObject>,
+    scorers: Vec<Scorer>,
+    columns: Vec<String>,
+    names: Vec<String>,
+}
+
 impl Run<'_> {
+    /// The run's stages, in order: check everything that can be checked, take the date's
+    /// `_SUCCESS` away, score and write, report drift, settle the stored set, commit. A failure
+    /// at any stage leaves no `_SUCCESS` over a partial set (see `run_job` for the clean-up).
     fn execute(&self) -> Result<RunManifest> {
+        let prepared = self.prepare()?;
+        let marker = self.open_date()?;
+        let (Written { mut files, counts }, profile) = self.score_all(&prepared)?;
+        self.check_bad_rows(&counts)?;
+
+        failpoint!("run::drift");
+        let drift = match (&self.reference, profile) {
+            (Some(reference), Some(current)) => {
+                Some(self.report_drift(reference, current.finish())?)
+            }
+            _ => None,
+        };
+        self.settle_outputs(&mut files)?;
+
         let plan = self.plan;
-        let job = self.job;
-        // Everything that can be checked is checked before the date's outputs are touched: a
-        // run that fails here leaves the last good outputs and their `_SUCCESS` as they were.
+        let manifest = RunManifest {
+            job: self.job.name.clone(),
+            logical_date: plan.date,
+            run_id: self.run_id.to_string(),
+            model_name: self.model.manifest.name.clone(),
+            model_version: self.model.manifest.version,
+            model_sha256: self.model.manifest.artifact_sha256.clone(),
+            started_at: self.started_at,
+            finished_at: Utc::now(),
+            counts,
+            files,
+            quarantine_prefix: plan.quarantine.uri().to_string(),
+            drift,
+            shards: None,
+        };
+        self.opts.check_cancelled()?;
+        // A runner that stalled past its lease must not commit over its successor's work.
+        self.lease.ensure_held()?;
+        if let Some(s) = &self.opts.shard {
+            return self.commit_shard(s, manifest);
+        }
+        failpoint!("run::marker-write");
+        marker.store.put(
+            &marker.key,
+            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+        )?;
+        failpoint!("run::after-marker");
+        self.committed_date.store(true, Ordering::SeqCst);
+        Ok(manifest)
+    }
+
+    /// Everything that can be checked is checked before the date's outputs are touched: a run
+    /// that fails here leaves the last good outputs and their `_SUCCESS` as they were.
+    fn prepare(&self) -> Result<Prepared> {
+        let (plan, job) = (self.plan, self.job);
         failpoint!("run::footers");
         let objects = ParquetObject::open_all(&plan.input, &plan.objects)?;
         failpoint!("run::schema");
@@ -357,13 +415,22 @@ impl Run<'_> {
         check_no_aliases(plan)?;
         self.opts.check_cancelled()?;
         self.lease.ensure_held()?;
+        Ok(Prepared {
+            objects,
+            scorers,
+            columns,
+            names,
+        })
+    }
 
-        // Shards share the prefixes with live writers: the last one cleans up (below).
+    /// The first change to the date's outputs: without the marker, readers know the set is
+    /// not complete. Returns where the marker goes back at commit.
+    fn open_date(&self) -> Result<Location> {
+        let plan = self.plan;
+        // Shards share the prefixes with live writers: the last one cleans up (`clean_up`).
         if self.opts.shard.is_none() {
             self.remove_leftovers();
         }
-        // From here on the date's outputs change: without the marker, readers know the set is
-        // not complete.
         failpoint!("run::marker-delete");
         self.touched.store(true, Ordering::SeqCst);
         let marker = plan.output.join(SUCCESS_MARKER);
@@ -371,7 +438,19 @@ impl Run<'_> {
         if let Some(s) = &self.opts.shard {
             shard::forget(s, &plan.output)?;
         }
+        Ok(marker)
+    }
 
+    /// Scores every row group on the worker threads and writes the outputs in order (see
+    /// `write_outputs`); returns what was written and the merged profile of the scored rows.
+    fn score_all(&self, prepared: &Prepared) -> Result<(Written, Option<ProfileBuilder>)> {
+        let Prepared {
+            objects,
+            scorers,
+            columns,
+            names,
+        } = prepared;
+        let plan = self.plan;
         let mut units = Vec::new();
         for (i, obj) in objects.iter().enumerate() {
             let mut first_row = 0;
@@ -387,9 +466,13 @@ impl Run<'_> {
         let threads = self
             .opts
             .threads
-            .unwrap_or_else(|| job.run.worker_threads())
+            .unwrap_or_else(|| self.job.run.worker_threads())
             .max(1);
-        let batch_rows = self.opts.batch_rows.unwrap_or(job.run.batch_rows).max(1);
+        let batch_rows = self
+            .opts
+            .batch_rows
+            .unwrap_or(self.job.run.batch_rows)
+            .max(1);
 
         let mut senders: Vec<Mutex<Option<SyncSender<Message>>>> = Vec::with_capacity(units.len());
         let mut receivers: Vec<Receiver<Message>> = Vec::with_capacity(units.len());
@@ -421,7 +504,7 @@ impl Run<'_> {
                                 let obj = &objects[u.object];
                                 // A panic is this unit's failure, like a worker's.
                                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    fetch_unit(obj, u, &columns)
+                                    fetch_unit(obj, u, columns)
                                 }))
                                 .unwrap_or_else(|panic| {
                                     Err(anyhow!(
@@ -472,7 +555,7 @@ impl Run<'_> {
                                     // Stopped: the channel closes unfinished, as below.
                                     None => return Ok(()),
                                 },
-                                None => fetch_unit(obj, u, &columns)?,
+                                None => fetch_unit(obj, u, columns)?,
                             };
                             score_unit(
                                 obj,
@@ -501,7 +584,7 @@ impl Run<'_> {
                     }
                 });
             }
-            let result = self.write_outputs(&objects, &scorers, &units, &names, receivers);
+            let result = self.write_outputs(objects, scorers, &units, names, receivers);
             if result.is_err() {
                 cancelled.store(true, Ordering::SeqCst);
                 if let Some(prefetch) = &prefetch {
@@ -510,7 +593,6 @@ impl Run<'_> {
             }
             result
         })?;
-        let Written { mut files, counts } = written;
         let profile = profiles
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
@@ -520,27 +602,30 @@ impl Run<'_> {
                 a
             })
             .or_else(|| self.reference.as_ref().map(ProfileBuilder::against));
+        Ok((written, profile))
+    }
 
+    /// Fails the run when more rows were bad than the job allows.
+    fn check_bad_rows(&self, counts: &Counts) -> Result<()> {
         let bad = counts.bad_rows();
-        if bad > 0 && bad as f64 > job.run.max_bad_rows_fraction * counts.rows_in as f64 {
+        let allowed = self.job.run.max_bad_rows_fraction;
+        if bad > 0 && bad as f64 > allowed * counts.rows_in as f64 {
             bail!(
-                "{bad} of {} rows ({:.2}%) could not be scored, more than max_bad_rows_fraction = {}; the bad rows are in {}",
+                "{bad} of {} rows ({:.2}%) could not be scored, more than max_bad_rows_fraction = {allowed}; the bad rows are in {}",
                 counts.rows_in,
                 100.0 * bad as f64 / counts.rows_in as f64,
-                job.run.max_bad_rows_fraction,
-                plan.quarantine.uri()
+                self.plan.quarantine.uri()
             );
         }
+        Ok(())
+    }
 
-        failpoint!("run::drift");
-        let drift = match (&self.reference, profile) {
-            (Some(reference), Some(current)) => {
-                Some(self.report_drift(reference, current.finish())?)
-            }
-            _ => None,
-        };
-
-        // A rerun replaces the date: outputs of input files that are gone now are stale.
+    /// Removes this run's stale outputs (a rerun replaces the date: outputs of input files that
+    /// are gone now are stale), checks that the stored set is exactly what was written, and
+    /// records each object's size and etag as the store now has it: what `_SUCCESS` lists is
+    /// exactly what a reader finds.
+    fn settle_outputs(&self, files: &mut [OutputFile]) -> Result<()> {
+        let plan = self.plan;
         let keep: HashSet<String> = files
             .iter()
             .map(|f| plan.output.join(&f.name).key)
@@ -557,23 +642,17 @@ impl Run<'_> {
             mine(&plan.quarantine, k) && !keep_q.contains(k)
         })?;
 
-        // The marker records each object as the store now has it, and nothing else may be
-        // there: what `_SUCCESS` lists is exactly what a reader finds.
-        let all = stored_data_files(&plan.output)?;
-        let all_q = stored_data_files(&plan.quarantine)?;
-        let stored: HashMap<String, ObjectMeta> = all
-            .iter()
-            .filter(|(k, _)| mine(&plan.output, k))
-            .map(|(k, m)| (k.clone(), m.clone()))
-            .collect();
-        let stored_q: HashMap<String, ObjectMeta> = all_q
-            .iter()
-            .filter(|(k, _)| mine(&plan.quarantine, k))
-            .map(|(k, m)| (k.clone(), m.clone()))
-            .collect();
+        let stored_of = |prefix: &Location| -> Result<HashMap<String, ObjectMeta>> {
+            Ok(stored_data_files(prefix)?
+                .into_iter()
+                .filter(|(k, _)| mine(prefix, k))
+                .collect())
+        };
+        let stored = stored_of(&plan.output)?;
+        let stored_q = stored_of(&plan.quarantine)?;
         check_only(&plan.output, &stored, &keep)?;
         check_only(&plan.quarantine, &stored_q, &keep_q)?;
-        for f in &mut files {
+        for f in files {
             let meta = &stored[&plan.output.join(&f.name).key];
             f.size = meta.size;
             f.etag = meta.etag.clone();
@@ -583,36 +662,7 @@ impl Run<'_> {
                 q.etag = meta.etag.clone();
             }
         }
-
-        let manifest = RunManifest {
-            job: job.name.clone(),
-            logical_date: plan.date,
-            run_id: self.run_id.to_string(),
-            model_name: self.model.manifest.name.clone(),
-            model_version: self.model.manifest.version,
-            model_sha256: self.model.manifest.artifact_sha256.clone(),
-            started_at: self.started_at,
-            finished_at: Utc::now(),
-            counts,
-            files,
-            quarantine_prefix: plan.quarantine.uri().to_string(),
-            drift,
-            shards: None,
-        };
-        self.opts.check_cancelled()?;
-        // A runner that stalled past its lease must not commit over its successor's work.
-        self.lease.ensure_held()?;
-        if let Some(s) = &self.opts.shard {
-            return self.commit_shard(s, manifest);
-        }
-        failpoint!("run::marker-write");
-        marker.store.put(
-            &marker.key,
-            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
-        )?;
-        failpoint!("run::after-marker");
-        self.committed_date.store(true, Ordering::SeqCst);
-        Ok(manifest)
+        Ok(())
     }
 
     /// Whether a name in the output or quarantine prefix is this run's to write and remove:

@@ -17,7 +17,8 @@ pub struct TrainArgs {
     /// Target column.
     #[arg(long)]
     pub target: String,
-    #[arg(long, value_enum)]
+    /// The algorithm (docs/models.md describes each).
+    #[arg(long, value_parser = algorithm_parser())]
     pub algorithm: Algorithm,
     /// Model name in the registry.
     #[arg(long)]
@@ -90,4 +91,13 @@ pub(super) fn execute(args: &TrainArgs) -> Result<ExitCode> {
     );
     println!("{}@{}", m.name, m.version);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--algorithm` takes the model layer's kebab-case names, which strum derives there: the model
+/// layer knows nothing of the command line.
+fn algorithm_parser() -> impl clap::builder::TypedValueParser<Value = Algorithm> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use strum::VariantNames;
+    PossibleValuesParser::new(Algorithm::VARIANTS)
+        .map(|name| name.parse::<Algorithm>().expect("every listed name parses"))
 }

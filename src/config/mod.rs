@@ -399,183 +399,20 @@ struct JobSpans {
     registry: Option<Range<usize>>,
 }
 
-/// Reads one job file. Returns the job (if it has no errors) and where its fields are.
+/// Reads one job file. Returns the job (if it has no errors) and where its fields are. Each
+/// part of the file is read by its own function below, in the file's order; every error is
+/// reported before the job is given up, so one `validate` lists them all.
 fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobSpans)> {
     let errors_before = rep.diagnostics.len();
     let mut root = file::parse(rep, src)?;
-
-    let name: Option<Located<String>> = root.required(rep, "name", "");
-    if let Some(n) = &name {
-        // One rule for job and model names: both become path segments (and HTTP paths).
-        if !is_valid_name(&n.value) {
-            rep.error(
-                n.span.clone(),
-                "job name must be non-empty and use only letters, digits, '_' and '-'",
-            );
-        }
-    }
-
-    let schedule = root.required::<String>(
-        rep,
-        "schedule",
-        " (a 5-field cron expression, e.g. \"30 2 * * *\")",
-    );
-    let schedule = schedule.and_then(|s| match parse_cron(&s.value) {
-        Ok(cron) => Some(Schedule {
-            expression: s.value,
-            cron,
-        }),
-        Err(e) => {
-            rep.error(
-                s.span,
-                format!("invalid cron expression '{}': {e} (fields: minute hour day-of-month month day-of-week)", s.value),
-            );
-            None
-        }
-    });
-
-    let timezone = match root.optional::<String>(rep, "timezone") {
-        None => Some(Tz::UTC),
-        Some(tz) => match tz.value.parse::<Tz>() {
-            Ok(t) => Some(t),
-            Err(_) => {
-                rep.error(tz.span, format!("unknown time zone '{}'; use an IANA name such as \"Europe/Berlin\" or \"UTC\"", tz.value));
-                None
-            }
-        },
-    };
-
-    let date = match root.optional::<String>(rep, "date") {
-        None => Some(DateRule { offset_days: -1 }),
-        Some(d) => DateRule::parse(&d.value).or_else(|| {
-            rep.error(
-                d.span,
-                format!(
-                    "invalid date rule '{}'; use \"today\", \"yesterday\" or \"-Nd\"",
-                    d.value
-                ),
-            );
-            None
-        }),
-    };
-
-    let mut input_span = None;
-    let input = match root.table(rep, "input") {
-        Some(mut t) => {
-            let uri = {
-                let uri: Option<Located<String>> = t.required(rep, "uri", "");
-                input_span = uri.as_ref().map(|u| u.span.clone());
-                read_template(rep, uri, false)
-            };
-            t.finish(rep);
-            uri
-        }
-        None => {
-            rep.error(0..0, "missing table [input]");
-            None
-        }
-    };
-
-    let mut registry_override = None;
-    let mut registry_span = None;
-    let model = match root.table(rep, "model") {
-        Some(mut t) => {
-            let name = t.required::<String>(rep, "name", "");
-            if let Some(n) = name.as_ref().filter(|n| !is_valid_name(&n.value)) {
-                rep.error(
-                    n.span.clone(),
-                    "model name must be non-empty and use only letters, digits, '_' and '-'",
-                );
-            }
-            let registry: Option<Located<String>> = t.optional(rep, "registry");
-            registry_span = registry.as_ref().map(|r| r.span.clone());
-            registry_override = read_uri(rep, registry);
-            let version = t.required::<u32>(
-                rep,
-                "version",
-                ": a job must pin its model version (see `nightshift model list`)",
-            );
-            if let Some(v) = &version {
-                if v.value == 0 {
-                    rep.error(v.span.clone(), "model versions start at 1");
-                }
-            }
-            t.finish(rep);
-            match (name, version) {
-                (Some(n), Some(v)) => Some(ModelRef {
-                    name: n.value,
-                    version: v.value,
-                }),
-                _ => None,
-            }
-        }
-        None => {
-            rep.error(0..0, "missing table [model]");
-            None
-        }
-    };
-
-    let mut output_span = None;
-    let mut quarantine_span = None;
-    let output = match root.table(rep, "output") {
-        Some(mut t) => {
-            let uri = {
-                let uri: Option<Located<String>> = t.required(rep, "uri", "");
-                output_span = uri.as_ref().map(|u| u.span.clone());
-                read_template(rep, uri, true)
-            };
-            let quarantine = t.optional(rep, "quarantine_uri").map(|q: Located<String>| {
-                quarantine_span = Some(q.span.clone());
-                read_template(rep, Some(q), true)
-            });
-            let passthrough = read_passthrough(rep, &mut t);
-            t.finish(rep);
-            let quarantine = match quarantine {
-                Some(q) => q,
-                None => uri.as_ref().map(UriTemplate::quarantine_sibling),
-            };
-            match (uri, quarantine) {
-                (Some(uri), Some(quarantine)) => Some(OutputSpec {
-                    uri,
-                    quarantine,
-                    passthrough,
-                }),
-                _ => None,
-            }
-        }
-        None => {
-            rep.error(0..0, "missing table [output]");
-            None
-        }
-    };
-
-    let mut run = RunSpec {
-        batch_rows: 16_384,
-        threads: 0,
-        on_bad_rows: BadRowPolicy::Quarantine,
-        max_bad_rows_fraction: 0.01,
-    };
-    if let Some(mut t) = root.table(rep, "run") {
-        if let Some(b) = t.optional::<usize>(rep, "batch_rows") {
-            if b.value == 0 || b.value > 16 * 1024 * 1024 {
-                rep.error(b.span, "batch_rows must be between 1 and 16777216");
-            }
-            run.batch_rows = b.value;
-        }
-        if let Some(n) = t.optional::<usize>(rep, "threads") {
-            run.threads = n.value;
-        }
-        if let Some(p) = t.optional(rep, "on_bad_rows") {
-            run.on_bad_rows = p.value;
-        }
-        if let Some(f) = t.optional::<f64>(rep, "max_bad_rows_fraction") {
-            if !(0.0..=1.0).contains(&f.value) {
-                rep.error(f.span, "max_bad_rows_fraction must be between 0 and 1");
-            }
-            run.max_bad_rows_fraction = f.value;
-        }
-        t.finish(rep);
-    }
+    let name = read_name(rep, &mut root);
+    let schedule = read_schedule(rep, &mut root);
+    let timezone = read_timezone(rep, &mut root);
+    let date = read_date_rule(rep, &mut root);
+    let input = read_input(rep, &mut root);
+    let model = read_model(rep, &mut root);
+    let output = read_output(rep, &mut root);
+    let run = read_run(rep, &mut root);
     let drift = match root.table(rep, "drift") {
         Some(t) => read_drift(rep, t),
         None => DriftSpec::default(),
@@ -587,12 +424,15 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
         return None;
     }
     let name = name?;
+    let (input, input_span) = input?;
+    let model = model?;
+    let output = output?;
     let spans = JobSpans {
         name: name.span,
-        input: input_span?,
-        output: output_span?,
-        quarantine: quarantine_span,
-        registry: registry_span,
+        input: input_span,
+        output: output.span,
+        quarantine: output.quarantine_span,
+        registry: model.registry_span,
     };
     Some((
         JobSpec {
@@ -601,16 +441,216 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
             schedule: schedule?,
             timezone: timezone?,
             date: date?,
-            input: input?,
-            model: model?,
-            output: output?,
+            input,
+            model: model.model,
+            output: output.spec,
             run,
             drift,
-            registry: registry_override,
+            registry: model.registry,
             scheduling,
         },
         spans,
     ))
+}
+
+/// `name`: one rule for job and model names, since both become path segments (and HTTP paths).
+fn read_name(rep: &mut Reporter, root: &mut Table<'_>) -> Option<Located<String>> {
+    let name: Option<Located<String>> = root.required(rep, "name", "");
+    if let Some(n) = &name {
+        if !is_valid_name(&n.value) {
+            rep.error(
+                n.span.clone(),
+                "job name must be non-empty and use only letters, digits, '_' and '-'",
+            );
+        }
+    }
+    name
+}
+
+fn read_schedule(rep: &mut Reporter, root: &mut Table<'_>) -> Option<Schedule> {
+    let schedule = root.required::<String>(
+        rep,
+        "schedule",
+        " (a 5-field cron expression, e.g. \"30 2 * * *\")",
+    )?;
+    match parse_cron(&schedule.value) {
+        Ok(cron) => Some(Schedule {
+            expression: schedule.value,
+            cron,
+        }),
+        Err(e) => {
+            rep.error(
+                schedule.span,
+                format!("invalid cron expression '{}': {e} (fields: minute hour day-of-month month day-of-week)", schedule.value),
+            );
+            None
+        }
+    }
+}
+
+/// `timezone`, UTC when absent.
+fn read_timezone(rep: &mut Reporter, root: &mut Table<'_>) -> Option<Tz> {
+    let Some(tz) = root.optional::<String>(rep, "timezone") else {
+        return Some(Tz::UTC);
+    };
+    match tz.value.parse::<Tz>() {
+        Ok(t) => Some(t),
+        Err(_) => {
+            rep.error(
+                tz.span,
+                format!(
+                    "unknown time zone '{}'; use an IANA name such as \"Europe/Berlin\" or \"UTC\"",
+                    tz.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `date`: which logical date a tick scores, yesterday when absent.
+fn read_date_rule(rep: &mut Reporter, root: &mut Table<'_>) -> Option<DateRule> {
+    let Some(d) = root.optional::<String>(rep, "date") else {
+        return Some(DateRule { offset_days: -1 });
+    };
+    DateRule::parse(&d.value).or_else(|| {
+        rep.error(
+            d.span,
+            format!(
+                "invalid date rule '{}'; use \"today\", \"yesterday\" or \"-Nd\"",
+                d.value
+            ),
+        );
+        None
+    })
+}
+
+/// `[input]`: the template, and where `uri` is written (for the location checks).
+fn read_input(rep: &mut Reporter, root: &mut Table<'_>) -> Option<(UriTemplate, Range<usize>)> {
+    let Some(mut t) = root.table(rep, "input") else {
+        rep.error(0..0, "missing table [input]");
+        return None;
+    };
+    let uri: Option<Located<String>> = t.required(rep, "uri", "");
+    let span = uri.as_ref().map(|u| u.span.clone());
+    let template = read_template(rep, uri, false);
+    t.finish(rep);
+    Some((template?, span?))
+}
+
+/// `[model]`, read.
+struct ModelTable {
+    model: ModelRef,
+    /// The job's own registry, when it does not use the shared one.
+    registry: Option<Uri>,
+    registry_span: Option<Range<usize>>,
+}
+
+fn read_model(rep: &mut Reporter, root: &mut Table<'_>) -> Option<ModelTable> {
+    let Some(mut t) = root.table(rep, "model") else {
+        rep.error(0..0, "missing table [model]");
+        return None;
+    };
+    let name = t.required::<String>(rep, "name", "");
+    if let Some(n) = name.as_ref().filter(|n| !is_valid_name(&n.value)) {
+        rep.error(
+            n.span.clone(),
+            "model name must be non-empty and use only letters, digits, '_' and '-'",
+        );
+    }
+    let registry: Option<Located<String>> = t.optional(rep, "registry");
+    let registry_span = registry.as_ref().map(|r| r.span.clone());
+    let registry = read_uri(rep, registry);
+    let version = t.required::<u32>(
+        rep,
+        "version",
+        ": a job must pin its model version (see `nightshift model list`)",
+    );
+    if let Some(v) = &version {
+        if v.value == 0 {
+            rep.error(v.span.clone(), "model versions start at 1");
+        }
+    }
+    t.finish(rep);
+    Some(ModelTable {
+        model: ModelRef {
+            name: name?.value,
+            version: version?.value,
+        },
+        registry,
+        registry_span,
+    })
+}
+
+/// `[output]`, read, with where its locations are written.
+struct OutputTable {
+    spec: OutputSpec,
+    span: Range<usize>,
+    /// `None` when the quarantine is the default one, derived from the output.
+    quarantine_span: Option<Range<usize>>,
+}
+
+fn read_output(rep: &mut Reporter, root: &mut Table<'_>) -> Option<OutputTable> {
+    let Some(mut t) = root.table(rep, "output") else {
+        rep.error(0..0, "missing table [output]");
+        return None;
+    };
+    let uri: Option<Located<String>> = t.required(rep, "uri", "");
+    let span = uri.as_ref().map(|u| u.span.clone());
+    let uri = read_template(rep, uri, true);
+    let mut quarantine_span = None;
+    let quarantine = t.optional(rep, "quarantine_uri").map(|q: Located<String>| {
+        quarantine_span = Some(q.span.clone());
+        read_template(rep, Some(q), true)
+    });
+    let passthrough = read_passthrough(rep, &mut t);
+    t.finish(rep);
+    let quarantine = match quarantine {
+        Some(q) => q,
+        None => uri.as_ref().map(UriTemplate::quarantine_sibling),
+    };
+    Some(OutputTable {
+        spec: OutputSpec {
+            uri: uri?,
+            quarantine: quarantine?,
+            passthrough,
+        },
+        span: span?,
+        quarantine_span,
+    })
+}
+
+/// `[run]`, defaults filled in.
+fn read_run(rep: &mut Reporter, root: &mut Table<'_>) -> RunSpec {
+    let mut run = RunSpec {
+        batch_rows: 16_384,
+        threads: 0,
+        on_bad_rows: BadRowPolicy::Quarantine,
+        max_bad_rows_fraction: 0.01,
+    };
+    let Some(mut t) = root.table(rep, "run") else {
+        return run;
+    };
+    if let Some(b) = t.optional::<usize>(rep, "batch_rows") {
+        if b.value == 0 || b.value > 16 * 1024 * 1024 {
+            rep.error(b.span, "batch_rows must be between 1 and 16777216");
+        }
+        run.batch_rows = b.value;
+    }
+    if let Some(n) = t.optional::<usize>(rep, "threads") {
+        run.threads = n.value;
+    }
+    if let Some(p) = t.optional(rep, "on_bad_rows") {
+        run.on_bad_rows = p.value;
+    }
+    if let Some(f) = t.optional::<f64>(rep, "max_bad_rows_fraction") {
+        if !(0.0..=1.0).contains(&f.value) {
+            rep.error(f.span, "max_bad_rows_fraction must be between 0 and 1");
+        }
+        run.max_bad_rows_fraction = f.value;
+    }
+    t.finish(rep);
+    run
 }
 
 /// `[output] passthrough`: input columns copied to the output. Each is reported at its own

@@ -102,6 +102,8 @@ pub fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     result
 }
 
+/// The daemon's life: start (signals, listener, scheduler, catch-up), tick and watch until
+/// SIGTERM or SIGINT (SIGHUP reloads), then shut down within the grace period.
 async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     // First, so that a signal during start-up is handled rather than fatal.
     let mut sighup = signal(SignalKind::hangup())?;
@@ -128,68 +130,11 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         settings.daemon.max_concurrent_runs,
     );
     scheduler.set_jobs(cfg.jobs.clone());
-    {
-        let (s, st, m, state) = (
-            scheduler.clone(),
-            stores.clone(),
-            metrics.clone(),
-            settings.state.clone(),
-        );
-        let jobs = cfg.jobs.clone();
-        tokio::task::spawn_blocking(move || match st.locate(&state) {
-            Ok(loc) => catch_up(&s, &m, &RunHistory::new(loc), &jobs),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "Cannot read run records; nothing is caught up.")
-            }
-        })
-        .await?;
-    }
+    start_catch_up(&scheduler, &metrics, &stores, &settings, &cfg.jobs).await?;
 
     let folder = Arc::new(Mutex::new(JobsFolder::new(&opts.jobs, &cfg)));
-    // Two heartbeats a second: one ticks the scheduler (which computes cron instants itself,
-    // with croner, in each job's time zone), one looks at the jobs folder. A plain interval:
-    // a late tick is delayed, never fired twice in a burst.
-    let every_second = || {
-        let mut t = tokio::time::interval(Duration::from_secs(1));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    };
-    let heartbeat = {
-        let (s, mut timer) = (scheduler.clone(), every_second());
-        tokio::spawn(async move {
-            loop {
-                timer.tick().await;
-                // A panic in one tick must not stop every later one (the loop is one task for
-                // the daemon's life): it is logged, and the next second ticks again.
-                let tick = std::panic::AssertUnwindSafe(|| s.tick());
-                if std::panic::catch_unwind(tick).is_err() {
-                    error!("A scheduler tick panicked; ticking again in a second.");
-                }
-            }
-        })
-    };
-    let watch = {
-        let (f, s, m, mut timer) = (
-            folder.clone(),
-            scheduler.clone(),
-            metrics.clone(),
-            every_second(),
-        );
-        tokio::spawn(async move {
-            loop {
-                timer.tick().await;
-                let (f, s, m) = (f.clone(), s.clone(), m.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    let mut folder = f.lock().expect("folder lock");
-                    if folder.changed() {
-                        info!("The jobs folder changed; reloading.");
-                        apply_reload(&mut folder, &s, &m);
-                    }
-                })
-                .await;
-            }
-        })
-    };
+    let heartbeat = spawn_heartbeat(scheduler.clone());
+    let watch = spawn_folder_watch(folder.clone(), scheduler.clone(), metrics.clone());
     // The first tick now rather than in a second: a tick due at start fires at once.
     scheduler.tick();
 
@@ -246,29 +191,7 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     scheduler.stop();
     heartbeat.abort();
     watch.abort();
-    let s = scheduler.clone();
-    let finished = tokio::task::spawn_blocking(move || s.wait_idle(grace)).await?;
-    let mut result = Ok(());
-    if !finished {
-        warn!(
-            running = scheduler.running(),
-            "Runs still going after the grace period; aborting them."
-        );
-        scheduler.abort_running();
-        let s = scheduler.clone();
-        let stopped = tokio::task::spawn_blocking(move || s.wait_idle(ABORT_WAIT)).await?;
-        if !stopped {
-            error!(
-                running = scheduler.running(),
-                "Runs did not stop after being aborted."
-            );
-            result = Err(anyhow::anyhow!(
-                "{} run(s) did not stop within {}s of being aborted",
-                scheduler.running(),
-                ABORT_WAIT.as_secs()
-            ));
-        }
-    }
+    let result = stop_runs(&scheduler, grace).await;
     let _ = stop_http.send(());
     match server.await {
         Ok(Ok(())) => {}
@@ -279,6 +202,106 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         info!("Daemon stopped.");
     }
     result
+}
+
+/// Reads each job's run records and queues the dates it missed (see [`catch_up`]), before the
+/// first tick.
+async fn start_catch_up(
+    scheduler: &Scheduler,
+    metrics: &Arc<Metrics>,
+    stores: &Stores,
+    settings: &Settings,
+    jobs: &[JobSpec],
+) -> Result<()> {
+    let (s, st, m, state) = (
+        scheduler.clone(),
+        stores.clone(),
+        metrics.clone(),
+        settings.state.clone(),
+    );
+    let jobs = jobs.to_vec();
+    tokio::task::spawn_blocking(move || match st.locate(&state) {
+        Ok(loc) => catch_up(&s, &m, &RunHistory::new(loc), &jobs),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "Cannot read run records; nothing is caught up.")
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// A plain one-second interval: a late tick is delayed, never fired twice in a burst.
+fn every_second() -> tokio::time::Interval {
+    let mut t = tokio::time::interval(Duration::from_secs(1));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// Ticks the scheduler every second (it computes cron instants itself, with croner, in each
+/// job's time zone).
+fn spawn_heartbeat(scheduler: Scheduler) -> tokio::task::JoinHandle<()> {
+    let mut timer = every_second();
+    tokio::spawn(async move {
+        loop {
+            timer.tick().await;
+            // A panic in one tick must not stop every later one (the loop is one task for
+            // the daemon's life): it is logged, and the next second ticks again.
+            let tick = std::panic::AssertUnwindSafe(|| scheduler.tick());
+            if std::panic::catch_unwind(tick).is_err() {
+                error!("A scheduler tick panicked; ticking again in a second.");
+            }
+        }
+    })
+}
+
+/// Looks at the jobs folder every second and reloads it when a file changed.
+fn spawn_folder_watch(
+    folder: Arc<Mutex<JobsFolder>>,
+    scheduler: Scheduler,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let mut timer = every_second();
+    tokio::spawn(async move {
+        loop {
+            timer.tick().await;
+            let (f, s, m) = (folder.clone(), scheduler.clone(), metrics.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut folder = f.lock().expect("folder lock");
+                if folder.changed() {
+                    info!("The jobs folder changed; reloading.");
+                    apply_reload(&mut folder, &s, &m);
+                }
+            })
+            .await;
+        }
+    })
+}
+
+/// Waits up to `grace` for the running runs, then aborts what is left; an error when runs
+/// still go on [`ABORT_WAIT`] after the abort.
+async fn stop_runs(scheduler: &Scheduler, grace: Duration) -> Result<()> {
+    let s = scheduler.clone();
+    if tokio::task::spawn_blocking(move || s.wait_idle(grace)).await? {
+        return Ok(());
+    }
+    warn!(
+        running = scheduler.running(),
+        "Runs still going after the grace period; aborting them."
+    );
+    scheduler.abort_running();
+    let s = scheduler.clone();
+    if tokio::task::spawn_blocking(move || s.wait_idle(ABORT_WAIT)).await? {
+        return Ok(());
+    }
+    error!(
+        running = scheduler.running(),
+        "Runs did not stop after being aborted."
+    );
+    Err(anyhow::anyhow!(
+        "{} run(s) did not stop within {}s of being aborted",
+        scheduler.running(),
+        ABORT_WAIT.as_secs()
+    ))
 }
 
 /// Run records read per job at start, the newest (plus what catch-up needs beyond them, see

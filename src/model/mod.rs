@@ -60,6 +60,81 @@ impl LoadedModel {
 /// the holdout, and registers it as a new version.
 pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     Registry::check_name(&req.name)?;
+    let (data, features) = read_training_data(req)?;
+    let target = Target::read(&data, req)?;
+    let (train_idx, holdout_idx) = split_rows(&target, data.num_rows(), req)?;
+    let pick = |idx: &[u32]| take_record_batch(&data, &UInt32Array::from(idx.to_vec()));
+    let train_batch = pick(&train_idx)?;
+    let holdout_batch = pick(&holdout_idx)?;
+
+    let prep = Preprocessing::fit(
+        &train_batch,
+        &features,
+        FitOptions {
+            impute: req.impute,
+            scale: req.algorithm.wants_scaling(),
+        },
+    )?;
+    let (x_train, y_train, good_train) =
+        encode_good(&prep, &train_batch, target.targets(&train_idx))?;
+    let (x_hold, y_hold, good_hold) =
+        encode_good(&prep, &holdout_batch, target.targets(&holdout_idx))?;
+    // Rows with no usable target, and rows the preprocessing cannot encode.
+    let dropped = (data.num_rows() - good_train.len() - good_hold.len()) as u64;
+
+    let n_classes = target.classes.len();
+    let estimator = Estimator::fit(
+        req.algorithm,
+        x_train.clone(),
+        y_train,
+        &req.hyperparameters,
+    )
+    .with_context(|| format!("fitting {}", req.algorithm))?;
+    let train_scores = estimator.predict(x_train.view(), n_classes).score;
+    let profile = reference_profile(&train_batch, &prep, &train_scores, &good_train)?;
+    let metrics: BTreeMap<String, f64> = if x_hold.nrows() > 0 {
+        estimator::metrics(&estimator.predict(x_hold.view(), n_classes), &y_hold)?
+            .into_iter()
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+
+    let manifest = ModelManifest {
+        name: req.name.clone(),
+        version: 0,
+        algorithm: req.algorithm,
+        signature: prep
+            .features
+            .iter()
+            .map(|f| SignatureField {
+                name: f.name().to_string(),
+                kind: f.kind(),
+            })
+            .collect(),
+        preprocessing: prep,
+        target: req.target.clone(),
+        label_type: target.label_type,
+        classes: target.classes,
+        hyperparameters: req.hyperparameters.clone(),
+        metrics,
+        training_rows: x_train.nrows() as u64,
+        holdout_rows: x_hold.nrows() as u64,
+        dropped_rows: dropped,
+        training_data: req.data.uri().to_string(),
+        artifact: String::new(),
+        artifact_sha256: String::new(),
+        profile: None,
+        profile_sha256: None,
+        created_at: chrono::Utc::now(),
+        nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    registry.register(manifest, &estimator, Some(&profile))
+}
+
+/// Reads the feature and target columns of every training file into one batch, and the feature
+/// names (given, or every column but the target and the excluded ones).
+fn read_training_data(req: &TrainRequest) -> Result<(RecordBatch, Vec<String>)> {
     let files = list_data_files(&req.data)?;
     if files.is_empty() {
         bail!("no Parquet files at {}", req.data.uri());
@@ -93,56 +168,111 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
             bail!("feature column '{f}' has type {dt}, which no model takes; choose columns with --features or --exclude");
         }
     }
+    Ok((data, features))
+}
 
-    // Target: class labels (sorted, numerically for integers) or values.
-    let target = data.column_by_name(&req.target).expect("projected");
-    let label_type = match target.data_type() {
-        DataType::Boolean => LabelType::Boolean,
-        dt if dt.is_integer() => LabelType::Integer,
-        dt if dt.is_floating() => LabelType::Float,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
-            LabelType::String
+/// The target column: class labels (sorted, numerically for integers) for a classifier, values
+/// for a regressor.
+struct Target {
+    label_type: LabelType,
+    classifier: bool,
+    /// The labels as text, null where missing.
+    labels: arrow::array::ArrayRef,
+    /// The classes, in the order of the model's outputs (classifiers only).
+    classes: Vec<String>,
+    /// The values, NaN where missing (regressors only).
+    values: Vec<f64>,
+}
+
+impl Target {
+    fn read(data: &RecordBatch, req: &TrainRequest) -> Result<Self> {
+        let target = data.column_by_name(&req.target).expect("projected");
+        let label_type = match target.data_type() {
+            DataType::Boolean => LabelType::Boolean,
+            dt if dt.is_integer() => LabelType::Integer,
+            dt if dt.is_floating() => LabelType::Float,
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => LabelType::String,
+            dt => bail!("target column '{}' has type {dt}", req.target),
+        };
+        let labels = cast(target, &DataType::Utf8)?;
+        let classifier = req.algorithm.is_classifier();
+        let mut classes: Vec<String> = Vec::new();
+        let mut values: Vec<f64> = Vec::new();
+        if classifier {
+            if label_type == LabelType::Float {
+                bail!("target '{}' is floating point; a classifier needs integer, boolean or string labels", req.target);
+            }
+            let mut set: Vec<String> = labels
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect();
+            set.sort();
+            set.dedup();
+            if label_type == LabelType::Integer {
+                set.sort_by_key(|s| s.parse::<i64>().unwrap_or(0));
+            }
+            classes = set;
+        } else {
+            let v =
+                cast(target, &DataType::Float64).context("a regression target must be numeric")?;
+            values = v
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|x| x.unwrap_or(f64::NAN))
+                .collect();
         }
-        dt => bail!("target column '{}' has type {dt}", req.target),
-    };
-    let labels = cast(target, &DataType::Utf8)?;
-    let labels = labels.as_string::<i32>();
-    let mut classes: Vec<String> = Vec::new();
-    let mut values: Vec<f64> = Vec::new();
-    if req.algorithm.is_classifier() {
-        if label_type == LabelType::Float {
-            bail!("target '{}' is floating point; a classifier needs integer, boolean or string labels", req.target);
-        }
-        let mut set: Vec<String> = labels.iter().flatten().map(str::to_string).collect();
-        set.sort();
-        set.dedup();
-        if label_type == LabelType::Integer {
-            set.sort_by_key(|s| s.parse::<i64>().unwrap_or(0));
-        }
-        classes = set;
-    } else {
-        let v = cast(target, &DataType::Float64).context("a regression target must be numeric")?;
-        values = v
-            .as_primitive::<Float64Type>()
-            .iter()
-            .map(|x| x.unwrap_or(f64::NAN))
-            .collect();
+        Ok(Target {
+            label_type,
+            classifier,
+            labels,
+            classes,
+            values,
+        })
     }
 
-    // Rows with a null target cannot be learned from.
-    let usable: Vec<u32> = (0..data.num_rows())
-        .filter(|&i| {
-            if req.algorithm.is_classifier() {
-                labels.is_valid(i)
-            } else {
-                values[i].is_finite()
+    /// Rows with a null target cannot be learned from.
+    fn usable(&self, row: usize) -> bool {
+        if self.classifier {
+            self.labels.is_valid(row)
+        } else {
+            self.values[row].is_finite()
+        }
+    }
+
+    fn targets(&self, idx: &[u32]) -> Targets {
+        if self.classifier {
+            let labels = self.labels.as_string::<i32>();
+            let y = idx
+                .iter()
+                .map(|&i| {
+                    self.classes
+                        .binary_search_by(|c| {
+                            cmp_label(c, labels.value(i as usize), self.label_type)
+                        })
+                        .unwrap_or(0)
+                })
+                .collect();
+            Targets::Classes {
+                y: Array1::from_vec(y),
+                n_classes: self.classes.len(),
             }
-        })
+        } else {
+            Targets::Values(idx.iter().map(|&i| self.values[i as usize]).collect())
+        }
+    }
+}
+
+/// The seeded split of the usable rows: (training rows, holdout rows).
+fn split_rows(target: &Target, rows: usize, req: &TrainRequest) -> Result<(Vec<u32>, Vec<u32>)> {
+    let mut order: Vec<u32> = (0..rows)
+        .filter(|&i| target.usable(i))
         .map(|i| i as u32)
         .collect();
-    let mut dropped = (data.num_rows() - usable.len()) as u64;
-
-    let mut order = usable;
     order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(
         req.hyperparameters.seed,
     ));
@@ -151,91 +281,7 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     if train_idx.len() < 2 {
         bail!("too few usable training rows ({})", train_idx.len());
     }
-    let pick = |idx: &[u32]| take_record_batch(&data, &UInt32Array::from(idx.to_vec()));
-    let train_batch = pick(train_idx)?;
-    let holdout_batch = pick(holdout_idx)?;
-
-    let prep = Preprocessing::fit(
-        &train_batch,
-        &features,
-        FitOptions {
-            impute: req.impute,
-            scale: req.algorithm.wants_scaling(),
-        },
-    )?;
-    let targets_for = |idx: &[u32]| -> Targets {
-        if req.algorithm.is_classifier() {
-            let y = idx
-                .iter()
-                .map(|&i| {
-                    classes
-                        .binary_search_by(|c| cmp_label(c, labels.value(i as usize), label_type))
-                        .unwrap_or(0)
-                })
-                .collect();
-            Targets::Classes {
-                y: Array1::from_vec(y),
-                n_classes: classes.len(),
-            }
-        } else {
-            Targets::Values(idx.iter().map(|&i| values[i as usize]).collect())
-        }
-    };
-    let (x_train, y_train, good_train) = encode_good(&prep, &train_batch, targets_for(train_idx))?;
-    let bad_train = (train_batch.num_rows() - good_train.len()) as u64;
-    let (x_hold, y_hold, good_hold) = encode_good(&prep, &holdout_batch, targets_for(holdout_idx))?;
-    let bad_hold = (holdout_batch.num_rows() - good_hold.len()) as u64;
-    dropped += bad_train + bad_hold;
-    let training_rows = x_train.nrows() as u64;
-    let holdout_rows = x_hold.nrows() as u64;
-
-    let estimator = Estimator::fit(
-        req.algorithm,
-        x_train.clone(),
-        y_train,
-        &req.hyperparameters,
-    )
-    .with_context(|| format!("fitting {}", req.algorithm))?;
-    let train_scores = estimator.predict(x_train.view(), classes.len()).score;
-    let profile = reference_profile(&train_batch, &prep, &train_scores, &good_train)?;
-    let metrics: BTreeMap<String, f64> = if holdout_rows > 0 {
-        estimator::metrics(&estimator.predict(x_hold.view(), classes.len()), &y_hold)?
-            .into_iter()
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
-
-    let manifest = ModelManifest {
-        name: req.name.clone(),
-        version: 0,
-        algorithm: req.algorithm,
-        signature: prep
-            .features
-            .iter()
-            .map(|f| SignatureField {
-                name: f.name().to_string(),
-                kind: f.kind(),
-            })
-            .collect(),
-        preprocessing: prep,
-        target: req.target.clone(),
-        label_type,
-        classes,
-        hyperparameters: req.hyperparameters.clone(),
-        metrics,
-        training_rows,
-        holdout_rows,
-        dropped_rows: dropped,
-        training_data: req.data.uri().to_string(),
-        artifact: String::new(),
-        artifact_sha256: String::new(),
-        profile: None,
-        profile_sha256: None,
-        created_at: chrono::Utc::now(),
-        nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    registry.register(manifest, &estimator, Some(&profile))
+    Ok((train_idx.to_vec(), holdout_idx.to_vec()))
 }
 
 /// The reference profile of the training rows and of the model's scores on them. Two passes

@@ -129,3 +129,38 @@ fn the_check_sees_paths_and_ignores_comments() {
     assert!(used_modules("/// See [`crate::daemon::run`].").is_empty());
     assert!(used_modules("use nightshift_crate::x;").is_empty());
 }
+
+/// The command line is the top layer's business: no module below `cli` derives or names a
+/// clap type (the model's `Algorithm`, for one, is parsed by `cli::train` from strum's names).
+#[test]
+fn only_the_cli_names_clap() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else {
+            continue;
+        };
+        if module == "cli" {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("clap::") || code.contains("use clap") {
+                wrong.push(format!(
+                    "{}:{}: {}",
+                    file.strip_prefix(&src).unwrap().display(),
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "clap below the cli layer:\n{}",
+        wrong.join("\n")
+    );
+}
