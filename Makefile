@@ -3,12 +3,18 @@
 .PHONY: demo test build lint fixtures bench bench-kernels clean fuzz
 
 CARGO ?= cargo
-NIGHTSHIFT = target/release/nightshift
+# `make demo` runs the development build, the one `make test` builds too: a fresh clone compiles
+# once (about 5 minutes on 2 cores, docs/development.md), not twice. The benchmark alone uses
+# the release build.
+NIGHTSHIFT = target/debug/nightshift
+NIGHTSHIFT_RELEASE = target/release/nightshift
 DEMO_DATE ?= 2026-11-03
 
 # Runs the example job on the bundled fixtures: local files only, no server, no network.
 # Trains churn@1 into out/registry/ the first time, reuses it after.
-demo: $(NIGHTSHIFT)
+demo:
+	@test -x $(NIGHTSHIFT) || echo "Building nightshift for the first time: about 5 minutes on 2 cores (measured: docs/development.md); later builds take seconds."
+	$(CARGO) build --locked --bin nightshift
 	@$(NIGHTSHIFT) model list churn >/dev/null 2>&1 || \
 		$(NIGHTSHIFT) model train --data fixtures/churn/train/ --target churned \
 			--algorithm logistic --name churn --exclude id
@@ -19,7 +25,7 @@ demo: $(NIGHTSHIFT)
 	@echo "drift:      out/reports/job=churn_nightly/dt=$(DEMO_DATE)/drift.parquet"
 	@echo "            $(NIGHTSHIFT) drift show churn_nightly [--html drift.html]"
 
-$(NIGHTSHIFT): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+$(NIGHTSHIFT_RELEASE): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 	$(CARGO) build --release --locked --bin nightshift
 
 build:
@@ -41,7 +47,7 @@ test: lint
 # medians and ratios, and every target of issue 11 checked (docs/benchmarks.md). Installs the
 # peers' Python packages and s3s-fs (for the S3 rows; the bench starts its own on port 8015,
 # never the tests' 8014) if missing. Ten minutes or more; BENCH_ARGS="--skip-rf --big ..." to choose.
-bench: $(NIGHTSHIFT)
+bench: $(NIGHTSHIFT_RELEASE)
 	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas, boto3' 2>/dev/null || \
 		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas boto3
 	@command -v s3s-fs >/dev/null || cargo install s3s-fs@$(S3S_FS_VERSION) --features binary --locked
