@@ -20,10 +20,14 @@ demo:
 			--algorithm logistic --name churn --exclude id
 	$(NIGHTSHIFT) run churn_nightly --date $(DEMO_DATE)
 	@echo
+	$(NIGHTSHIFT) evaluate churn_nightly --date $(DEMO_DATE)
+	@echo
 	@echo "scores:     out/scores/churn/dt=$(DEMO_DATE)/"
 	@echo "run record: out/state/runs/churn_nightly/$(DEMO_DATE)/"
 	@echo "drift:      out/reports/job=churn_nightly/dt=$(DEMO_DATE)/drift.parquet"
 	@echo "            $(NIGHTSHIFT) drift show churn_nightly [--html drift.html]"
+	@echo "performance: out/reports/job=churn_nightly/dt=$(DEMO_DATE)/performance.parquet"
+	@echo "            $(NIGHTSHIFT) performance show churn_nightly [--html performance.html]"
 
 $(NIGHTSHIFT_RELEASE): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 	$(CARGO) build --release --locked --bin nightshift

@@ -6,6 +6,7 @@ mod backfill_tables;
 mod daemon;
 mod drift;
 mod model;
+mod performance;
 mod run;
 mod runs;
 mod signals;
@@ -25,6 +26,7 @@ pub use backfill::{BackfillArgs, ReprocessArg};
 pub use daemon::DaemonArgs;
 pub use drift::DriftCommand;
 pub use model::{ModelCommand, RegistryArgs};
+pub use performance::{EvaluateArgs, PerformanceCommand};
 pub use run::{print_summary, RunArgs};
 pub use runs::{FormatArg, RunsCommand, StatusArg};
 pub use train::TrainArgs;
@@ -70,6 +72,12 @@ pub enum Command {
     /// Read drift reports: one date as a table (or an HTML page), or the trend over dates.
     #[command(subcommand)]
     Drift(DriftCommand),
+    /// Realized performance: join committed scores with their labels, measure, compare with
+    /// the holdout, and write the performance report (jobs with [labels]).
+    Evaluate(EvaluateArgs),
+    /// Read performance reports: one date as a table (or an HTML page), or every date.
+    #[command(subcommand)]
+    Performance(PerformanceCommand),
     /// Run every job on its schedule, with an HTTP API for health, metrics, runs and scores.
     Daemon(DaemonArgs),
 }
@@ -115,6 +123,8 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Runs(command) => runs::execute(command),
         Command::Model(command) => model::execute(command),
         Command::Drift(command) => drift::execute(command),
+        Command::Evaluate(args) => performance::evaluate(&args),
+        Command::Performance(command) => performance::execute(command),
         Command::Daemon(args) => daemon::execute(args),
     }
 }

@@ -6,6 +6,7 @@ mod daemon;
 mod diag;
 mod drift;
 mod file;
+mod labels;
 mod locations;
 mod spec;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub use daemon::{parse_duration, Concurrency, DaemonSettings, Scheduling};
 pub use diag::{Diagnostic, Diagnostics};
 pub use drift::{DriftSpec, Method, MethodChoice};
+pub use labels::{default_tolerance, LabelsSpec};
 pub use spec::*;
 
 use chrono_tz::Tz;
@@ -412,6 +414,8 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     let input = read_input(rep, &mut root);
     let model = read_model(rep, &mut root);
     let output = read_output(rep, &mut root);
+    let passthrough = output.as_ref().map(|o| o.spec.passthrough.as_slice());
+    let labels = labels::read_labels(rep, &mut root, passthrough);
     let run = read_run(rep, &mut root);
     let drift = match root.table(rep, "drift") {
         Some(t) => read_drift(rep, t),
@@ -446,6 +450,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
             output: output.spec,
             run,
             drift,
+            labels: labels?,
             registry: model.registry,
             scheduling,
         },

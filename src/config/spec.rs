@@ -24,6 +24,8 @@ pub struct JobSpec {
     pub output: OutputSpec,
     pub run: RunSpec,
     pub drift: super::DriftSpec,
+    /// Where its outcomes land, for `evaluate` (docs/model-performance.md).
+    pub labels: Option<super::LabelsSpec>,
     /// The job's own registry location, if it overrides the shared one.
     pub registry: Option<Uri>,
     /// How the daemon schedules it: overlap policy, catch-up, retries.

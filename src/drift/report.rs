@@ -3,7 +3,7 @@
 //!
 //!     REPORTS/job=NAME/dt=YYYY-MM-DD/drift.parquet
 //!
-//! `read_parquet('REPORTS/**/*.parquet', hive_partitioning = true)` in DuckDB, or
+//! `read_parquet('REPORTS/**/drift.parquet', hive_partitioning = true)` in DuckDB, or
 //! `pl.read_parquet(..., hive_partitioning=True)` in polars, gives every run of every job.
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::forest::{Forest, ForestParams, RandomForestModel};
+use crate::metric;
 
 /// The algorithms `model train --algorithm` takes.
 #[derive(
@@ -417,75 +418,33 @@ fn from_probabilities(p: &Array2<f64>, class_of_column: impl Fn(usize) -> usize)
     }
 }
 
-/// Holdout metrics, by name.
+/// Holdout metrics, by name: the metrics of [`crate::metric`], the same code that measures a
+/// date's labels (`evaluate`), so the two compare. A metric undefined on the holdout (AUC with
+/// one class) is left out.
 pub fn metrics(pred: &Prediction, targets: &Targets) -> Result<Vec<(String, f64)>> {
-    match targets {
+    let values = match targets {
         Targets::Classes { y, n_classes } => {
             let class = pred
                 .class
                 .as_ref()
                 .ok_or_else(|| anyhow!("classifier gave no classes"))?;
-            let n = y.len().max(1) as f64;
-            let correct = class.iter().zip(y).filter(|(a, b)| a == b).count() as f64;
-            let mut out = vec![("accuracy".to_string(), correct / n)];
             if *n_classes == 2 {
-                out.push(("auc".to_string(), auc(&pred.score, y)));
+                let truth: Vec<bool> = y.iter().map(|&c| c == 1).collect();
+                let said: Vec<bool> = class.iter().map(|&c| c == 1).collect();
+                metric::binary(&truth, &pred.score, &said).map(|m| m.values())
+            } else {
+                metric::multiclass(y.as_slice().expect("contiguous"), class).map(|m| m.values())
             }
-            Ok(out)
         }
         Targets::Values(y) => {
-            let n = y.len().max(1) as f64;
-            let mean = y.mean().unwrap_or(0.0);
-            let sse: f64 = pred.score.iter().zip(y).map(|(p, t)| (p - t).powi(2)).sum();
-            let sst: f64 = y.iter().map(|t| (t - mean).powi(2)).sum();
-            let mae: f64 = pred
-                .score
-                .iter()
-                .zip(y)
-                .map(|(p, t)| (p - t).abs())
-                .sum::<f64>()
-                / n;
-            Ok(vec![
-                ("rmse".to_string(), (sse / n).sqrt()),
-                ("mae".to_string(), mae),
-                (
-                    "r2".to_string(),
-                    if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
-                ),
-            ])
+            metric::regression(y.as_slice().expect("contiguous"), &pred.score).map(|m| m.values())
         }
-    }
-}
-
-/// Area under the ROC curve by the rank-sum formula, ties counted half.
-pub fn auc(score: &[f64], y: &Array1<usize>) -> f64 {
-    let mut idx: Vec<usize> = (0..score.len()).collect();
-    idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
-    let mut ranks = vec![0.0; score.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && score[idx[j + 1]] == score[idx[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[idx[k]] = r;
-        }
-        i = j + 1;
-    }
-    let pos = y.iter().filter(|&&c| c == 1).count() as f64;
-    let neg = y.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return f64::NAN;
-    }
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(y)
-        .filter(|(_, &c)| c == 1)
-        .map(|(r, _)| r)
-        .sum();
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+    };
+    Ok(values
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(m, v)| Some((m.to_string(), v?)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -554,13 +513,5 @@ mod tests {
             let e = est.check_shape(2, 3).unwrap_err().to_string();
             assert!(e.contains("has 2 classes, but its manifest lists 3"), "{e}");
         }
-    }
-
-    #[test]
-    fn auc_of_perfect_and_reversed_rankings() {
-        let y = array![0, 0, 1, 1];
-        assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &y), 1.0);
-        assert_eq!(auc(&[0.9, 0.8, 0.2, 0.1], &y), 0.0);
-        assert_eq!(auc(&[0.5, 0.5, 0.5, 0.5], &y), 0.5);
     }
 }

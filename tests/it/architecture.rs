@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// From the bottom up, as docs/architecture.md draws them.
 const LAYERS: &[&[&str]] = &[
-    // What a column is to a model, names; CPU dispatch of hot loops; test-only faults.
-    &["schema", "simd", "failpoint"],
+    // What a column is to a model, names; quality metrics; CPU dispatch of hot loops;
+    // test-only faults.
+    &["schema", "metric", "simd", "failpoint"],
     &["storage"],
     // Files in, files out, profiles, leases: each on storage alone.
     &["lease", "read", "write", "profile"],
@@ -18,7 +19,8 @@ const LAYERS: &[&[&str]] = &[
     // The stages of a run that use a model or a job.
     &["plan", "score", "drift"],
     &["record"],
-    &["shard"],
+    // Beside each other: sharded runs, and evaluating committed dates against their labels.
+    &["shard", "performance"],
     &["run"],
     &["backfill", "daemon"],
     &["cli"],

@@ -12,6 +12,7 @@ mod faults;
 mod finite_scores;
 mod fuzz;
 mod integrity;
+mod performance;
 mod pipeline;
 mod prefetch;
 mod s3;

@@ -49,6 +49,8 @@ snapshot_cases!(
     passthrough_reserved,
     passthrough_twice,
     model_name_is_a_path,
+    labels_key_not_passthrough,
+    labels_mistakes,
 );
 
 /// A location that is no URI is reported at its value, as written: the template's text and
