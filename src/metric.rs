@@ -586,14 +586,28 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let case = &all["isotonic"];
         let floats = |k: &str| -> Vec<f64> {
-            case[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+            case[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
         };
-        let (score, y, at, want) = (floats("score"), floats("y"), floats("at"), floats("predicted"));
+        let (score, y, at, want) = (
+            floats("score"),
+            floats("y"),
+            floats("at"),
+            floats("predicted"),
+        );
         let y: Vec<bool> = y.iter().map(|&v| v == 1.0).collect();
         let c = Calibration::fit(&score, &y).unwrap();
         assert!(c.y.windows(2).all(|w| w[0] <= w[1]));
         for (s, w) in at.iter().zip(&want) {
-            assert!((c.apply(*s) - w).abs() <= 1e-9, "at {s}: {} against {w}", c.apply(*s));
+            assert!(
+                (c.apply(*s) - w).abs() <= 1e-9,
+                "at {s}: {} against {w}",
+                c.apply(*s)
+            );
         }
     }
 
@@ -619,7 +633,10 @@ mod tests {
             assert!((e - r).abs() < 0.005, "{name}: estimated {e}, realized {r}");
         }
         assert_eq!(estimate_binary(&[], &[]), None);
-        assert_eq!(estimate_binary(&[1.0, 1.0], &[true, true]).unwrap().roc_auc, None);
+        assert_eq!(
+            estimate_binary(&[1.0, 1.0], &[true, true]).unwrap().roc_auc,
+            None
+        );
     }
 
     #[test]

@@ -82,8 +82,10 @@ pub struct RunManifest {
     pub shards: Option<ShardSet>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Its name in run records, logs and metric labels: serde and strum spell it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum RunStatus {
     Succeeded,
     Failed,
@@ -435,4 +437,20 @@ pub struct Shard {
 pub struct ShardSet {
     pub count: u32,
     pub run: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run records (serde) and metric labels (strum) name a status the same way.
+    #[test]
+    fn a_status_has_one_name() {
+        for s in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::Aborted] {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.to_string())
+            );
+        }
+    }
 }

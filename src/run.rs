@@ -27,6 +27,7 @@ use crate::drift::{self, DriftSummary};
 use crate::failpoint;
 use crate::lease::{Lease, LeaseHeld, LeaseLost};
 use crate::model::{LoadedModel, Registry};
+use crate::performance;
 use crate::plan::PartitionPlan;
 use crate::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::read::{check_schema, is_data_file, FetchAhead, ParquetObject, RowGroupChunks};
@@ -255,6 +256,9 @@ pub fn run_job(
                 seconds = record.seconds,
                 "Run committed."
             );
+            if record.date_state == Some(DateState::Committed) {
+                record_estimate(job, date, settings, stores);
+            }
             Ok(record)
         }
         (None, Err(e)) => Err(Box::new(RunFailed {
@@ -278,6 +282,27 @@ pub fn run_job(
                 error,
             }))
         }
+    }
+}
+
+/// After a commit, for a job with `[labels]`: the date's performance estimated from its
+/// calibrated scores (CBPE), written as its performance report until `evaluate` measures it.
+/// The run has succeeded whatever happens here: a failure is logged, not the run's.
+fn record_estimate(job: &JobSpec, date: NaiveDate, settings: &Settings, stores: &Stores) {
+    if job.labels.is_none() {
+        return;
+    }
+    let written = (|| -> Result<Option<Location>> {
+        let Some(estimate) = performance::estimate(job, settings, stores, date)? else {
+            return Ok(None);
+        };
+        let reports = stores.locate(&settings.reports)?;
+        Ok(Some(performance::report::write(&reports, &estimate)?))
+    })();
+    match written {
+        Ok(Some(loc)) => info!(report = %loc.uri(), "Estimated performance written."),
+        Ok(None) => {}
+        Err(e) => warn!(error = %format!("{e:#}"), "Could not estimate the date's performance."),
     }
 }
 

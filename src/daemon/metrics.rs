@@ -165,7 +165,7 @@ impl Metrics {
         self.runs
             .get_or_create(&JobStatusLabels {
                 job: r.job.clone(),
-                status: serde_name(&r.status),
+                status: r.status.to_string(),
             })
             .inc();
         let job = Self::job(&r.job);
@@ -284,15 +284,6 @@ impl Metrics {
 
 /// OpenMetrics names a counter family without `_total` and its samples with it; the
 /// Prometheus 0.0.4 format names both with it. Also drops the OpenMetrics-only lines.
-/// The name serde writes for a unit variant (`RunStatus::Succeeded` is `succeeded` in run
-/// records), so a label reads as the files do, from the one `rename_all`.
-fn serde_name<T: serde::Serialize>(variant: &T) -> String {
-    match serde_json::to_value(variant) {
-        Ok(serde_json::Value::String(name)) => name,
-        other => unreachable!("not a unit variant: {other:?}"),
-    }
-}
-
 fn to_prometheus_text(open_metrics: &str) -> String {
     let counters: Vec<&str> = open_metrics
         .lines()

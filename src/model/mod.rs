@@ -92,12 +92,16 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     .with_context(|| format!("fitting {}", req.algorithm))?;
     let train_scores = estimator.predict(x_train.view(), n_classes).score;
     let profile = reference_profile(&train_batch, &prep, &train_scores, &good_train)?;
-    let metrics: BTreeMap<String, f64> = if x_hold.nrows() > 0 {
-        estimator::metrics(&estimator.predict(x_hold.view(), n_classes), &y_hold)?
-            .into_iter()
-            .collect()
+    let (metrics, calibration) = if x_hold.nrows() > 0 {
+        let predicted = estimator.predict(x_hold.view(), n_classes);
+        (
+            estimator::metrics(&predicted, &y_hold)?
+                .into_iter()
+                .collect::<BTreeMap<String, f64>>(),
+            calibrate(&predicted, &y_hold),
+        )
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), None)
     };
 
     let manifest = ModelManifest {
@@ -118,6 +122,7 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         classes: target.classes,
         hyperparameters: req.hyperparameters.clone(),
         metrics,
+        calibration,
         training_rows: x_train.nrows() as u64,
         holdout_rows: x_hold.nrows() as u64,
         dropped_rows: dropped,
@@ -282,6 +287,20 @@ fn split_rows(target: &Target, rows: usize, req: &TrainRequest) -> Result<(Vec<u
         bail!("too few usable training rows ({})", train_idx.len());
     }
     Ok((train_idx.to_vec(), holdout_idx.to_vec()))
+}
+
+/// A binary classifier's calibration on its holdout: at least 100 rows of both classes, so the
+/// isotonic fit has something to stand on.
+fn calibrate(predicted: &Prediction, y: &Targets) -> Option<crate::metric::Calibration> {
+    let Targets::Classes { y, n_classes: 2 } = y else {
+        return None;
+    };
+    let truth: Vec<bool> = y.iter().map(|&c| c == 1).collect();
+    let positives = truth.iter().filter(|&&t| t).count();
+    if truth.len() < 100 || positives == 0 || positives == truth.len() {
+        return None;
+    }
+    crate::metric::Calibration::fit(&predicted.score, &truth)
 }
 
 /// The reference profile of the training rows and of the model's scores on them. Two passes

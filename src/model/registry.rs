@@ -43,6 +43,10 @@ pub struct ModelManifest {
     pub classes: Vec<String>,
     pub hyperparameters: Hyperparameters,
     pub metrics: BTreeMap<String, f64>,
+    /// Binary classifiers: the isotonic map from score to probability fitted on the holdout,
+    /// for estimating performance before labels exist (docs/model-performance.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::metric::Calibration>,
     pub training_rows: u64,
     pub holdout_rows: u64,
     /// Training rows left out because a feature was NaN or infinite, or the target was null.

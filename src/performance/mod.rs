@@ -59,6 +59,8 @@ pub struct MetricRow {
     pub value: Option<f64>,
     /// The model version's value on its training holdout, when training measured it.
     pub holdout: Option<f64>,
+    /// Estimated from the calibrated scores alone (CBPE), before or without the labels.
+    pub estimated: Option<f64>,
     /// How much worse than the holdout a value may get (from `[labels.tolerance]`).
     pub tolerance: Option<f64>,
     /// Worse than the holdout by more than the tolerance.
@@ -75,6 +77,8 @@ pub struct Evaluation {
     pub model_name: String,
     pub model_version: u32,
     pub coverage: Coverage,
+    /// Whether labels were joined: false for a report written by a run, with estimates only.
+    pub realized: bool,
     pub metrics: Vec<MetricRow>,
     /// Binary classifiers: calibration by tenths of the score range.
     pub reliability: Vec<ReliabilityBin>,
@@ -137,7 +141,8 @@ pub fn evaluate(
     let mut notes = Vec::new();
     let measured = measure(&model, &scores, &label_batch, &joined, labels, &mut notes)?;
     let holdout = holdout_metrics(&model);
-    let metrics = measured
+    let estimated = estimate_scores(&model, &scores)?;
+    let metrics: Vec<MetricRow> = measured
         .values
         .into_iter()
         .map(|(metric, value)| {
@@ -151,11 +156,28 @@ pub fn evaluate(
                 metric,
                 value,
                 holdout: base,
+                estimated: estimated.as_ref().and_then(|e| e.get(metric)),
                 tolerance,
                 degraded,
             }
         })
         .collect();
+    // An estimate far from what happened means the calibration learnt on the holdout no longer
+    // holds: the relation between features and outcome moved (concept shift). Said, not hidden.
+    let gaps: Vec<String> = metrics
+        .iter()
+        .filter_map(|m| {
+            let (v, e) = (m.value?, m.estimated?);
+            (m.metric.worsening(e, v) > ESTIMATE_GAP)
+                .then(|| format!("{} {v:.4} against {e:.4}", m.metric))
+        })
+        .collect();
+    if !gaps.is_empty() {
+        notes.push(format!(
+            "realized worse than estimated by more than {ESTIMATE_GAP} ({}): the scores' calibration no longer holds on this date (a concept shift?)",
+            gaps.join(", ")
+        ));
+    }
     Ok(Evaluation {
         job: job.name.clone(),
         logical_date: date,
@@ -163,11 +185,107 @@ pub fn evaluate(
         model_name: committed.model_name,
         model_version: committed.model_version,
         coverage: joined.coverage,
+        realized: true,
         metrics,
         reliability: measured.reliability,
         labels_complete: Utc::now() >= labels_complete_at(labels, date),
         notes,
     })
+}
+
+/// How much worse than its estimate a realized metric may be before a note says so.
+pub const ESTIMATE_GAP: f64 = 0.05;
+
+/// The estimated performance of a committed date, before its labels exist: what a run
+/// records right after it commits (jobs with `[labels]`, binary classifiers whose version
+/// stored a calibration). `None` when the model gives nothing to estimate from.
+pub fn estimate(
+    job: &JobSpec,
+    settings: &Settings,
+    stores: &Stores,
+    date: NaiveDate,
+) -> Result<Option<Evaluation>> {
+    let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
+    let committed = committed_run(&output)?;
+    let registry = Registry::new(stores.locate(job.registry(settings))?);
+    let model = registry.manifest(&crate::schema::ModelRef {
+        name: committed.model_name.clone(),
+        version: committed.model_version,
+    })?;
+    if model.calibration.is_none() || model.classes.len() != 2 {
+        return Ok(None);
+    }
+    let scores = read_scores(&output, &committed, &[])?;
+    let Some(estimated) = estimate_scores(&model, &scores)? else {
+        return Ok(None);
+    };
+    let holdout = holdout_metrics(&model);
+    let tolerance = job.labels.as_ref().map(|l| &l.tolerance);
+    let metrics = [
+        Metric::RocAuc,
+        Metric::Accuracy,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::F1,
+    ]
+    .into_iter()
+    .map(|metric| MetricRow {
+        metric,
+        value: None,
+        holdout: holdout.get(&metric).copied(),
+        estimated: estimated.get(metric),
+        tolerance: tolerance.and_then(|t| t.get(&metric).copied()),
+        degraded: false,
+    })
+    .collect();
+    Ok(Some(Evaluation {
+        job: job.name.clone(),
+        logical_date: date,
+        run_id: committed.run_id,
+        model_name: committed.model_name,
+        model_version: committed.model_version,
+        coverage: Coverage {
+            scored_rows: scores.num_rows() as u64,
+            ..Coverage::default()
+        },
+        realized: false,
+        metrics,
+        reliability: Vec::new(),
+        labels_complete: false,
+        notes: Vec::new(),
+    }))
+}
+
+/// CBPE over every scored row of the date: the scores through the version's calibration,
+/// with the predictions the run wrote.
+fn estimate_scores(
+    model: &ModelManifest,
+    scores: &RecordBatch,
+) -> Result<Option<metric::Estimated>> {
+    let Some(calibration) = &model.calibration else {
+        return Ok(None);
+    };
+    if model.classes.len() != 2 {
+        return Ok(None);
+    }
+    let score = scores
+        .column_by_name("score")
+        .expect("read")
+        .as_primitive::<Float64Type>();
+    let prediction = scores
+        .column_by_name("prediction")
+        .ok_or_else(|| anyhow!("the scores of a classifier have no prediction column"))?;
+    let prediction = cast(prediction, &DataType::Utf8)?;
+    let prediction = prediction.as_string::<i32>();
+    let p: Vec<f64> = score
+        .values()
+        .iter()
+        .map(|&s| calibration.apply(s))
+        .collect();
+    let said: Vec<bool> = (0..prediction.len())
+        .map(|i| prediction.value(i) == model.classes[1])
+        .collect();
+    Ok(metric::estimate_binary(&p, &said))
 }
 
 /// The date's `_SUCCESS`: only committed scores are evaluated.

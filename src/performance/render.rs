@@ -17,7 +17,14 @@ pub fn table(e: &Evaluation) -> String {
         "performance: {} {} (scores of run {}, model {}@{})",
         e.job, e.logical_date, e.run_id, e.model_name, e.model_version
     );
-    let _ = writeln!(
+    if !e.realized {
+        let _ = writeln!(
+            s,
+            "labels: not joined yet ({} scored rows); estimated from the calibrated scores (CBPE)",
+            c.scored_rows
+        );
+    } else {
+        let _ = writeln!(
         s,
         "labels: {} of {} scored rows labeled ({}); {} labels with no scored row; {} null labels{}",
         c.matched_rows,
@@ -31,18 +38,20 @@ pub fn table(e: &Evaluation) -> String {
             "; the labels' delay has not passed: they may be incomplete"
         }
     );
+    }
     let _ = writeln!(
         s,
-        "{:<10} {:>11} {:>11} {:>11} {:>10}  DEGRADED",
-        "METRIC", "REALIZED", "HOLDOUT", "CHANGE", "TOLERANCE"
+        "{:<10} {:>11} {:>11} {:>11} {:>11} {:>10}  DEGRADED",
+        "METRIC", "REALIZED", "ESTIMATED", "HOLDOUT", "CHANGE", "TOLERANCE"
     );
     for m in &e.metrics {
         let change = m.value.zip(m.holdout).map(|(v, h)| v - h);
         let _ = writeln!(
             s,
-            "{:<10} {:>11} {:>11} {:>11} {:>10}  {}",
+            "{:<10} {:>11} {:>11} {:>11} {:>11} {:>10}  {}",
             m.metric.to_string(),
             number(m.value),
+            number(m.estimated),
             number(m.holdout),
             number(change),
             number(m.tolerance),
@@ -73,7 +82,9 @@ pub fn table(e: &Evaluation) -> String {
     let _ = writeln!(
         s,
         "performance: {}",
-        if degraded.is_empty() {
+        if !e.realized {
+            "estimated only; `nightshift evaluate` measures it once the labels are in".to_string()
+        } else if degraded.is_empty() {
             "within tolerance of the holdout".to_string()
         } else {
             format!(
@@ -153,10 +164,11 @@ pub fn page(e: &Evaluation) -> String {
         let change = m.value.zip(m.holdout).map(|(v, h)| v - h);
         let _ = writeln!(
             rows,
-            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if m.degraded { " class=\"bad\"" } else { "" },
             m.metric,
             number(m.value),
+            number(m.estimated),
             number(m.holdout),
             number(change),
             number(m.tolerance),
@@ -216,7 +228,7 @@ pub fn page(e: &Evaluation) -> String {
          td:first-child,th:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>\
          <h1>{job} {date}</h1><p>Scores of run {run}, model {model}@{version}. {matched} of {scored} scored rows \
          labeled; {unmatched} labels with no scored row; {nulls} null labels.{incomplete}</p>\
-         <table><tr><th>metric</th><th>realized</th><th>holdout</th><th>change</th><th>tolerance</th>\
+         <table><tr><th>metric</th><th>realized</th><th>estimated</th><th>holdout</th><th>change</th><th>tolerance</th>\
          <th>degraded</th></tr>{rows}</table>{svg}{notes}</body></html>\n",
         job = escape(&e.job),
         date = e.logical_date,

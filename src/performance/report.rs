@@ -49,6 +49,7 @@ pub fn schema() -> Schema {
         Field::new("value", DataType::Float64, true),
         Field::new("holdout", DataType::Float64, true),
         Field::new("change", DataType::Float64, true),
+        Field::new("estimated", DataType::Float64, true),
         Field::new("tolerance", DataType::Float64, true),
         Field::new("degraded", DataType::Boolean, false),
         Field::new("scored_rows", DataType::Int64, false),
@@ -56,6 +57,7 @@ pub fn schema() -> Schema {
         Field::new("null_labels", DataType::Int64, false),
         Field::new("matched_rows", DataType::Int64, false),
         Field::new("unmatched_labels", DataType::Int64, false),
+        Field::new("realized", DataType::Boolean, false),
         Field::new("labels_complete", DataType::Boolean, false),
         Field::new("notes", DataType::Utf8, true),
         Field::new("evaluated_at", timestamp(), false),
@@ -122,6 +124,9 @@ pub fn to_batch(e: &Evaluation, evaluated_at: DateTime<Utc>) -> Result<RecordBat
                 .collect::<Vec<_>>(),
         )),
         Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.estimated).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
             rows.iter().map(|r| r.tolerance).collect::<Vec<_>>(),
         )),
         Arc::new(BooleanArray::from(
@@ -132,6 +137,7 @@ pub fn to_batch(e: &Evaluation, evaluated_at: DateTime<Utc>) -> Result<RecordBat
         count(c.null_labels),
         count(c.matched_rows),
         count(c.unmatched_labels),
+        Arc::new(BooleanArray::from(vec![e.realized; n])),
         Arc::new(BooleanArray::from(vec![e.labels_complete; n])),
         Arc::new(StringArray::from(vec![notes.as_deref(); n])),
         stamp(evaluated_at, n),
@@ -269,6 +275,8 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
         let date: Date32Array = column(&batch, &schema, "logical_date")?;
         let version: Int32Array = column(&batch, &schema, "model_version")?;
         let (value, holdout, tolerance) = (f64s("value")?, f64s("holdout")?, f64s("tolerance")?);
+        let estimated = f64s("estimated")?;
+        let realized: BooleanArray = column(&batch, &schema, "realized")?;
         let degraded: BooleanArray = column(&batch, &schema, "degraded")?;
         let complete: BooleanArray = column(&batch, &schema, "labels_complete")?;
         let float = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
@@ -279,6 +287,7 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
             model_name: model_name.value(0).to_string(),
             model_version: version.value(0) as u32,
             coverage: Coverage::default(),
+            realized: realized.value(0),
             metrics: Vec::new(),
             reliability: Vec::new(),
             labels_complete: complete.value(0),
@@ -304,6 +313,7 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
                 metric: m,
                 value: float(&value, i),
                 holdout: float(&holdout, i),
+                estimated: float(&estimated, i),
                 tolerance: float(&tolerance, i),
                 degraded: degraded.is_valid(i) && degraded.value(i),
             });

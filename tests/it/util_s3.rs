@@ -310,21 +310,35 @@ impl TestBucket {
         let a = &self.admin;
         // s3s-fs replaces an object in place: a read racing a runner's put can see the new
         // bytes under the old checksum. MinIO and AWS never do; read again.
-        for _ in 0..20 {
+        // A GET racing that replacement can also fail outright (s3s-fs answers from a file
+        // being rewritten): only NoSuchKey means the object is not there.
+        for _ in 0..60 {
             let body = a.runtime.block_on(async {
-                let out = a
+                let out = match a
                     .client
                     .get_object()
                     .bucket(&self.name)
                     .key(key)
                     .send()
                     .await
-                    .ok()?;
-                Some(out.body.collect().await.map(|b| b.into_bytes()))
+                {
+                    Ok(out) => out,
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                        return None
+                    }
+                    Err(_) => return Some(Err(())),
+                };
+                Some(
+                    out.body
+                        .collect()
+                        .await
+                        .map(|b| b.into_bytes())
+                        .map_err(|_| ()),
+                )
             })?;
             match body {
                 Ok(bytes) => return Some(bytes),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(()) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
         }
         panic!("s3://{}/{key} kept changing while it was read", self.name)
