@@ -395,9 +395,20 @@ impl Calibration {
         Some(Calibration { x, y: fitted })
     }
 
-    /// The calibrated probability of a score.
+    /// Whether the map can be applied: as `fit` makes it (a hand-edited manifest may not be).
+    pub fn is_valid(&self) -> bool {
+        !self.x.is_empty()
+            && self.x.len() == self.y.len()
+            && self.x.windows(2).all(|w| w[0] < w[1])
+            && self.x.iter().chain(&self.y).all(|v| v.is_finite())
+    }
+
+    /// The calibrated probability of a score (NaN for NaN). The map must be valid.
     pub fn apply(&self, s: f64) -> f64 {
         let (x, y) = (&self.x, &self.y);
+        if s.is_nan() {
+            return f64::NAN;
+        }
         if s <= x[0] {
             return y[0];
         }

@@ -293,10 +293,13 @@ fn record_estimate(job: &JobSpec, date: NaiveDate, settings: &Settings, stores: 
         return;
     }
     let written = (|| -> Result<Option<Location>> {
+        let reports = stores.locate(&settings.reports)?;
         let Some(estimate) = performance::estimate(job, settings, stores, date)? else {
+            // Nothing to estimate from (no calibration): an earlier report is of scores
+            // that this run replaced.
+            performance::report::remove(&reports, &job.name, date)?;
             return Ok(None);
         };
-        let reports = stores.locate(&settings.reports)?;
         Ok(Some(performance::report::write(&reports, &estimate)?))
     })();
     match written {

@@ -71,9 +71,10 @@ pub(super) fn evaluate(args: &EvaluateArgs) -> Result<ExitCode> {
     };
     let mut failed = 0;
     for date in from.iter_days().take_while(|d| *d <= to) {
-        match performance::evaluate(job, &cfg.settings, &stores, date) {
-            Ok(e) => {
-                let loc = report::write(&reports, &e)?;
+        let evaluated = performance::evaluate(job, &cfg.settings, &stores, date)
+            .and_then(|e| Ok((report::write(&reports, &e)?, e)));
+        match evaluated {
+            Ok((loc, e)) => {
                 print!("{}", render::table(&e));
                 println!("report: {}", loc.uri());
             }

@@ -66,6 +66,9 @@ pub struct DaemonSettings {
     /// `shutdown_grace`: how long a stopping daemon lets running runs finish before it aborts
     /// them (default "30s").
     pub shutdown_grace: Duration,
+    /// `evaluate_every`: how often the daemon looks for committed dates whose labels are
+    /// complete (jobs with `[labels]`) and evaluates them (default "10m").
+    pub evaluate_every: Duration,
 }
 
 impl Default for DaemonSettings {
@@ -73,6 +76,7 @@ impl Default for DaemonSettings {
         Self {
             max_concurrent_runs: 2,
             shutdown_grace: Duration::from_secs(30),
+            evaluate_every: Duration::from_secs(600),
         }
     }
 }
@@ -119,6 +123,9 @@ pub(super) fn read_daemon_settings(rep: &mut Reporter, root: &mut Table) -> Daem
     }
     if let Some(g) = read_duration(rep, root, "shutdown_grace") {
         s.shutdown_grace = g;
+    }
+    if let Some(e) = read_duration(rep, root, "evaluate_every") {
+        s.evaluate_every = e.max(Duration::from_millis(100));
     }
     s
 }

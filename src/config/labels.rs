@@ -28,6 +28,9 @@ pub struct LabelsSpec {
     pub tolerance: BTreeMap<Metric, f64>,
 }
 
+/// The longest `delay`: ten years.
+const MAX_DELAY: Duration = Duration::from_secs(3650 * 86_400);
+
 /// The tolerances a job gets without a `[labels.tolerance]` entry.
 pub fn default_tolerance() -> BTreeMap<Metric, f64> {
     [
@@ -90,6 +93,11 @@ pub(super) fn read_labels(
                 rep.error(k.span, "labels.key names no column");
                 return None;
             }
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].contains(c) {
+                    rep.error(k.span.clone(), format!("labels key '{c}' is named twice"));
+                }
+            }
             if let Some(passthrough) = passthrough {
                 for c in &columns {
                     if !passthrough.contains(c) {
@@ -116,16 +124,23 @@ pub(super) fn read_labels(
     }
     let delay = match t.optional::<String>(rep, "delay") {
         None => Some(Duration::ZERO),
-        Some(d) => parse_duration(&d.value).or_else(|| {
-            rep.error(
-                d.span,
-                format!(
-                    "invalid delay '{}'; use a whole number and a unit, such as \"7d\" or \"36h\"",
-                    d.value
-                ),
-            );
-            None
-        }),
+        Some(d) => match parse_duration(&d.value) {
+            Some(v) if v <= MAX_DELAY => Some(v),
+            Some(_) => {
+                rep.error(d.span, "delay must be at most 3650d (ten years)");
+                None
+            }
+            None => {
+                rep.error(
+                    d.span,
+                    format!(
+                        "invalid delay '{}'; use a whole number and a unit, such as \"7d\" or \"36h\"",
+                        d.value
+                    ),
+                );
+                None
+            }
+        },
     };
     let mut tolerance = default_tolerance();
     if let Some(mut tt) = t.table(rep, "tolerance") {

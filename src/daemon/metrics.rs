@@ -40,6 +40,21 @@ pub struct JobColumnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobMetricLabels {
+    pub job: String,
+    pub metric: String,
+    /// `realized` (from the labels) or `estimated` (CBPE).
+    pub source: String,
+}
+
+/// The performance gauges, registered together with the first evaluation.
+struct PerformanceGauges {
+    value: Family<JobMetricLabels, FloatGauge>,
+    degraded: Family<JobLabel, Gauge>,
+    date: Family<JobLabel, FloatGauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -65,6 +80,8 @@ pub struct Metrics {
     reloads: Family<OutcomeLabel, Counter>,
     /// Registered on first use: absent until run records carry drift results.
     drift: Mutex<Option<Family<JobColumnLabels, Gauge>>>,
+    /// Registered on first use: absent until a date is evaluated.
+    performance: Mutex<Option<PerformanceGauges>>,
 }
 
 impl Default for Metrics {
@@ -151,6 +168,7 @@ impl Metrics {
             runs_active,
             reloads,
             drift: Mutex::new(None),
+            performance: Mutex::new(None),
         }
     }
 
@@ -249,6 +267,68 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "invalid" }.into(),
             })
             .inc();
+    }
+
+    /// The latest evaluated date of a job: its realized (and estimated) metrics, whether it is
+    /// degraded, and which date that is. An older date evaluated later does not replace it.
+    pub fn performance(&self, e: &crate::performance::Evaluation) {
+        let mut slot = self.performance.lock().expect("metrics lock");
+        let g = slot.get_or_insert_with(|| {
+            let gauges = PerformanceGauges {
+                value: Family::default(),
+                degraded: Family::default(),
+                date: Family::default(),
+            };
+            let mut r = self.registry.lock().expect("metrics lock");
+            r.register(
+                "nightshift_performance",
+                "The job's latest evaluated date: each metric, realized from the labels or estimated (CBPE)",
+                gauges.value.clone(),
+            );
+            r.register(
+                "nightshift_performance_degraded",
+                "1 when the job's latest evaluated date is worse than the holdout beyond a tolerance",
+                gauges.degraded.clone(),
+            );
+            r.register(
+                "nightshift_performance_date_timestamp_seconds",
+                "The logical date of the job's latest evaluation (Unix time of its midnight, UTC)",
+                gauges.date.clone(),
+            );
+            gauges
+        });
+        let job = Self::job(&e.job);
+        let day = e
+            .logical_date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp() as f64;
+        let shown = g.date.get_or_create(&job);
+        if day < shown.get() {
+            return;
+        }
+        shown.set(day);
+        g.degraded
+            .get_or_create(&job)
+            .set(i64::from(!e.degraded().is_empty()));
+        for m in &e.metrics {
+            for (source, v) in [("realized", m.value), ("estimated", m.estimated)] {
+                let labels = JobMetricLabels {
+                    job: e.job.clone(),
+                    metric: m.metric.to_string(),
+                    source: source.to_string(),
+                };
+                match v {
+                    Some(v) => {
+                        g.value.get_or_create(&labels).set(v);
+                    }
+                    None => {
+                        g.value.remove(&labels);
+                    }
+                }
+            }
+        }
     }
 
     /// A column's drift verdict in a job's last run (`score` for the model's output,

@@ -33,6 +33,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, JobSpec, Settings};
+use crate::performance;
 use crate::record::{RunHistory, RunRecord, RunStatus};
 use crate::run::{run_job, RunFailed, RunOptions};
 use crate::storage::Stores;
@@ -135,6 +136,12 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     let folder = Arc::new(Mutex::new(JobsFolder::new(&opts.jobs, &cfg)));
     let heartbeat = spawn_heartbeat(scheduler.clone());
     let watch = spawn_folder_watch(folder.clone(), scheduler.clone(), metrics.clone());
+    let evaluator = spawn_evaluator(
+        scheduler.clone(),
+        settings.clone(),
+        stores.clone(),
+        metrics.clone(),
+    );
     // The first tick now rather than in a second: a tick due at start fires at once.
     scheduler.tick();
 
@@ -191,6 +198,7 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     scheduler.stop();
     heartbeat.abort();
     watch.abort();
+    evaluator.abort();
     let result = stop_runs(&scheduler, grace).await;
     let _ = stop_http.send(());
     match server.await {
@@ -275,6 +283,123 @@ fn spawn_folder_watch(
             .await;
         }
     })
+}
+
+/// Every `evaluate_every` (the first pass at start), evaluates the dates that are due (see
+/// [`evaluate_due`]), for the jobs as currently loaded.
+fn spawn_evaluator(
+    scheduler: Scheduler,
+    settings: Arc<Settings>,
+    stores: Stores,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let mut timer = tokio::time::interval(settings.daemon.evaluate_every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::spawn(async move {
+        loop {
+            timer.tick().await;
+            let jobs: Vec<JobSpec> = scheduler
+                .job_names()
+                .iter()
+                .filter_map(|n| scheduler.spec(n))
+                .filter(|j| j.labels.is_some())
+                .map(|j| (*j).clone())
+                .collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            let (settings, stores, metrics) = (settings.clone(), stores.clone(), metrics.clone());
+            let pass = tokio::task::spawn_blocking(move || {
+                evaluate_due(&jobs, &settings, &stores, &metrics, chrono::Utc::now())
+            })
+            .await;
+            if let Err(e) = pass {
+                error!(error = %e, "An evaluation pass failed; trying again at the next one.");
+            }
+        }
+    })
+}
+
+/// How far back the daemon looks for dates to evaluate.
+pub const EVALUATION_WINDOW_DAYS: i64 = 90;
+
+/// One evaluation pass. For each job with `[labels]`: the dates its succeeded runs committed in
+/// the last [`EVALUATION_WINDOW_DAYS`] whose labels are complete and whose report is not up to
+/// date with its scores and labels ([`performance::due`]) are evaluated and their reports
+/// written; then the gauges show the job's latest realized report. Returns how many dates were
+/// evaluated. A date that fails is logged and tried again at the next pass.
+pub fn evaluate_due(
+    jobs: &[JobSpec],
+    settings: &Settings,
+    stores: &Stores,
+    metrics: &Metrics,
+    now: chrono::DateTime<chrono::Utc>,
+) -> usize {
+    let located = stores
+        .locate(&settings.state)
+        .and_then(|state| Ok((RunHistory::new(state), stores.locate(&settings.reports)?)));
+    let (history, reports) = match located {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "Cannot read run records or reports; nothing is evaluated.");
+            return 0;
+        }
+    };
+    let oldest = now.date_naive() - chrono::Duration::days(EVALUATION_WINDOW_DAYS);
+    let mut evaluated = 0;
+    for job in jobs.iter().filter(|j| j.labels.is_some()) {
+        let records = match history.list(&job.name) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(job = %job.name, error = %format!("{e:#}"), "Cannot read the job's run records; it is not evaluated.");
+                continue;
+            }
+        };
+        let mut dates: Vec<NaiveDate> = records
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded && r.logical_date >= oldest)
+            .map(|r| r.logical_date)
+            .collect();
+        dates.sort();
+        dates.dedup();
+        for date in dates {
+            match performance::due(job, settings, stores, date, now) {
+                Ok(performance::Due::Now) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(job = %job.name, %date, error = %format!("{e:#}"), "Cannot tell whether the date is due for evaluation.");
+                    continue;
+                }
+            }
+            let written = performance::evaluate(job, settings, stores, date).and_then(|e| {
+                performance::report::write(&reports, &e)?;
+                Ok(e)
+            });
+            match written {
+                Ok(e) => {
+                    let degraded: Vec<String> =
+                        e.degraded().iter().map(ToString::to_string).collect();
+                    info!(job = %job.name, %date, degraded = %degraded.join(","), "Date evaluated against its labels.");
+                    evaluated += 1;
+                }
+                Err(e) => {
+                    warn!(job = %job.name, %date, error = %format!("{e:#}"), "Could not evaluate the date; trying again at the next pass.")
+                }
+            }
+        }
+        // The gauges: the latest date with realized metrics (also after a restart).
+        if let Ok(all) = performance::report::list(&reports, &job.name) {
+            let latest = all
+                .iter()
+                .rev()
+                .filter_map(|(_, loc)| performance::report::read(loc).ok())
+                .find(|e| e.realized);
+            if let Some(e) = latest {
+                metrics.performance(&e);
+            }
+        }
+    }
+    evaluated
 }
 
 /// Waits up to `grace` for the running runs, then aborts what is left; an error when runs

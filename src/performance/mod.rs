@@ -84,6 +84,9 @@ pub struct Evaluation {
     pub reliability: Vec<ReliabilityBin>,
     /// Whether the labels' delay had passed when the date was evaluated.
     pub labels_complete: bool,
+    /// The label files joined (names, sizes, versions), hashed: the daemon evaluates a date
+    /// again when they change.
+    pub labels_fingerprint: Option<String>,
     /// What could not be computed and why (for example AUC with one class present).
     pub notes: Vec<String>,
 }
@@ -106,7 +109,10 @@ pub fn labels_complete_at(labels: &LabelsSpec, date: NaiveDate) -> chrono::DateT
         .and_hms_opt(0, 0, 0)
         .expect("midnight exists")
         .and_utc();
-    end + chrono::Duration::from_std(labels.delay).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(labels.delay)
+        .ok()
+        .and_then(|d| end.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// Joins the committed scores of `date` with its labels and measures them.
@@ -135,7 +141,8 @@ pub fn evaluate(
     let key_columns = &labels.key;
     let scores = read_scores(&output, &committed, key_columns)?;
     let label_loc = stores.locate(&labels.uri.uri(&job.name, date)?)?;
-    let label_batch = read_labels(&label_loc, labels, &scores.schema())?;
+    let label_files = list_data_files(&label_loc)?;
+    let label_batch = read_labels(&label_loc, &label_files, labels, &scores.schema())?;
     let joined = join(&scores, &label_batch, labels)?;
 
     let mut notes = Vec::new();
@@ -189,8 +196,90 @@ pub fn evaluate(
         metrics,
         reliability: measured.reliability,
         labels_complete: Utc::now() >= labels_complete_at(labels, date),
+        labels_fingerprint: Some(fingerprint(&label_loc, &label_files)),
         notes,
     })
+}
+
+/// The label files as listed (name, size, etag, modification time), hashed: equal
+/// fingerprints, same labels.
+fn fingerprint(loc: &Location, files: &[crate::storage::ObjectMeta]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {}",
+                loc.relative(&f.key),
+                f.size,
+                f.etag,
+                f.last_modified.map(|t| t.timestamp_micros()).unwrap_or(0)
+            )
+        })
+        .collect();
+    lines.sort();
+    hex::encode(Sha256::digest(lines.join("\n").as_bytes()))
+}
+
+/// Why a date is (or is not) evaluated now by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// Its labels' delay has not passed.
+    Waiting,
+    /// No `_SUCCESS` (not scored, or its run did not finish), or no label file yet.
+    NothingToJoin,
+    /// Its report is realized on these very scores and labels.
+    UpToDate,
+    /// To evaluate: no realized report yet, or the scores or the labels changed since.
+    Now,
+}
+
+/// Whether the daemon should evaluate `date` of `job` at `now`.
+pub fn due(
+    job: &JobSpec,
+    settings: &Settings,
+    stores: &Stores,
+    date: NaiveDate,
+    now: chrono::DateTime<Utc>,
+) -> Result<Due> {
+    let Some(labels) = &job.labels else {
+        return Ok(Due::NothingToJoin);
+    };
+    if now < labels_complete_at(labels, date) {
+        return Ok(Due::Waiting);
+    }
+    let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
+    let marker = output.join(SUCCESS_MARKER);
+    if marker.store.head(&marker.key)?.is_none() {
+        return Ok(Due::NothingToJoin);
+    }
+    let committed = committed_run(&output)?;
+    let label_loc = stores.locate(&labels.uri.uri(&job.name, date)?)?;
+    let files = match list_data_files(&label_loc) {
+        Ok(f) => f,
+        Err(e)
+            if crate::storage::ErrorKind::of(&e) == Some(crate::storage::ErrorKind::NotFound) =>
+        {
+            return Ok(Due::NothingToJoin)
+        }
+        Err(e) => return Err(e),
+    };
+    if files.is_empty() {
+        return Ok(Due::NothingToJoin);
+    }
+    let reports = stores.locate(&settings.reports)?;
+    let loc = report::report_location(&reports, &job.name, date);
+    if loc.store.head(&loc.key)?.is_none() {
+        return Ok(Due::Now);
+    }
+    let Ok(last) = report::read(&loc) else {
+        return Ok(Due::Now); // unreadable: written again
+    };
+    let same = last.realized
+        && last.labels_complete
+        && last.run_id == committed.run_id
+        && last.labels_fingerprint.as_deref() == Some(fingerprint(&label_loc, &files).as_str());
+    Ok(if same { Due::UpToDate } else { Due::Now })
 }
 
 /// How much worse than its estimate a realized metric may be before a note says so.
@@ -212,7 +301,7 @@ pub fn estimate(
         name: committed.model_name.clone(),
         version: committed.model_version,
     })?;
-    if model.calibration.is_none() || model.classes.len() != 2 {
+    if !model.calibration.as_ref().is_some_and(|c| c.is_valid()) || model.classes.len() != 2 {
         return Ok(None);
     }
     let scores = read_scores(&output, &committed, &[])?;
@@ -252,6 +341,7 @@ pub fn estimate(
         metrics,
         reliability: Vec::new(),
         labels_complete: false,
+        labels_fingerprint: None,
         notes: Vec::new(),
     }))
 }
@@ -262,7 +352,7 @@ fn estimate_scores(
     model: &ModelManifest,
     scores: &RecordBatch,
 ) -> Result<Option<metric::Estimated>> {
-    let Some(calibration) = &model.calibration else {
+    let Some(calibration) = model.calibration.as_ref().filter(|c| c.is_valid()) else {
         return Ok(None);
     };
     if model.classes.len() != 2 {
@@ -349,15 +439,19 @@ fn read_scores(output: &Location, run: &RunManifest, key: &[String]) -> Result<R
 }
 
 /// The key columns (cast to the scores' key types) and the label column of every label file.
-fn read_labels(loc: &Location, labels: &LabelsSpec, scores: &SchemaRef) -> Result<RecordBatch> {
-    let files = list_data_files(loc)?;
+fn read_labels(
+    loc: &Location,
+    files: &[crate::storage::ObjectMeta],
+    labels: &LabelsSpec,
+    scores: &SchemaRef,
+) -> Result<RecordBatch> {
     if files.is_empty() {
         bail!("no label files (*.parquet) at {}", loc.uri());
     }
     let mut columns = labels.key.clone();
     columns.push(labels.column.clone());
     let mut batches = Vec::new();
-    for obj in ParquetObject::open_all(loc, &files)? {
+    for obj in ParquetObject::open_all(loc, files)? {
         for c in &columns {
             if obj.schema().field_with_name(c).is_err() {
                 bail!(
@@ -373,13 +467,19 @@ fn read_labels(loc: &Location, labels: &LabelsSpec, scores: &SchemaRef) -> Resul
             for c in &labels.key {
                 let want = scores.field_with_name(c)?.data_type();
                 let have = b.column_by_name(c).expect("projected");
-                arrays.push(cast(have, want).with_context(|| {
-                    format!(
-                        "label key '{c}' of {} is {}, the scores' is {want}",
-                        obj.uri(),
-                        have.data_type()
-                    )
-                })?);
+                let strict = arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                arrays.push(
+                    arrow::compute::cast_with_options(have, want, &strict).with_context(|| {
+                        format!(
+                            "label key '{c}' of {} is {}, the scores' is {want}",
+                            obj.uri(),
+                            have.data_type()
+                        )
+                    })?,
+                );
             }
             arrays.push(b.column_by_name(&labels.column).expect("projected").clone());
             batches.push(arrays);
@@ -388,7 +488,11 @@ fn read_labels(loc: &Location, labels: &LabelsSpec, scores: &SchemaRef) -> Resul
     let fields: Vec<arrow::datatypes::Field> = labels
         .key
         .iter()
-        .map(|c| scores.field_with_name(c).cloned())
+        .map(|c| {
+            scores
+                .field_with_name(c)
+                .map(|f| f.as_ref().clone().with_nullable(true))
+        })
         .collect::<Result<_, _>>()?;
     let label_type = batches
         .first()
@@ -419,19 +523,28 @@ struct Joined {
 /// names examples: a join that silently picked one would measure the wrong rows.
 fn join(scores: &RecordBatch, labels: &RecordBatch, spec: &LabelsSpec) -> Result<Joined> {
     let n_keys = spec.key.len();
-    let fields: Vec<SortField> = (0..n_keys)
-        .map(|i| SortField::new(scores.column(i).data_type().clone()))
+    // The scores' key columns by name (the file has them in passthrough order); the labels'
+    // are in key order already (`read_labels`).
+    let score_keys: Vec<ArrayRef> = spec
+        .key
+        .iter()
+        .map(|k| scores.column_by_name(k).expect("read").clone())
+        .collect();
+    let label_keys: Vec<ArrayRef> = labels.columns()[..n_keys].to_vec();
+    let fields: Vec<SortField> = score_keys
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
         .collect();
     let converter = RowConverter::new(fields)?;
-    let score_rows = converter.convert_columns(&scores.columns()[..n_keys])?;
-    let label_rows = converter.convert_columns(&labels.columns()[..n_keys])?;
+    let score_rows = converter.convert_columns(&score_keys)?;
+    let label_rows = converter.convert_columns(&label_keys)?;
     let label_values = labels.column(n_keys);
+    // A null key identifies nothing: such rows join nothing (they would all be one key).
+    let keyed = |keys: &[ArrayRef], row: usize| keys.iter().all(|k| k.is_valid(row));
 
-    let show = |batch: &RecordBatch, row: usize| -> String {
-        (0..n_keys)
-            .map(|c| {
-                array_value_to_string(batch.column(c), row).unwrap_or_else(|_| "?".to_string())
-            })
+    let show = |keys: &[ArrayRef], row: usize| -> String {
+        keys.iter()
+            .map(|c| array_value_to_string(c, row).unwrap_or_else(|_| "?".to_string()))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -439,12 +552,12 @@ fn join(scores: &RecordBatch, labels: &RecordBatch, spec: &LabelsSpec) -> Result
     let mut duplicates = Vec::new();
     let mut null_labels = 0u64;
     for i in 0..labels.num_rows() {
-        if label_values.is_null(i) {
+        if is_missing(label_values, i) || !keyed(&label_keys, i) {
             null_labels += 1;
             continue;
         }
         if by_key.insert(label_rows.row(i).data(), i).is_some() {
-            duplicates.push(show(labels, i));
+            duplicates.push(show(&label_keys, i));
         }
     }
     if !duplicates.is_empty() {
@@ -459,9 +572,12 @@ fn join(scores: &RecordBatch, labels: &RecordBatch, spec: &LabelsSpec) -> Result
     let mut dup_scores = Vec::new();
     let mut pairs = Vec::new();
     for i in 0..scores.num_rows() {
+        if !keyed(&score_keys, i) {
+            continue;
+        }
         let key = score_rows.row(i).data();
         if seen.insert(key, i).is_some() {
-            dup_scores.push(show(scores, i));
+            dup_scores.push(show(&score_keys, i));
             continue;
         }
         if let Some(&l) = by_key.get(key) {
@@ -488,6 +604,21 @@ fn join(scores: &RecordBatch, labels: &RecordBatch, spec: &LabelsSpec) -> Result
         },
         pairs,
     })
+}
+
+/// An outcome that is not known: null, or NaN (as pandas writes a missing float).
+fn is_missing(values: &ArrayRef, row: usize) -> bool {
+    if values.is_null(row) {
+        return true;
+    }
+    match values.data_type() {
+        DataType::Float64 => values.as_primitive::<Float64Type>().value(row).is_nan(),
+        DataType::Float32 => values
+            .as_primitive::<arrow::datatypes::Float32Type>()
+            .value(row)
+            .is_nan(),
+        _ => false,
+    }
 }
 
 struct Measured {
@@ -552,7 +683,7 @@ fn measure(
     }
     if !unknown.is_empty() {
         bail!(
-            "labels that are not classes of model {}@{} (classes: {}): {}",
+            "labels that are not classes of model {}@{} (classes: {}; labels are compared as text with the values training saw, so give the label column the training target's type): {}",
             model.name,
             model.version,
             model.classes.join(", "),

@@ -60,6 +60,7 @@ pub fn schema() -> Schema {
         Field::new("realized", DataType::Boolean, false),
         Field::new("labels_complete", DataType::Boolean, false),
         Field::new("notes", DataType::Utf8, true),
+        Field::new("labels_fingerprint", DataType::Utf8, true),
         Field::new("evaluated_at", timestamp(), false),
     ])
 }
@@ -106,7 +107,7 @@ pub fn to_batch(e: &Evaluation, evaluated_at: DateTime<Utc>) -> Result<RecordBat
     let n = rows.len();
     let c = &e.coverage;
     let count = |v: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64; n])) };
-    let notes = (!e.notes.is_empty()).then(|| e.notes.join("; "));
+    let notes = (!e.notes.is_empty()).then(|| e.notes.join("\n"));
     let mut columns = header(e, n);
     columns.extend::<Vec<ArrayRef>>(vec![
         Arc::new(StringArray::from_iter_values(
@@ -140,6 +141,7 @@ pub fn to_batch(e: &Evaluation, evaluated_at: DateTime<Utc>) -> Result<RecordBat
         Arc::new(BooleanArray::from(vec![e.realized; n])),
         Arc::new(BooleanArray::from(vec![e.labels_complete; n])),
         Arc::new(StringArray::from(vec![notes.as_deref(); n])),
+        Arc::new(StringArray::from(vec![e.labels_fingerprint.as_deref(); n])),
         stamp(evaluated_at, n),
     ]);
     Ok(RecordBatch::try_new(Arc::new(schema()), columns)?)
@@ -173,6 +175,17 @@ fn write_batch(loc: &Location, batch: &RecordBatch) -> Result<()> {
     out.write(batch)?;
     out.finish()
         .with_context(|| format!("writing performance report {}", loc.uri()))?;
+    Ok(())
+}
+
+/// Removes a date's report (both files), when its scores were replaced by a run that had
+/// nothing to estimate: the old figures describe scores that are gone.
+pub fn remove(reports: &Location, job: &str, date: NaiveDate) -> Result<()> {
+    let dir = partition(reports, job, date);
+    for name in [REPORT_FILE, RELIABILITY_FILE] {
+        let loc = dir.join(name);
+        loc.store.delete(&loc.key)?;
+    }
     Ok(())
 }
 
@@ -258,10 +271,13 @@ fn column<T: Array + Clone + 'static>(
 pub fn read(loc: &Location) -> Result<Evaluation> {
     let schema = schema();
     let mut evaluation: Option<Evaluation> = None;
+    let mut written_at = None;
     for batch in read_batches(loc)? {
         if batch.num_rows() == 0 {
             continue;
         }
+        let at: TimestampMicrosecondArray = column(&batch, &schema, "evaluated_at")?;
+        written_at.get_or_insert(at.value(0));
         let s = |name| column::<StringArray>(&batch, &schema, name);
         let i64s = |name| column::<Int64Array>(&batch, &schema, name);
         let f64s = |name| column::<Float64Array>(&batch, &schema, name);
@@ -272,6 +288,8 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
             s("metric")?,
             s("notes")?,
         );
+        // Optional: reports written before the column existed have none.
+        let fingerprint = s("labels_fingerprint").ok();
         let date: Date32Array = column(&batch, &schema, "logical_date")?;
         let version: Int32Array = column(&batch, &schema, "model_version")?;
         let (value, holdout, tolerance) = (f64s("value")?, f64s("holdout")?, f64s("tolerance")?);
@@ -291,8 +309,12 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
             metrics: Vec::new(),
             reliability: Vec::new(),
             labels_complete: complete.value(0),
+            labels_fingerprint: fingerprint
+                .as_ref()
+                .filter(|f| f.is_valid(0))
+                .map(|f| f.value(0).to_string()),
             notes: if notes.is_valid(0) {
-                notes.value(0).split("; ").map(str::to_string).collect()
+                notes.value(0).lines().map(str::to_string).collect()
             } else {
                 Vec::new()
             },
@@ -329,6 +351,14 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
     if reliability.store.head(&reliability.key)?.is_some() {
         let schema = reliability_schema();
         for batch in read_batches(&reliability)? {
+            // Only the table written with this report: a write that failed between the two
+            // files must not pair an old table with a new report, or the reverse.
+            let run: StringArray = column(&batch, &schema, "run_id")?;
+            let at: TimestampMicrosecondArray = column(&batch, &schema, "evaluated_at")?;
+            if batch.num_rows() == 0 || run.value(0) != e.run_id || Some(at.value(0)) != written_at
+            {
+                continue;
+            }
             let f = |name| column::<Float64Array>(&batch, &schema, name);
             let (lower, upper, mean, rate) = (
                 f("lower")?,

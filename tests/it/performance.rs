@@ -403,3 +403,241 @@ fn a_date_without_committed_scores_is_not_evaluated() {
     let out = env.run(&["evaluate", "churn", "--date", "2026-11-02"]);
     assert_eq!(out.code, 1, "a date never scored");
 }
+
+/// The daemon's evaluation pass (`daemon::evaluate_due`, which the daemon runs every
+/// `evaluate_every`): a committed date is evaluated once its labels' delay has passed, not
+/// again while its scores and labels stay the same, and again when the labels change; the
+/// gauges show the latest realized metrics.
+#[test]
+fn the_daemon_evaluates_each_date_once_its_labels_are_complete_and_again_when_they_change() {
+    let env = Env::new();
+    env.train_churn();
+    let abs = |p: &str| env.path(p).to_str().unwrap().to_string();
+    // Absolute locations: the pass runs in this process, the runs in the binary.
+    env.write(
+        "jobs/nightshift.toml",
+        &format!(
+            "registry = \"{}/\"\nstate = \"{}/\"\nreports = \"{}/\"\n",
+            abs("out/registry"),
+            abs("out/state"),
+            abs("out/reports")
+        ),
+    );
+    crate::util::copy_dir(
+        std::path::Path::new(&format!("{FIXTURES}/labels")),
+        &env.path("labels"),
+    );
+    env.write(
+        "jobs/churn.toml",
+        &format!(
+            r#"name = "churn"
+schedule = "30 2 * * *"
+[input]
+uri = "{FIXTURES}/features/dt={{date}}/"
+[model]
+name = "churn"
+version = 1
+[output]
+uri = "{}/dt={{date}}/"
+passthrough = ["id"]
+[labels]
+uri = "{}/dt={{date}}/"
+key = "id"
+column = "churned"
+delay = "3d"
+"#,
+            abs("out/scores/churn"),
+            abs("labels")
+        ),
+    );
+    for date in ["2026-11-01", "2026-11-02"] {
+        env.ok(&["run", "churn", "--date", date]);
+    }
+    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
+    let stores = nightshift::storage::Stores::new(cfg.settings.s3.clone());
+    let metrics = nightshift::daemon::metrics::Metrics::new();
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let pass = |now: &str| {
+        nightshift::daemon::evaluate_due(&cfg.jobs, &cfg.settings, &stores, &metrics, at(now))
+    };
+    let realized = |date: &str| {
+        performance(&env, date)
+            .column("realized")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .get(0)
+            .unwrap()
+    };
+
+    // 2026-11-05 noon: day 1's labels are complete (its end plus 3 days), day 2's are not.
+    assert_eq!(pass("2026-11-05T12:00:00Z"), 1);
+    assert!(realized("2026-11-01") && !realized("2026-11-02"));
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"nightshift_performance{job="churn",metric="roc_auc",source="realized"} 0.76"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"nightshift_performance_degraded{job="churn"} 0"#),
+        "{text}"
+    );
+
+    // Later: day 2 is due; day 1 is up to date and left alone.
+    assert_eq!(pass("2026-11-06T00:00:00Z"), 1);
+    assert!(realized("2026-11-02"));
+    assert_eq!(pass("2026-11-06T00:10:00Z"), 0);
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"nightshift_performance_degraded{job="churn"} 1"#),
+        "{text}"
+    );
+
+    // Day 1's labels are corrected (every outcome flipped): evaluated again, now degraded.
+    let file = env.path("labels/dt=2026-11-01/labels.parquet");
+    let labels = read_parquet(&file);
+    let flipped: Int8Array = labels
+        .column_by_name("churned")
+        .unwrap()
+        .as_primitive::<Int8Type>()
+        .iter()
+        .map(|v| v.map(|y| 1 - y))
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", labels.column_by_name("id").unwrap().clone()),
+        ("churned", Arc::new(flipped) as Arc<dyn Array>),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    assert_eq!(pass("2026-11-06T00:20:00Z"), 1);
+    let (auc, _, degraded) = metric(&performance(&env, "2026-11-01"), "roc_auc");
+    assert!(auc.unwrap() < 0.3 && degraded, "{auc:?}");
+    assert_eq!(pass("2026-11-06T00:30:00Z"), 0);
+}
+
+/// Labels as other tools write them: columns in another order, an int32 key against the
+/// scores' int64, a two-column key given in another order than the passthrough list, a float
+/// outcome with NaN for "not known" (pandas), a row with a null key. The join matches by
+/// name and value, and counts NaN outcomes and null keys as not known.
+#[test]
+fn labels_join_by_name_and_value_whatever_their_order_types_and_gaps() {
+    use arrow::array::{Float64Array, Int32Array, StringArray};
+    let env = Env::new();
+    env.train_churn();
+    // The scored day's ids and regions, from the fixture's features.
+    let (mut ids, mut regions) = (Vec::new(), Vec::new());
+    for part in ["part-00000.parquet", "part-00001.parquet"] {
+        let b = read_parquet(&std::path::PathBuf::from(format!(
+            "{FIXTURES}/features/dt=2026-11-01/{part}"
+        )));
+        let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let region = b.column_by_name("region").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            ids.push(id.value(i) as i32);
+            regions.push(region.value(i).to_string());
+        }
+    }
+    let n = ids.len();
+    let outcome: Vec<f64> = (0..n)
+        .map(|i| {
+            if i == 5 {
+                f64::NAN
+            } else {
+                (i % 3 == 0) as u8 as f64
+            }
+        })
+        .collect();
+    let mut id_col: Vec<Option<i32>> = ids.iter().copied().map(Some).collect();
+    id_col[7] = None; // a null key
+    let dir = env.path("labels/dt=2026-11-01");
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "churned",
+            Arc::new(Float64Array::from(outcome)) as Arc<dyn Array>,
+        ),
+        (
+            "region",
+            Arc::new(StringArray::from(regions)) as Arc<dyn Array>,
+        ),
+        ("id", Arc::new(Int32Array::from(id_col)) as Arc<dyn Array>),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.join("labels.parquet")).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let job = env.job("churn", &format!("{FIXTURES}/features/dt={{date}}/"), "");
+    let body = std::fs::read_to_string(&job).unwrap().replace(
+        r#"passthrough = ["id"]"#,
+        r#"passthrough = ["region", "id"]"#,
+    );
+    std::fs::write(
+        &job,
+        format!(
+            "{body}\n[labels]\nuri = \"{}/dt={{date}}/\"\nkey = [\"id\", \"region\"]\ncolumn = \"churned\"\n",
+            env.path("labels").display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["run", "churn", "--date", "2026-11-01"]);
+    let out = env.run(&["evaluate", "churn", "--date", "2026-11-01"]);
+    // A float outcome 1.0 is not the class "1": said so, with what to do.
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("give the label column the training target's type"),
+        "{}",
+        out.stderr
+    );
+    // The same labels as int8: joined.
+    let labels = read_parquet(&dir.join("labels.parquet"));
+    let churned: Int8Array = labels
+        .column_by_name("churned")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .iter()
+        .map(|v| v.filter(|x| !x.is_nan()).map(|x| x as i8))
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        ("churned", Arc::new(churned) as Arc<dyn Array>),
+        ("region", labels.column_by_name("region").unwrap().clone()),
+        ("id", labels.column_by_name("id").unwrap().clone()),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.join("labels.parquet")).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    env.ok(&["evaluate", "churn", "--date", "2026-11-01"]);
+    let report = performance(&env, "2026-11-01");
+    let count = |c: &str| report.column(c).unwrap().i64().unwrap().get(0).unwrap();
+    assert_eq!(
+        count("null_labels"),
+        2,
+        "the missing outcome and the null key"
+    );
+    assert_eq!(count("matched_rows"), n as i64 - 2);
+    assert_eq!(count("unmatched_labels"), 0);
+}
