@@ -243,9 +243,12 @@ fn read_template(
         rep.error(v.span, "an output location must contain {date}, so that each logical date has a prefix of its own");
         return None;
     }
+    // The template with its placeholders filled in by values that fit anywhere a URI allows
+    // (a bucket name included: `s3://{job}-scores/`); the job's real name is checked with the
+    // other locations (`locations.rs`).
     let mut probe = s.clone();
     for p in PLACEHOLDERS {
-        probe = probe.replace(p, "x");
+        probe = probe.replace(p, if p == "{date}" { "2000-01-01" } else { "job" });
     }
     if let Some(i) = probe.find('{') {
         let end = probe[i..].find('}').map_or(probe.len(), |e| i + e + 1);

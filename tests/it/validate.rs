@@ -228,3 +228,26 @@ fn help_is_useful_on_its_own() {
     assert_eq!(out.code, 0);
     insta::assert_snapshot!(out.stdout);
 }
+
+/// A bucket that is only a placeholder (`s3://{job}/`) is valid when the job's name makes a
+/// valid bucket, and named as rendered when it does not.
+#[test]
+fn a_bucket_made_of_the_job_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |name: &str| {
+        format!(
+            "name = \"{name}\"\nschedule = \"30 2 * * *\"\n[input]\nuri = \"s3://{{job}}/features/dt={{date}}/\"\n[model]\nname = \"churn\"\nversion = 1\n[output]\nuri = \"s3://{{job}}-scores/dt={{date}}/\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("churnjob.toml"), job("churnjob")).unwrap();
+    let out = nightshift_in(dir.path(), &["validate", "churnjob.toml"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    std::fs::write(dir.path().join("x.toml"), job("x")).unwrap();
+    let out = nightshift_in(dir.path(), &["validate", "x.toml"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("x.toml:4:7:") && out.stdout.contains("invalid S3 bucket name 'x'"),
+        "{}",
+        out.stdout
+    );
+}
