@@ -1039,6 +1039,25 @@ pub fn list_data_files(loc: &Location) -> Result<Vec<ObjectMeta>> {
         .collect())
 }
 
+/// A column of a batch by name, cast to the type `schema` gives it: the readers of nightshift's
+/// own reports take them back as other tools rewrote them (large strings, say).
+pub fn column_as<T: arrow::array::Array + Clone + 'static>(
+    batch: &RecordBatch,
+    schema: &arrow::datatypes::Schema,
+    name: &str,
+) -> Result<T> {
+    let wanted = schema.field_with_name(name)?.data_type();
+    let array = batch
+        .column_by_name(name)
+        .with_context(|| format!("no column {name}"))?;
+    let cast = arrow::compute::cast(array, wanted)?;
+    Ok(cast
+        .as_any()
+        .downcast_ref::<T>()
+        .expect("cast to the schema's type")
+        .clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

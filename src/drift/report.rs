@@ -206,17 +206,7 @@ pub fn read(loc: &Location) -> Result<Report> {
 
 /// One column of a report batch, cast to the type it is written with.
 fn column<T: Array + Clone + 'static>(batch: &RecordBatch, name: &str) -> Result<T> {
-    let schema = schema();
-    let wanted = schema.field_with_name(name)?.data_type();
-    let array = batch
-        .column_by_name(name)
-        .with_context(|| format!("no column {name}"))?;
-    let cast = arrow::compute::cast(array, wanted)?;
-    Ok(cast
-        .as_any()
-        .downcast_ref::<T>()
-        .expect("cast to the schema's type")
-        .clone())
+    crate::read::column_as(batch, &schema(), name)
 }
 
 /// The rows of one batch, and the run they belong to (from its first row, if any).

@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{Coverage, Evaluation, MetricRow};
 use crate::metric::ReliabilityBin;
+use crate::read::column_as as column;
 use crate::storage::Location;
 use crate::write::ParquetOutput;
 
@@ -245,25 +246,6 @@ fn read_batches(loc: &Location) -> Result<Vec<RecordBatch>> {
         .with_context(context)?
         .collect::<Result<Vec<_>, _>>()
         .with_context(context)
-}
-
-/// One column of a batch, cast to the type `schema` gives it (reports rewritten by other tools,
-/// with large strings say, still read).
-fn column<T: Array + Clone + 'static>(
-    batch: &RecordBatch,
-    schema: &Schema,
-    name: &str,
-) -> Result<T> {
-    let wanted = schema.field_with_name(name)?.data_type();
-    let array = batch
-        .column_by_name(name)
-        .with_context(|| format!("no column {name}"))?;
-    let cast = arrow::compute::cast(array, wanted)?;
-    Ok(cast
-        .as_any()
-        .downcast_ref::<T>()
-        .expect("cast to the schema's type")
-        .clone())
 }
 
 /// Reads a report back (and its reliability table, when there is one): the inverse of

@@ -310,6 +310,15 @@ fn realized_metrics_equal_an_independent_computation_over_the_same_join() {
     assert_eq!(matched, Some(y.len() as i64));
 }
 
+/// Writes a batch as one Parquet file, creating its folder.
+fn write_parquet(path: &std::path::Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 /// Writes a label file for 2026-11-01 into the test folder.
 fn write_labels(env: &Env, ids: Vec<i64>, churned: Vec<Option<i8>>) -> String {
     let dir = env.path("labels/dt=2026-11-01");
@@ -322,10 +331,7 @@ fn write_labels(env: &Env, ids: Vec<i64>, churned: Vec<Option<i8>>) -> String {
         ),
     ])
     .unwrap();
-    let file = std::fs::File::create(dir.join("labels.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&dir.join("labels.parquet"), &batch);
     env.path("labels/dt={date}/").to_str().unwrap().to_string()
 }
 
@@ -514,14 +520,7 @@ delay = "3d"
         ("churned", Arc::new(flipped) as Arc<dyn Array>),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&file).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&file, &batch);
     assert_eq!(pass("2026-11-06T00:20:00Z"), 1);
     let (auc, _, degraded) = metric(&performance(&env, "2026-11-01"), "roc_auc");
     assert!(auc.unwrap() < 0.3 && degraded, "{auc:?}");
@@ -576,14 +575,7 @@ fn labels_join_by_name_and_value_whatever_their_order_types_and_gaps() {
         ("id", Arc::new(Int32Array::from(id_col)) as Arc<dyn Array>),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.join("labels.parquet")).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&dir.join("labels.parquet"), &batch);
     let job = env.job("churn", &format!("{FIXTURES}/features/dt={{date}}/"), "");
     let body = std::fs::read_to_string(&job).unwrap().replace(
         r#"passthrough = ["id"]"#,
@@ -622,14 +614,7 @@ fn labels_join_by_name_and_value_whatever_their_order_types_and_gaps() {
         ("id", labels.column_by_name("id").unwrap().clone()),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.join("labels.parquet")).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&dir.join("labels.parquet"), &batch);
     env.ok(&["evaluate", "churn", "--date", "2026-11-01"]);
     let report = performance(&env, "2026-11-01");
     let count = |c: &str| report.column(c).unwrap().i64().unwrap().get(0).unwrap();
