@@ -257,7 +257,7 @@ pub fn run_job(
                 "Run committed."
             );
             if record.date_state == Some(DateState::Committed) {
-                record_estimate(job, date, settings, stores);
+                record_estimate(job, date, &record.run_id, settings, stores);
             }
             Ok(record)
         }
@@ -288,24 +288,45 @@ pub fn run_job(
 /// After a commit, for a job with `[labels]`: the date's performance estimated from its
 /// calibrated scores (CBPE), written as its performance report until `evaluate` measures it.
 /// The run has succeeded whatever happens here: a failure is logged, not the run's.
-fn record_estimate(job: &JobSpec, date: NaiveDate, settings: &Settings, stores: &Stores) {
+fn record_estimate(
+    job: &JobSpec,
+    date: NaiveDate,
+    run_id: &str,
+    settings: &Settings,
+    stores: &Stores,
+) {
     if job.labels.is_none() {
         return;
     }
-    let written = (|| -> Result<Option<Location>> {
+    let estimate = || -> Result<Option<Location>> {
         let reports = stores.locate(&settings.reports)?;
-        let Some(estimate) = performance::estimate(job, settings, stores, date)? else {
-            // Nothing to estimate from (no calibration): an earlier report is of scores
-            // that this run replaced.
-            performance::report::remove(&reports, &job.name, date)?;
-            return Ok(None);
-        };
-        Ok(Some(performance::report::write(&reports, &estimate)?))
-    })();
-    match written {
-        Ok(Some(loc)) => info!(report = %loc.uri(), "Estimated performance written."),
-        Ok(None) => {}
-        Err(e) => warn!(error = %format!("{e:#}"), "Could not estimate the date's performance."),
+        if !performance::is_run_of(job, stores, date, run_id)? {
+            return Ok(None); // a later run committed the date: the report is its own
+        }
+        match performance::estimate(job, settings, stores, date) {
+            Ok(Some(e)) => Ok(Some(performance::report::write(&reports, &e)?)),
+            // Nothing to estimate from (no calibration), or estimating failed: an earlier
+            // report is of scores this run replaced.
+            Ok(None) => {
+                performance::report::remove(&reports, &job.name, date)?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = performance::report::remove(&reports, &job.name, date);
+                Err(e)
+            }
+        }
+    };
+    // A panic here must not become the run's: it has committed.
+    match std::panic::catch_unwind(AssertUnwindSafe(estimate)) {
+        Ok(Ok(Some(loc))) => info!(report = %loc.uri(), "Estimated performance written."),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "Could not estimate the date's performance.")
+        }
+        Err(panic) => {
+            warn!(panic = %panic_message(&*panic), "Estimating the date's performance panicked.")
+        }
     }
 }
 

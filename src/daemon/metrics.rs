@@ -233,6 +233,7 @@ impl Metrics {
     /// A job left the configuration: its per-job gauges go (counters stay, as counters do).
     pub fn job_removed(&self, job: &str) {
         self.next_run.remove(&Self::job(job));
+        self.performance(job, None);
     }
 
     pub fn tick_skipped(&self, job: &str, reason: &str) {
@@ -269,10 +270,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The latest evaluated date of a job: its realized (and estimated) metrics, whether it is
-    /// degraded, and which date that is. An older date evaluated later does not replace it.
-    pub fn performance(&self, e: &crate::performance::Evaluation) {
+    /// A job's latest evaluated date (`None`: it has none, or no longer has `[labels]`): its
+    /// realized (and estimated) metrics, whether it is degraded, and which date that is. The
+    /// job's series are rebuilt each time, so none outlives the report it came from.
+    pub fn performance(&self, job: &str, latest: Option<&crate::performance::Evaluation>) {
         let mut slot = self.performance.lock().expect("metrics lock");
+        if slot.is_none() && latest.is_none() {
+            return;
+        }
         let g = slot.get_or_insert_with(|| {
             let gauges = PerformanceGauges {
                 value: Family::default(),
@@ -297,35 +302,41 @@ impl Metrics {
             );
             gauges
         });
-        let job = Self::job(&e.job);
+        let label = Self::job(job);
+        for metric in <crate::metric::Metric as strum::IntoEnumIterator>::iter() {
+            for source in ["realized", "estimated"] {
+                g.value.remove(&JobMetricLabels {
+                    job: job.to_string(),
+                    metric: metric.to_string(),
+                    source: source.to_string(),
+                });
+            }
+        }
+        let Some(e) = latest else {
+            g.degraded.remove(&label);
+            g.date.remove(&label);
+            return;
+        };
         let day = e
             .logical_date
             .and_hms_opt(0, 0, 0)
             .expect("midnight")
             .and_utc()
             .timestamp() as f64;
-        let shown = g.date.get_or_create(&job);
-        if day < shown.get() {
-            return;
-        }
-        shown.set(day);
+        g.date.get_or_create(&label).set(day);
         g.degraded
-            .get_or_create(&job)
+            .get_or_create(&label)
             .set(i64::from(!e.degraded().is_empty()));
         for m in &e.metrics {
             for (source, v) in [("realized", m.value), ("estimated", m.estimated)] {
-                let labels = JobMetricLabels {
-                    job: e.job.clone(),
-                    metric: m.metric.to_string(),
-                    source: source.to_string(),
-                };
-                match v {
-                    Some(v) => {
-                        g.value.get_or_create(&labels).set(v);
-                    }
-                    None => {
-                        g.value.remove(&labels);
-                    }
+                if let Some(v) = v {
+                    g.value
+                        .get_or_create(&JobMetricLabels {
+                            job: job.to_string(),
+                            metric: m.metric.to_string(),
+                            source: source.to_string(),
+                        })
+                        .set(v);
                 }
             }
         }

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod timetable;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -136,11 +137,13 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     let folder = Arc::new(Mutex::new(JobsFolder::new(&opts.jobs, &cfg)));
     let heartbeat = spawn_heartbeat(scheduler.clone());
     let watch = spawn_folder_watch(folder.clone(), scheduler.clone(), metrics.clone());
+    let stop_evaluating = Arc::new(AtomicBool::new(false));
     let evaluator = spawn_evaluator(
         scheduler.clone(),
         settings.clone(),
         stores.clone(),
         metrics.clone(),
+        stop_evaluating.clone(),
     );
     // The first tick now rather than in a second: a tick due at start fires at once.
     scheduler.tick();
@@ -198,6 +201,7 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     scheduler.stop();
     heartbeat.abort();
     watch.abort();
+    stop_evaluating.store(true, std::sync::atomic::Ordering::SeqCst);
     evaluator.abort();
     let result = stop_runs(&scheduler, grace).await;
     let _ = stop_http.send(());
@@ -286,15 +290,17 @@ fn spawn_folder_watch(
 }
 
 /// Every `evaluate_every` (the first pass at start), evaluates the dates that are due (see
-/// [`evaluate_due`]), for the jobs as currently loaded.
+/// [`Evaluator::pass`]), for the jobs as currently loaded. `stop` ends a pass between dates.
 fn spawn_evaluator(
     scheduler: Scheduler,
     settings: Arc<Settings>,
     stores: Stores,
     metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut timer = tokio::time::interval(settings.daemon.evaluate_every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let evaluator = Arc::new(Mutex::new(Evaluator::new(stop)));
     tokio::spawn(async move {
         loop {
             timer.tick().await;
@@ -308,9 +314,15 @@ fn spawn_evaluator(
             if jobs.is_empty() {
                 continue;
             }
-            let (settings, stores, metrics) = (settings.clone(), stores.clone(), metrics.clone());
+            let (settings, stores, metrics, evaluator) = (
+                settings.clone(),
+                stores.clone(),
+                metrics.clone(),
+                evaluator.clone(),
+            );
             let pass = tokio::task::spawn_blocking(move || {
-                evaluate_due(&jobs, &settings, &stores, &metrics, chrono::Utc::now())
+                let mut evaluator = evaluator.lock().unwrap_or_else(|e| e.into_inner());
+                evaluator.pass(&jobs, &settings, &stores, &metrics, chrono::Utc::now())
             })
             .await;
             if let Err(e) = pass {
@@ -320,14 +332,134 @@ fn spawn_evaluator(
     })
 }
 
-/// How far back the daemon looks for dates to evaluate.
+/// How far back (beyond a job's labels delay) the daemon looks for dates to evaluate.
 pub const EVALUATION_WINDOW_DAYS: i64 = 90;
 
-/// One evaluation pass. For each job with `[labels]`: the dates its succeeded runs committed in
-/// the last [`EVALUATION_WINDOW_DAYS`] whose labels are complete and whose report is not up to
-/// date with its scores and labels ([`performance::due`]) are evaluated and their reports
-/// written; then the gauges show the job's latest realized report. Returns how many dates were
-/// evaluated. A date that fails is logged and tried again at the next pass.
+/// Run records read per job and pass: the newest, enough for [`EVALUATION_WINDOW_DAYS`] of a
+/// daily job with its failed attempts.
+pub const EVALUATION_RECORDS: usize = 400;
+
+/// What one evaluation pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Dates evaluated and their reports written.
+    pub evaluated: usize,
+    /// Dates whose evaluation was tried and failed.
+    pub failed: usize,
+}
+
+/// The daemon's evaluation of dates against their labels, pass after pass.
+pub struct Evaluator {
+    /// Dates whose evaluation failed, with the scores and labels it failed on: not tried
+    /// again (nor logged again) until one of them changes.
+    failed: HashMap<(String, NaiveDate), String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Evaluator {
+    pub fn new(stop: Arc<AtomicBool>) -> Self {
+        Self {
+            failed: HashMap::new(),
+            stop,
+        }
+    }
+
+    /// One pass. For each job with `[labels]`: the dates its newest succeeded runs committed in
+    /// the last [`EVALUATION_WINDOW_DAYS`] (plus its labels delay) that are due
+    /// ([`performance::due`]: labels complete, report missing or not of these scores and
+    /// labels) are evaluated and their reports written; then the job's gauges show its latest
+    /// realized report.
+    pub fn pass(
+        &mut self,
+        jobs: &[JobSpec],
+        settings: &Settings,
+        stores: &Stores,
+        metrics: &Metrics,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Pass {
+        let located = stores
+            .locate(&settings.state)
+            .and_then(|state| Ok((RunHistory::new(state), stores.locate(&settings.reports)?)));
+        let (history, reports) = match located {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "Cannot read run records or reports; nothing is evaluated.");
+                return Pass::default();
+            }
+        };
+        let mut done = Pass::default();
+        for job in jobs {
+            let Some(labels) = &job.labels else {
+                continue;
+            };
+            let delay_days = (labels.delay.as_secs() / 86_400) as i64 + 1;
+            let oldest =
+                now.date_naive() - chrono::Duration::days(EVALUATION_WINDOW_DAYS + delay_days);
+            let records = match history.latest(&job.name, EVALUATION_RECORDS) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(job = %job.name, error = %format!("{e:#}"), "Cannot read the job's run records; it is not evaluated.");
+                    continue;
+                }
+            };
+            let mut dates: Vec<NaiveDate> = records
+                .iter()
+                .filter(|r| r.status == RunStatus::Succeeded && r.logical_date >= oldest)
+                .map(|r| r.logical_date)
+                .collect();
+            dates.sort();
+            dates.dedup();
+            for date in dates {
+                if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return done;
+                }
+                let key = match performance::due(job, settings, stores, date, now) {
+                    Ok(performance::Due::Now(key)) => key,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!(job = %job.name, %date, error = %format!("{e:#}"), "Cannot tell whether the date is due for evaluation.");
+                        continue;
+                    }
+                };
+                let memo = (job.name.clone(), date);
+                if self.failed.get(&memo) == Some(&key) {
+                    continue; // failed on these very scores and labels: said once already
+                }
+                let written = performance::evaluate(job, settings, stores, date).and_then(|e| {
+                    performance::report::write(&reports, &e)?;
+                    Ok(e)
+                });
+                match written {
+                    Ok(e) => {
+                        self.failed.remove(&memo);
+                        let degraded: Vec<String> =
+                            e.degraded().iter().map(ToString::to_string).collect();
+                        info!(job = %job.name, %date, degraded = %degraded.join(","), "Date evaluated against its labels.");
+                        done.evaluated += 1;
+                    }
+                    Err(e) => {
+                        warn!(job = %job.name, %date, error = %format!("{e:#}"), "Could not evaluate the date; it is tried again when its scores or labels change.");
+                        self.failed.insert(memo, key);
+                        done.failed += 1;
+                    }
+                }
+            }
+            // The gauges: the latest date with realized metrics (also after a restart).
+            let latest = performance::report::list(&reports, &job.name)
+                .ok()
+                .and_then(|all| {
+                    all.iter()
+                        .rev()
+                        .filter_map(|(_, loc)| performance::report::read(loc).ok())
+                        .find(|e| e.realized)
+                });
+            metrics.performance(&job.name, latest.as_ref());
+        }
+        done
+    }
+}
+
+/// One evaluation pass with no memory of earlier ones (see [`Evaluator::pass`]).
 pub fn evaluate_due(
     jobs: &[JobSpec],
     settings: &Settings,
@@ -335,71 +467,9 @@ pub fn evaluate_due(
     metrics: &Metrics,
     now: chrono::DateTime<chrono::Utc>,
 ) -> usize {
-    let located = stores
-        .locate(&settings.state)
-        .and_then(|state| Ok((RunHistory::new(state), stores.locate(&settings.reports)?)));
-    let (history, reports) = match located {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), "Cannot read run records or reports; nothing is evaluated.");
-            return 0;
-        }
-    };
-    let oldest = now.date_naive() - chrono::Duration::days(EVALUATION_WINDOW_DAYS);
-    let mut evaluated = 0;
-    for job in jobs.iter().filter(|j| j.labels.is_some()) {
-        let records = match history.list(&job.name) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(job = %job.name, error = %format!("{e:#}"), "Cannot read the job's run records; it is not evaluated.");
-                continue;
-            }
-        };
-        let mut dates: Vec<NaiveDate> = records
-            .iter()
-            .filter(|r| r.status == RunStatus::Succeeded && r.logical_date >= oldest)
-            .map(|r| r.logical_date)
-            .collect();
-        dates.sort();
-        dates.dedup();
-        for date in dates {
-            match performance::due(job, settings, stores, date, now) {
-                Ok(performance::Due::Now) => {}
-                Ok(_) => continue,
-                Err(e) => {
-                    warn!(job = %job.name, %date, error = %format!("{e:#}"), "Cannot tell whether the date is due for evaluation.");
-                    continue;
-                }
-            }
-            let written = performance::evaluate(job, settings, stores, date).and_then(|e| {
-                performance::report::write(&reports, &e)?;
-                Ok(e)
-            });
-            match written {
-                Ok(e) => {
-                    let degraded: Vec<String> =
-                        e.degraded().iter().map(ToString::to_string).collect();
-                    info!(job = %job.name, %date, degraded = %degraded.join(","), "Date evaluated against its labels.");
-                    evaluated += 1;
-                }
-                Err(e) => {
-                    warn!(job = %job.name, %date, error = %format!("{e:#}"), "Could not evaluate the date; trying again at the next pass.")
-                }
-            }
-        }
-        // The gauges: the latest date with realized metrics (also after a restart).
-        if let Ok(all) = performance::report::list(&reports, &job.name) {
-            let latest = all
-                .iter()
-                .rev()
-                .filter_map(|(_, loc)| performance::report::read(loc).ok())
-                .find(|e| e.realized);
-            if let Some(e) = latest {
-                metrics.performance(&e);
-            }
-        }
-    }
-    evaluated
+    Evaluator::new(Arc::new(AtomicBool::new(false)))
+        .pass(jobs, settings, stores, metrics, now)
+        .evaluated
 }
 
 /// Waits up to `grace` for the running runs, then aborts what is left; an error when runs

@@ -230,8 +230,9 @@ pub enum Due {
     NothingToJoin,
     /// Its report is realized on these very scores and labels.
     UpToDate,
-    /// To evaluate: no realized report yet, or the scores or the labels changed since.
-    Now,
+    /// To evaluate: no realized report yet, or the scores or the labels changed since. Holds
+    /// what it would be evaluated on (the run and the labels' fingerprint).
+    Now(String),
 }
 
 /// Whether the daemon should evaluate `date` of `job` at `now`.
@@ -269,17 +270,19 @@ pub fn due(
     }
     let reports = stores.locate(&settings.reports)?;
     let loc = report::report_location(&reports, &job.name, date);
+    let fingerprint = fingerprint(&label_loc, &files);
+    let key = format!("{} {fingerprint}", committed.run_id);
     if loc.store.head(&loc.key)?.is_none() {
-        return Ok(Due::Now);
+        return Ok(Due::Now(key));
     }
     let Ok(last) = report::read(&loc) else {
-        return Ok(Due::Now); // unreadable: written again
+        return Ok(Due::Now(key)); // unreadable: written again
     };
     let same = last.realized
         && last.labels_complete
         && last.run_id == committed.run_id
-        && last.labels_fingerprint.as_deref() == Some(fingerprint(&label_loc, &files).as_str());
-    Ok(if same { Due::UpToDate } else { Due::Now })
+        && last.labels_fingerprint.as_deref() == Some(fingerprint.as_str());
+    Ok(if same { Due::UpToDate } else { Due::Now(key) })
 }
 
 /// How much worse than its estimate a realized metric may be before a note says so.
@@ -344,6 +347,12 @@ pub fn estimate(
         labels_fingerprint: None,
         notes: Vec::new(),
     }))
+}
+
+/// Whether the date's committed scores are still run `run_id`'s (no later run replaced them).
+pub fn is_run_of(job: &JobSpec, stores: &Stores, date: NaiveDate, run_id: &str) -> Result<bool> {
+    let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
+    Ok(committed_run(&output)?.run_id == run_id)
 }
 
 /// CBPE over every scored row of the date: the scores through the version's calibration,

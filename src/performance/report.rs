@@ -275,8 +275,8 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
         let date: Date32Array = column(&batch, &schema, "logical_date")?;
         let version: Int32Array = column(&batch, &schema, "model_version")?;
         let (value, holdout, tolerance) = (f64s("value")?, f64s("holdout")?, f64s("tolerance")?);
-        let estimated = f64s("estimated")?;
-        let realized: BooleanArray = column(&batch, &schema, "realized")?;
+        let estimated = f64s("estimated").ok();
+        let realized = column::<BooleanArray>(&batch, &schema, "realized").ok();
         let degraded: BooleanArray = column(&batch, &schema, "degraded")?;
         let complete: BooleanArray = column(&batch, &schema, "labels_complete")?;
         let float = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
@@ -287,7 +287,7 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
             model_name: model_name.value(0).to_string(),
             model_version: version.value(0) as u32,
             coverage: Coverage::default(),
-            realized: realized.value(0),
+            realized: realized.as_ref().is_none_or(|r| r.value(0)),
             metrics: Vec::new(),
             reliability: Vec::new(),
             labels_complete: complete.value(0),
@@ -317,7 +317,7 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
                 metric: m,
                 value: float(&value, i),
                 holdout: float(&holdout, i),
-                estimated: float(&estimated, i),
+                estimated: estimated.as_ref().and_then(|a| float(a, i)),
                 tolerance: float(&tolerance, i),
                 degraded: degraded.is_valid(i) && degraded.value(i),
             });

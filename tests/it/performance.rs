@@ -626,3 +626,51 @@ fn labels_join_by_name_and_value_whatever_their_order_types_and_gaps() {
     assert_eq!(count("matched_rows"), n as i64 - 2);
     assert_eq!(count("unmatched_labels"), 0);
 }
+
+/// A date whose evaluation fails (here: duplicate label keys) is tried once, not at every
+/// pass, and again as soon as its labels change.
+#[test]
+fn the_daemon_tries_a_failing_date_once_until_its_labels_change() {
+    use std::sync::atomic::AtomicBool;
+    let env = Env::new();
+    env.train_churn();
+    let abs = |p: &str| env.path(p).to_str().unwrap().to_string();
+    env.write(
+        "jobs/nightshift.toml",
+        &format!(
+            "registry = \"{}/\"\nstate = \"{}/\"\nreports = \"{}/\"\n",
+            abs("out/registry"),
+            abs("out/state"),
+            abs("out/reports")
+        ),
+    );
+    let uri = write_labels(
+        &env,
+        vec![100_000, 100_001, 100_001],
+        vec![Some(1), Some(0), Some(1)],
+    );
+    env.write(
+        "jobs/churn.toml",
+        &format!(
+            "name = \"churn\"\nschedule = \"30 2 * * *\"\n[input]\nuri = \"{FIXTURES}/features/dt={{date}}/\"\n[model]\nname = \"churn\"\nversion = 1\n[output]\nuri = \"{}/dt={{date}}/\"\npassthrough = [\"id\"]\n[labels]\nuri = \"{uri}\"\nkey = \"id\"\ncolumn = \"churned\"\n",
+            abs("out/scores/churn")
+        ),
+    );
+    env.ok(&["run", "churn", "--date", "2026-11-01"]);
+    let cfg = nightshift::config::load(&[env.path("jobs")]).unwrap();
+    let stores = nightshift::storage::Stores::new(cfg.settings.s3.clone());
+    let metrics = nightshift::daemon::metrics::Metrics::new();
+    let now = chrono::Utc::now();
+    let mut evaluator = nightshift::daemon::Evaluator::new(Arc::new(AtomicBool::new(false)));
+    let mut pass = || evaluator.pass(&cfg.jobs, &cfg.settings, &stores, &metrics, now);
+    assert_eq!(pass().failed, 1);
+    assert_eq!(
+        pass(),
+        nightshift::daemon::Pass::default(),
+        "not tried again"
+    );
+    // The labels are fixed: tried, and evaluated.
+    write_labels(&env, vec![100_000, 100_001], vec![Some(1), Some(0)]);
+    let fixed = pass();
+    assert_eq!((fixed.evaluated, fixed.failed), (1, 0));
+}
