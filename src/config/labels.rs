@@ -52,13 +52,14 @@ enum Columns {
     Many(Vec<String>),
 }
 
-/// Reads `[labels]`, if present. `passthrough` is the output's (when it was read without
-/// errors): every key column must be one of them, since the join reads keys from the scores.
+/// Reads `[labels]`, if present, and where its `uri` is written. `passthrough` is the output's
+/// (when it was read without errors): every key column must be one of them, since the join
+/// reads keys from the scores.
 pub(super) fn read_labels(
     rep: &mut Reporter,
     root: &mut Table<'_>,
     passthrough: Option<&[String]>,
-) -> Option<Option<LabelsSpec>> {
+) -> Option<Option<(LabelsSpec, std::ops::Range<usize>)>> {
     let Some(mut t) = root.table(rep, "labels") else {
         return Some(None);
     };
@@ -68,6 +69,7 @@ pub(super) fn read_labels(
         "uri",
         " (where the outcomes of a date land, with {date})",
     );
+    let uri_span = uri.as_ref().map(|u| u.span.clone());
     let uri = match uri {
         Some(u) if !u.value.contains("{date}") => {
             rep.error(
@@ -162,11 +164,14 @@ pub(super) fn read_labels(
     if rep.diagnostics.len() > errors_before {
         return None;
     }
-    Some(Some(LabelsSpec {
-        uri: uri?,
-        key: key?,
-        column: column?.value,
-        delay: delay?,
-        tolerance,
-    }))
+    Some(Some((
+        LabelsSpec {
+            uri: uri?,
+            key: key?,
+            column: column?.value,
+            delay: delay?,
+            tolerance,
+        },
+        uri_span?,
+    )))
 }

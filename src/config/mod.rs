@@ -402,6 +402,8 @@ struct JobSpans {
     quarantine: Option<Range<usize>>,
     /// `None` when the job uses the shared registry.
     registry: Option<Range<usize>>,
+    /// `None` when the job has no `[labels]`.
+    labels: Option<Range<usize>>,
 }
 
 /// Reads one job file. Returns the job (if it has no errors) and where its fields are. Each
@@ -432,6 +434,10 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
     }
     let name = name?;
     let (input, input_span) = input?;
+    let (labels, labels_span) = match labels? {
+        Some((l, span)) => (Some(l), Some(span)),
+        None => (None, None),
+    };
     let model = model?;
     let output = output?;
     let spans = JobSpans {
@@ -440,6 +446,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
         output: output.span,
         quarantine: output.quarantine_span,
         registry: model.registry_span,
+        labels: labels_span,
     };
     Some((
         JobSpec {
@@ -453,7 +460,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
             output: output.spec,
             run,
             drift,
-            labels: labels?,
+            labels,
             registry: model.registry,
             scheduling,
         },
@@ -761,6 +768,10 @@ fn check_locations(
         format!("input uri '{}'", job.input.0),
         &job.input,
     );
+    // Outcomes are read, never written: only checked as a location of this job's.
+    if let (Some(labels), Some(span)) = (&job.labels, &spans.labels) {
+        template(span, format!("labels uri '{}'", labels.uri.0), &labels.uri);
+    }
     let output = template(
         &spans.output,
         format!("output uri '{}'", job.output.uri.0),

@@ -251,3 +251,23 @@ fn a_bucket_made_of_the_job_name() {
         out.stdout
     );
 }
+
+/// `[labels] uri` is checked with the job's name like the other locations.
+#[test]
+fn a_labels_location_made_invalid_by_the_job_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("j.toml"),
+        "name = \"Churn\"\nschedule = \"30 2 * * *\"\n[input]\nuri = \"in/dt={date}/\"\n[model]\nname = \"churn\"\nversion = 1\n[output]\nuri = \"out/dt={date}/\"\npassthrough = [\"id\"]\n[labels]\nuri = \"s3://labels-{job}/dt={date}/\"\nkey = \"id\"\ncolumn = \"churned\"\n",
+    )
+    .unwrap();
+    let out = nightshift_in(dir.path(), &["validate", "j.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "j.toml:12:7: labels uri 's3://labels-{job}/dt={date}/' is not a valid location"
+        ) && out.stdout.contains("'labels-Churn'"),
+        "{}",
+        out.stdout
+    );
+}
