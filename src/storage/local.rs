@@ -90,7 +90,12 @@ fn follow(link: &Path) -> Result<fs::Metadata> {
 /// `ancestors` holds the canonical paths of the folders being walked, so a link back to one of
 /// them (a loop) is an error naming the link rather than an endless descent.
 fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> Result<()> {
-    let entries = fs::read_dir(dir).doing(|| format!("listing {}", dir.display()))?;
+    // A folder or file removed while it is listed (another writer deleting its objects) is
+    // simply not in the listing, as an S3 listing may or may not show a concurrent delete.
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        r => r.doing(|| format!("listing {}", dir.display()))?,
+    };
     for entry in entries {
         let entry = entry.doing(|| format!("listing {}", dir.display()))?;
         let path = entry.path();
@@ -122,9 +127,10 @@ fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> 
         } else if is_file && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             let m = match m {
                 Some(m) => m,
-                None => entry
-                    .metadata()
-                    .doing(|| format!("reading {}", path.display()))?,
+                None => match entry.metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => r.doing(|| format!("reading {}", path.display()))?,
+                },
             };
             out.push(meta(&path, &m));
         }
