@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::Subcommand;
 
-use super::{load_config, parse_date};
+use super::{load_config, parse_date, pick_report};
 use crate::config::Config;
 use crate::drift::{history, html, render, report};
 use crate::model::Registry;
@@ -64,20 +64,7 @@ fn reports_for(job: &str, jobs: &Path) -> Result<(Config, Stores, Location)> {
 fn show(job: &str, date: Option<NaiveDate>, html: Option<&Path>, jobs: &Path) -> Result<ExitCode> {
     let (cfg, stores, reports) = reports_for(job, jobs)?;
     let all = report::list(&reports, job)?;
-    let found = match date {
-        None => all.last(),
-        Some(d) => all.iter().find(|(date, _)| *date == d),
-    };
-    let Some((_, loc)) = found else {
-        bail!(
-            "no drift report for {job} on {}; reports exist for {}",
-            date.expect("the latest date is always found"),
-            all.iter()
-                .map(|(d, _)| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let loc = pick_report(&all, date, "drift", job)?;
     let report = report::read(loc)?;
     print!("{}", render::table(&report));
 

@@ -134,6 +134,31 @@ fn parse_date(s: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("'{s}' is not a date in the form YYYY-MM-DD"))
 }
 
+/// The report of `date` among a job's reports (oldest first), or the latest; otherwise an error
+/// that lists the dates there are. `what` names the report ("drift", "performance").
+fn pick_report<'a>(
+    all: &'a [(NaiveDate, crate::storage::Location)],
+    date: Option<NaiveDate>,
+    what: &str,
+    job: &str,
+) -> Result<&'a crate::storage::Location> {
+    let found = match date {
+        None => all.last(),
+        Some(d) => all.iter().find(|(date, _)| *date == d),
+    };
+    match found {
+        Some((_, loc)) => Ok(loc),
+        None => bail!(
+            "no {what} report for {job} on {}; reports exist for {}",
+            date.map_or_else(|| "any date".to_string(), |d| d.to_string()),
+            all.iter()
+                .map(|(d, _)| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// The job files of a folder, every one valid, or the errors and how to see them one by one.
 fn load_config(jobs: &Path) -> Result<Config> {
     config::load(&[jobs.to_path_buf()]).map_err(|d| {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 
-use super::{load_config, parse_date};
+use super::{load_config, parse_date, pick_report};
 use crate::performance::{self, render, report};
 use crate::storage::Stores;
 
@@ -112,20 +112,7 @@ fn reports_of(job: &str, jobs: &Path) -> Result<Vec<(NaiveDate, crate::storage::
 
 fn show(job: &str, date: Option<NaiveDate>, html: Option<&Path>, jobs: &Path) -> Result<ExitCode> {
     let all = reports_of(job, jobs)?;
-    let found = match date {
-        None => all.last(),
-        Some(d) => all.iter().find(|(date, _)| *date == d),
-    };
-    let Some((_, loc)) = found else {
-        bail!(
-            "no performance report for {job} on {}; reports exist for {}",
-            date.expect("the latest date is always found"),
-            all.iter()
-                .map(|(d, _)| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let loc = pick_report(&all, date, "performance", job)?;
     let e = report::read(loc)?;
     print!("{}", render::table(&e));
     if let Some(path) = html {

@@ -459,19 +459,6 @@ impl Evaluator {
     }
 }
 
-/// One evaluation pass with no memory of earlier ones (see [`Evaluator::pass`]).
-pub fn evaluate_due(
-    jobs: &[JobSpec],
-    settings: &Settings,
-    stores: &Stores,
-    metrics: &Metrics,
-    now: chrono::DateTime<chrono::Utc>,
-) -> usize {
-    Evaluator::new(Arc::new(AtomicBool::new(false)))
-        .pass(jobs, settings, stores, metrics, now)
-        .evaluated
-}
-
 /// Waits up to `grace` for the running runs, then aborts what is left; an error when runs
 /// still go on [`ABORT_WAIT`] after the abort.
 async fn stop_runs(scheduler: &Scheduler, grace: Duration) -> Result<()> {

@@ -476,19 +476,13 @@ fn read_labels(
             for c in &labels.key {
                 let want = scores.field_with_name(c)?.data_type();
                 let have = b.column_by_name(c).expect("projected");
-                let strict = arrow::compute::CastOptions {
-                    safe: false,
-                    ..Default::default()
-                };
-                arrays.push(
-                    arrow::compute::cast_with_options(have, want, &strict).with_context(|| {
-                        format!(
-                            "label key '{c}' of {} is {}, the scores' is {want}",
-                            obj.uri(),
-                            have.data_type()
-                        )
-                    })?,
-                );
+                arrays.push(strict_cast(have, want).with_context(|| {
+                    format!(
+                        "label key '{c}' of {} is {}, the scores' is {want}",
+                        obj.uri(),
+                        have.data_type()
+                    )
+                })?);
             }
             arrays.push(b.column_by_name(&labels.column).expect("projected").clone());
             batches.push(arrays);
@@ -615,6 +609,16 @@ fn join(scores: &RecordBatch, labels: &RecordBatch, spec: &LabelsSpec) -> Result
     })
 }
 
+/// A cast that fails on a value it cannot convert, where arrow's default makes it null (an id
+/// "A-17" would otherwise become a null key, a label "abc" a missing value).
+fn strict_cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    Ok(arrow::compute::cast_with_options(array, to, &strict)?)
+}
+
 /// An outcome that is not known: null, or NaN (as pandas writes a missing float).
 fn is_missing(values: &ArrayRef, row: usize) -> bool {
     if values.is_null(row) {
@@ -653,15 +657,28 @@ fn measure(
         notes.push("no scored row has a label: no metric is defined".to_string());
     }
     if !model.is_classifier() {
-        let values = cast(label, &DataType::Float64).with_context(|| {
+        let values = strict_cast(label, &DataType::Float64).with_context(|| {
             format!(
-                "label column '{}' is not numeric, and the model is a regressor",
+                "label column '{}' must be numeric for a regressor",
                 spec.column
             )
         })?;
         let values = values.as_primitive::<Float64Type>();
-        let y: Vec<f64> = joined.pairs.iter().map(|&(_, l)| values.value(l)).collect();
-        let p: Vec<f64> = joined.pairs.iter().map(|&(s, _)| score.value(s)).collect();
+        // A value that reads as NaN ("NaN" as text) is not known either.
+        let pairs: Vec<(usize, usize)> = joined
+            .pairs
+            .iter()
+            .copied()
+            .filter(|&(_, l)| !values.value(l).is_nan())
+            .collect();
+        if pairs.len() < joined.pairs.len() {
+            notes.push(format!(
+                "{} labels read as NaN: not measured",
+                joined.pairs.len() - pairs.len()
+            ));
+        }
+        let y: Vec<f64> = pairs.iter().map(|&(_, l)| values.value(l)).collect();
+        let p: Vec<f64> = pairs.iter().map(|&(s, _)| score.value(s)).collect();
         let values = match metric::regression(&y, &p) {
             Some(m) => m.values(),
             None => none_of(&[Metric::Rmse, Metric::Mae, Metric::R2]),

@@ -38,49 +38,62 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The report's schema, documented in docs/model-performance.md.
-pub fn schema() -> Schema {
-    Schema::new(vec![
+/// The columns both files start with: which date, run and model (see [`header`]).
+fn header_fields() -> Vec<Field> {
+    vec![
         Field::new("job", DataType::Utf8, false),
         Field::new("logical_date", DataType::Date32, false),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("model_name", DataType::Utf8, false),
         Field::new("model_version", DataType::Int32, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, true),
-        Field::new("holdout", DataType::Float64, true),
-        Field::new("change", DataType::Float64, true),
-        Field::new("estimated", DataType::Float64, true),
-        Field::new("tolerance", DataType::Float64, true),
-        Field::new("degraded", DataType::Boolean, false),
-        Field::new("scored_rows", DataType::Int64, false),
-        Field::new("label_rows", DataType::Int64, false),
-        Field::new("null_labels", DataType::Int64, false),
-        Field::new("matched_rows", DataType::Int64, false),
-        Field::new("unmatched_labels", DataType::Int64, false),
-        Field::new("realized", DataType::Boolean, false),
-        Field::new("labels_complete", DataType::Boolean, false),
-        Field::new("notes", DataType::Utf8, true),
-        Field::new("labels_fingerprint", DataType::Utf8, true),
-        Field::new("evaluated_at", timestamp(), false),
-    ])
+    ]
+}
+
+/// The report's schema, documented in docs/model-performance.md.
+pub fn schema() -> Schema {
+    Schema::new(
+        [
+            header_fields(),
+            vec![
+                Field::new("metric", DataType::Utf8, false),
+                Field::new("value", DataType::Float64, true),
+                Field::new("holdout", DataType::Float64, true),
+                Field::new("change", DataType::Float64, true),
+                Field::new("estimated", DataType::Float64, true),
+                Field::new("tolerance", DataType::Float64, true),
+                Field::new("degraded", DataType::Boolean, false),
+                Field::new("scored_rows", DataType::Int64, false),
+                Field::new("label_rows", DataType::Int64, false),
+                Field::new("null_labels", DataType::Int64, false),
+                Field::new("matched_rows", DataType::Int64, false),
+                Field::new("unmatched_labels", DataType::Int64, false),
+                Field::new("realized", DataType::Boolean, false),
+                Field::new("labels_complete", DataType::Boolean, false),
+                Field::new("notes", DataType::Utf8, true),
+                Field::new("labels_fingerprint", DataType::Utf8, true),
+                Field::new("evaluated_at", timestamp(), false),
+            ],
+        ]
+        .concat(),
+    )
 }
 
 /// The reliability table's schema.
 pub fn reliability_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("job", DataType::Utf8, false),
-        Field::new("logical_date", DataType::Date32, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("model_name", DataType::Utf8, false),
-        Field::new("model_version", DataType::Int32, false),
-        Field::new("lower", DataType::Float64, false),
-        Field::new("upper", DataType::Float64, false),
-        Field::new("rows", DataType::Int64, false),
-        Field::new("mean_score", DataType::Float64, false),
-        Field::new("positive_rate", DataType::Float64, false),
-        Field::new("evaluated_at", timestamp(), false),
-    ])
+    Schema::new(
+        [
+            header_fields(),
+            vec![
+                Field::new("lower", DataType::Float64, false),
+                Field::new("upper", DataType::Float64, false),
+                Field::new("rows", DataType::Int64, false),
+                Field::new("mean_score", DataType::Float64, false),
+                Field::new("positive_rate", DataType::Float64, false),
+                Field::new("evaluated_at", timestamp(), false),
+            ],
+        ]
+        .concat(),
+    )
 }
 
 fn epoch() -> NaiveDate {
@@ -361,4 +374,84 @@ pub fn read(loc: &Location) -> Result<Evaluation> {
         }
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::Metric;
+    use crate::storage::{Stores, Uri};
+
+    fn evaluation(run_id: &str, bins: u64) -> Evaluation {
+        Evaluation {
+            job: "churn".into(),
+            logical_date: NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            run_id: run_id.into(),
+            model_name: "churn".into(),
+            model_version: 1,
+            coverage: Coverage {
+                scored_rows: 10,
+                label_rows: 10,
+                null_labels: 0,
+                matched_rows: 10,
+                unmatched_labels: 0,
+            },
+            realized: true,
+            metrics: vec![MetricRow {
+                metric: Metric::RocAuc,
+                value: Some(0.7),
+                holdout: Some(0.75),
+                estimated: Some(0.72),
+                tolerance: Some(0.05),
+                degraded: false,
+            }],
+            reliability: (0..bins)
+                .map(|b| ReliabilityBin {
+                    lower: b as f64 / 10.0,
+                    upper: (b + 1) as f64 / 10.0,
+                    rows: 1,
+                    mean_score: 0.5,
+                    positive_rate: 0.5,
+                })
+                .collect(),
+            labels_complete: true,
+            labels_fingerprint: Some("f".into()),
+            notes: vec!["one; with a semicolon".into(), "two".into()],
+        }
+    }
+
+    /// A report reads back as written; a reliability table written by an evaluation that died
+    /// before its report (the files are written table first) is not paired with the older
+    /// report, and a report with no table deletes the old one.
+    #[test]
+    fn reports_read_back_and_a_half_written_evaluation_shows_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = Stores::default()
+            .locate(&Uri::Local(dir.path().to_path_buf()))
+            .unwrap();
+        let first = evaluation("run-1", 3);
+        let loc = write(&reports, &first).unwrap();
+        let back = read(&loc).unwrap();
+        assert_eq!(back.metrics, first.metrics);
+        assert_eq!(back.reliability, first.reliability);
+        assert_eq!(back.coverage, first.coverage);
+        assert_eq!(back.notes, first.notes);
+        assert_eq!(back.labels_fingerprint, first.labels_fingerprint);
+
+        // A second evaluation dies between its two files.
+        let second = evaluation("run-2", 5);
+        let table = partition(&reports, "churn", second.logical_date).join(RELIABILITY_FILE);
+        write_batch(&table, &reliability_batch(&second, Utc::now()).unwrap()).unwrap();
+        let back = read(&loc).unwrap();
+        assert_eq!(back.run_id, "run-1");
+        assert!(back.reliability.is_empty(), "not the other run's table");
+
+        // One with no table: none is shown, and the file is gone.
+        write(&reports, &evaluation("run-3", 0)).unwrap();
+        assert!(read(&loc).unwrap().reliability.is_empty());
+        assert!(!dir
+            .path()
+            .join("job=churn/dt=2026-11-01/reliability.parquet")
+            .exists());
+    }
 }

@@ -410,16 +410,10 @@ fn a_date_without_committed_scores_is_not_evaluated() {
     assert_eq!(out.code, 1, "a date never scored");
 }
 
-/// The daemon's evaluation pass (`daemon::evaluate_due`, which the daemon runs every
-/// `evaluate_every`): a committed date is evaluated once its labels' delay has passed, not
-/// again while its scores and labels stay the same, and again when the labels change; the
-/// gauges show the latest realized metrics.
-#[test]
-fn the_daemon_evaluates_each_date_once_its_labels_are_complete_and_again_when_they_change() {
-    let env = Env::new();
-    env.train_churn();
+/// Shared settings with absolute locations, for tests that run the daemon's evaluation pass in
+/// this process and the runs in the binary; returns how to make a path absolute.
+fn absolute_settings(env: &Env) -> impl Fn(&str) -> String + '_ {
     let abs = |p: &str| env.path(p).to_str().unwrap().to_string();
-    // Absolute locations: the pass runs in this process, the runs in the binary.
     env.write(
         "jobs/nightshift.toml",
         &format!(
@@ -429,6 +423,18 @@ fn the_daemon_evaluates_each_date_once_its_labels_are_complete_and_again_when_th
             abs("out/reports")
         ),
     );
+    abs
+}
+
+/// The daemon's evaluation pass (`daemon::Evaluator::pass`, which the daemon runs every
+/// `evaluate_every`): a committed date is evaluated once its labels' delay has passed, not
+/// again while its scores and labels stay the same, and again when the labels change; the
+/// gauges show the latest realized metrics.
+#[test]
+fn the_daemon_evaluates_each_date_once_its_labels_are_complete_and_again_when_they_change() {
+    let env = Env::new();
+    env.train_churn();
+    let abs = absolute_settings(&env);
     crate::util::copy_dir(
         std::path::Path::new(&format!("{FIXTURES}/labels")),
         &env.path("labels"),
@@ -467,8 +473,11 @@ delay = "3d"
             .unwrap()
             .with_timezone(&chrono::Utc)
     };
-    let pass = |now: &str| {
-        nightshift::daemon::evaluate_due(&cfg.jobs, &cfg.settings, &stores, &metrics, at(now))
+    let mut evaluator = nightshift::daemon::Evaluator::new(Default::default());
+    let mut pass = |now: &str| {
+        evaluator
+            .pass(&cfg.jobs, &cfg.settings, &stores, &metrics, at(now))
+            .evaluated
     };
     let realized = |date: &str| {
         performance(&env, date)
@@ -634,16 +643,7 @@ fn the_daemon_tries_a_failing_date_once_until_its_labels_change() {
     use std::sync::atomic::AtomicBool;
     let env = Env::new();
     env.train_churn();
-    let abs = |p: &str| env.path(p).to_str().unwrap().to_string();
-    env.write(
-        "jobs/nightshift.toml",
-        &format!(
-            "registry = \"{}/\"\nstate = \"{}/\"\nreports = \"{}/\"\n",
-            abs("out/registry"),
-            abs("out/state"),
-            abs("out/reports")
-        ),
-    );
+    let abs = absolute_settings(&env);
     let uri = write_labels(
         &env,
         vec![100_000, 100_001, 100_001],
