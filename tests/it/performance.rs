@@ -674,3 +674,34 @@ fn the_daemon_tries_a_failing_date_once_until_its_labels_change() {
     let fixed = pass();
     assert_eq!((fixed.evaluated, fixed.failed), (1, 0));
 }
+
+/// The estimate a run writes after it committed is not the run's to fail: with the reports
+/// location unwritable, the run still succeeds (and says why there is no estimate).
+#[test]
+fn a_failing_estimate_does_not_fail_the_committed_run() {
+    let env = Env::new();
+    env.train_churn();
+    env.write("blocked", "a file where the reports folder should be");
+    env.write(
+        "jobs/nightshift.toml",
+        "registry = \"out/registry/\"\nstate = \"out/state/\"\nreports = \"blocked/reports/\"\n",
+    );
+    let job = env.job("churn", &format!("{FIXTURES}/features/dt={{date}}/"), "");
+    let body = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        format!(
+            "{body}{}\n[drift]\nenabled = false\n",
+            labels_table(&fixture_labels())
+        ),
+    )
+    .unwrap();
+    let out = env.ok(&["-v", "run", "churn", "--date", "2026-11-01"]);
+    assert!(
+        out.stderr
+            .contains("Could not estimate the date's performance"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.path("out/scores/churn/dt=2026-11-01/_SUCCESS").exists());
+}
