@@ -37,6 +37,10 @@ pub struct Histogram {
     /// or last bin, so out-of-range data is counted, not dropped.
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
+    /// True when the counts are of the sample's values, not of every row: a current profile's
+    /// picture for the HTML page when no drift method of the job reads the histogram.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_sample: bool,
 }
 
 /// Value counts: exact for the known (or first) values, the rest counted together.
@@ -111,6 +115,9 @@ pub struct ColumnPlan {
     pub known_values: Option<Vec<String>>,
     /// Whether to count values at all (not for numeric columns with many distinct values).
     pub count_values: bool,
+    /// Whether to count the histogram over every row (what `psi` and `jensenshannon` read);
+    /// otherwise the sample is binned at the end, a picture for the HTML page only.
+    pub exact_histogram: bool,
 }
 
 impl ColumnPlan {
@@ -123,6 +130,7 @@ impl ColumnPlan {
             known_values: Some(reference.values.counts.keys().cloned().collect()),
             count_values: reference.kind == FeatureKind::Categorical
                 || !reference.values.overflowed,
+            exact_histogram: true,
         }
     }
 }
@@ -207,7 +215,10 @@ struct ColumnBuilder {
 
 impl ColumnBuilder {
     fn new(plan: ColumnPlan) -> Self {
-        let bins = plan.edges.as_ref().map_or(0, |e| e.len().saturating_sub(1));
+        let bins = match &plan.edges {
+            Some(e) if plan.exact_histogram => e.len().saturating_sub(1),
+            _ => 0,
+        };
         let mut values = ValueCounts::default();
         let mut numbers = BTreeMap::new();
         if let Some(known) = &plan.known_values {
@@ -227,7 +238,7 @@ impl ColumnBuilder {
         let binner = plan
             .edges
             .as_deref()
-            .filter(|e| e.len() >= 2)
+            .filter(|e| e.len() >= 2 && plan.exact_histogram)
             .map(Binner::new);
         Self {
             plan,
@@ -324,11 +335,14 @@ impl ColumnBuilder {
         }
     }
 
-    /// Finite values, each with its row's sample priority.
-    fn add_finite(&mut self, v: &[f64], priorities: &[u64]) {
+    /// Finite values, each with its row's sample priority; only priorities up to `below`
+    /// are offered to the sample.
+    fn add_finite(&mut self, v: &[f64], priorities: &[u64], below: u64) {
         self.add_stats(v);
         for (&p, &x) in priorities.iter().zip(v) {
-            self.sample.consider(p, x);
+            if p <= below {
+                self.sample.consider(p, x);
+            }
         }
     }
 
@@ -488,9 +502,25 @@ impl ColumnBuilder {
             min: numeric.then_some(self.min),
             max: numeric.then_some(self.max),
             quantiles,
-            histogram: self.plan.edges.map(|edges| Histogram {
-                edges,
-                counts: self.hist,
+            histogram: self.plan.edges.map(|edges| {
+                if self.plan.exact_histogram {
+                    return Histogram {
+                        edges,
+                        counts: self.hist,
+                        from_sample: false,
+                    };
+                }
+                let mut counts = vec![0; edges.len().saturating_sub(1)];
+                if !counts.is_empty() {
+                    for &x in &sample {
+                        counts[bin(&edges, x)] += 1;
+                    }
+                }
+                Histogram {
+                    edges,
+                    counts,
+                    from_sample: true,
+                }
             }),
             values: self.values,
             sample: if self.plan.kind == FeatureKind::Numeric {
@@ -510,6 +540,9 @@ pub struct ProfileBuilder {
     score: Option<ColumnBuilder>,
     /// The good values of a column with nulls or bad values, gathered (reused).
     kept: Vec<f64>,
+    /// Only rows with a priority up to this can get into the samples (see
+    /// [`Self::expecting_rows`]).
+    sample_below: u64,
 }
 
 /// Where a batch's rows are, so each row gets the same sample priority however it is read.
@@ -565,7 +598,27 @@ impl ProfileBuilder {
             columns: columns.into_iter().map(ColumnBuilder::new).collect(),
             score: score.map(ColumnBuilder::new),
             kept: Vec::new(),
+            sample_below: u64::MAX,
         }
+    }
+
+    /// Tells the builder how many rows the profile will have in all (every builder merged
+    /// into it told the same). The samples then look only at rows whose priority is in the
+    /// lowest `2 * SAMPLE_SIZE / rows` of its range: about twice as many rows as they keep,
+    /// so that the k lowest of a column with at most half its rows null or bad are all among
+    /// them, and the sample is exactly what it would be without the cut-off. A column with
+    /// fewer good rows gets those under the cut-off, a smaller sample, still uniform.
+    /// Without it every row is offered, and the early rows, before the samples fill, cost
+    /// most of a profile's sampling.
+    pub fn expecting_rows(mut self, rows: u64) -> Self {
+        let share = 2.0 * SAMPLE_SIZE as f64 / rows.max(1) as f64;
+        self.sample_below = if share >= 1.0 {
+            u64::MAX
+        } else {
+            // 2^64 times the share; below 1, so within range.
+            (share * 18_446_744_073_709_551_616.0) as u64
+        };
+        self
     }
 
     /// A builder for current data, against a reference profile.
@@ -589,8 +642,9 @@ impl ProfileBuilder {
                 .then_some(m)
                 .or_else(|| c.sample.threshold.map(|t| m.max(t.0)))
         });
+        let limit = highest.map_or(self.sample_below, |h| h.min(self.sample_below));
         let candidates: Option<Vec<usize>> =
-            highest.map(|h| (0..rows).filter(|&i| priorities[i] <= h).collect());
+            (limit < u64::MAX).then(|| (0..rows).filter(|&i| priorities[i] <= limit).collect());
         for col in &mut self.columns {
             let Some((_, array)) = columns.iter().find(|(n, _)| *n == col.plan.name) else {
                 continue;
@@ -624,7 +678,7 @@ impl ProfileBuilder {
                 .filter(|(s, _)| s.is_finite())
                 .map(|(&s, &i)| (s, origin.priority(i)))
                 .unzip();
-            col.add_finite(&finite, &priorities);
+            col.add_finite(&finite, &priorities, self.sample_below);
         }
     }
 
@@ -1052,6 +1106,7 @@ mod tests {
                     edges: Some(vec![-1.0, 0.0, 1.0]),
                     known_values: None,
                     count_values: true,
+                    exact_histogram: true,
                 },
                 ColumnPlan {
                     name: "y".into(),
@@ -1059,6 +1114,7 @@ mod tests {
                     edges: Some(reference_edges(0.0, 1.5, 1000)),
                     known_values: None,
                     count_values: false,
+                    exact_histogram: true,
                 },
             ]
         };
@@ -1072,10 +1128,13 @@ mod tests {
             add(&mut b, 0, x.len());
             b.finish()
         };
-        // Small batches, each its own builder, merged in reverse order.
-        let mut merged = ProfileBuilder::new(plan(), None);
+        // Small batches, each its own builder, merged in reverse order; these builders know
+        // the row count, so their samples look at a third of the rows only, and must still
+        // keep the same ones.
+        let rows = x.len() as u64;
+        let mut merged = ProfileBuilder::new(plan(), None).expecting_rows(rows);
         for from in (0..x.len()).step_by(777).rev() {
-            let mut b = ProfileBuilder::new(plan(), None);
+            let mut b = ProfileBuilder::new(plan(), None).expecting_rows(rows);
             add(&mut b, from, (from + 777).min(x.len()));
             merged.merge(b);
         }
@@ -1110,6 +1169,91 @@ mod tests {
         assert_eq!(h.counts, want);
     }
 
+    #[test]
+    fn a_mostly_null_column_gets_the_rows_under_the_cut_off() {
+        // 80% nulls: 10,000 good rows, of which the cut-off for 50,000 rows (the lowest 40% of
+        // priorities) lets about 4,000 through.
+        let x: Vec<Option<f64>> = (0..50_000)
+            .map(|i| (i % 5 == 0).then_some(i as f64))
+            .collect();
+        let plan = || {
+            vec![ColumnPlan {
+                name: "x".into(),
+                kind: FeatureKind::Numeric,
+                edges: None,
+                known_values: None,
+                count_values: false,
+                exact_histogram: true,
+            }]
+        };
+        let profile = |b: ProfileBuilder| {
+            let mut b = b;
+            b.add_columns(&[("x", &numeric(x.clone()))], RowOrigin::new("f", 0))
+                .unwrap();
+            b.finish().columns.remove(0)
+        };
+        let all = profile(ProfileBuilder::new(plan(), None));
+        let cut = profile(ProfileBuilder::new(plan(), None).expecting_rows(50_000));
+        assert_eq!(all.sample.len(), 10_000);
+        assert!(
+            (3_500..4_500).contains(&cut.sample.len()),
+            "{}",
+            cut.sample.len()
+        );
+        assert!(cut
+            .sample
+            .iter()
+            .all(|v| all.sample.binary_search_by(|a| a.total_cmp(v)).is_ok()));
+        assert_eq!(
+            (cut.count, cut.nulls, cut.min, cut.max),
+            (all.count, all.nulls, all.min, all.max)
+        );
+    }
+
+    #[test]
+    fn a_histogram_no_method_reads_is_binned_from_the_sample() {
+        let x: Vec<Option<f64>> = (0..30_000).map(|i| Some((i % 1000) as f64)).collect();
+        let plan = |exact_histogram| {
+            vec![ColumnPlan {
+                name: "x".into(),
+                kind: FeatureKind::Numeric,
+                edges: Some(reference_edges(0.0, 1000.0, 1000)),
+                known_values: None,
+                count_values: false,
+                exact_histogram,
+            }]
+        };
+        let profile = |exact| {
+            let mut b = ProfileBuilder::new(plan(exact), None);
+            b.add_columns(&[("x", &numeric(x.clone()))], RowOrigin::new("f", 0))
+                .unwrap();
+            b.finish().columns.remove(0)
+        };
+        let (exact, sampled) = (profile(true), profile(false));
+        let (e, s) = (exact.histogram.unwrap(), sampled.histogram.unwrap());
+        assert!(!e.from_sample && s.from_sample);
+        assert_eq!(e.edges, s.edges);
+        assert_eq!(e.counts.iter().sum::<u64>(), 30_000);
+        assert_eq!(s.counts.iter().sum::<u64>(), SAMPLE_SIZE as u64);
+        let want: Vec<u64> = {
+            let mut c = vec![0; s.counts.len()];
+            for v in &sampled.sample {
+                c[bin(&s.edges, *v)] += 1;
+            }
+            c
+        };
+        assert_eq!(s.counts, want);
+        // Shares within a few points of the exact ones (a uniform sample of 10,000).
+        for (a, b) in e.counts.iter().zip(&s.counts) {
+            let (a, b) = (*a as f64 / 30_000.0, *b as f64 / SAMPLE_SIZE as f64);
+            assert!((a - b).abs() < 0.02, "{a} {b}");
+        }
+        // An exact histogram reads and writes as before (no new key).
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("from_sample"), "{json}");
+        assert_eq!(serde_json::from_str::<Histogram>(&json).unwrap(), e);
+    }
+
     /// The AVX2 code and the baseline code compute the same bits, on values that take every
     /// branch: nulls, NaN, infinities, signed zeros, values on the edges and out of range.
     #[test]
@@ -1134,6 +1278,7 @@ mod tests {
             edges: Some(edges.clone()),
             known_values: None,
             count_values: true,
+            exact_histogram: true,
         };
         let profile = || {
             let mut b = ProfileBuilder::new(vec![plan("x"), plan("y")], Some(plan("score")));
@@ -1168,6 +1313,7 @@ mod tests {
             edges: None,
             known_values: None,
             count_values: false,
+            exact_histogram: true,
         };
         let profile = |values: Vec<Option<f64>>| {
             let mut b = ProfileBuilder::new(vec![plan.clone()], None);
@@ -1219,6 +1365,7 @@ mod tests {
                 edges: None,
                 known_values: known.clone(),
                 count_values: true,
+                exact_histogram: true,
             };
             let mut b = ProfileBuilder::new(vec![plan], None);
             b.add_columns(&[("c", &arr)], RowOrigin::new("f", 0))
@@ -1255,6 +1402,7 @@ mod tests {
             edges: None,
             known_values: None,
             count_values: true,
+            exact_histogram: true,
         };
         let mut b = ProfileBuilder::new(vec![plan], None);
         let values: Vec<String> = (0..1100).map(|i| format!("c{i:04}")).collect();
@@ -1277,6 +1425,7 @@ mod tests {
             edges: None,
             known_values: Some(vec!["a".into(), "b".into()]),
             count_values: true,
+            exact_histogram: true,
         };
         let mut b = ProfileBuilder::new(vec![plan], None);
         let arr: ArrayRef = Arc::new(StringArray::from(vec![

@@ -540,6 +540,14 @@ impl Run<'_> {
         // One profile per worker, merged at the end: profiles are exact and order-free, and a
         // builder that sees many units fills its sample once instead of once a unit.
         let profiles: Mutex<Vec<ProfileBuilder>> = Mutex::new(Vec::new());
+        let rows: u64 = objects
+            .iter()
+            .map(|o| o.reader_meta.metadata().file_metadata().num_rows() as u64)
+            .sum();
+        let blank_profile = self
+            .reference
+            .as_ref()
+            .map(|r| drift::current_profile(r, &self.job.drift, rows));
         let span = tracing::Span::current();
 
         let written = std::thread::scope(|scope| -> Result<Written> {
@@ -572,7 +580,7 @@ impl Run<'_> {
             for _ in 0..threads.min(units.len()) {
                 scope.spawn(|| {
                     let _entered = span.enter();
-                    let mut profile = self.reference.as_ref().map(ProfileBuilder::against);
+                    let mut profile = blank_profile.clone();
                     // Units are handed out in order, so the unit the writer waits on is always
                     // running or done: workers blocked on a full channel cannot starve it.
                     loop {
@@ -650,7 +658,7 @@ impl Run<'_> {
                 a.merge(b);
                 a
             })
-            .or_else(|| self.reference.as_ref().map(ProfileBuilder::against));
+            .or(blank_profile);
         Ok((written, profile))
     }
 
@@ -888,6 +896,11 @@ impl Run<'_> {
             computed_at: Utc::now(),
         };
         let loc = report::write(&self.reports, &ctx, &rows)?;
+        // The page draws histograms and counts; the samples (most of the bytes) stay here.
+        let mut current = current;
+        for c in current.columns.iter_mut().chain(current.score.as_mut()) {
+            c.sample = Vec::new();
+        }
         let profile_loc = report::profile_location(&self.reports, &ctx.job, ctx.logical_date);
         profile_loc
             .store

@@ -213,9 +213,16 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
     for (r, c) in pairs {
         let (labels, rs, cs) = distributions(r, c);
         let verdict = rows.iter().find(|row| row.column == r.name);
+        let sampled = match &c.histogram {
+            Some(h) if h.from_sample => format!(
+                "<p><small>current bars: a uniform sample of {} rows</small></p>",
+                h.counts.iter().sum::<u64>()
+            ),
+            _ => String::new(),
+        };
         let _ = write!(
             s,
-            r#"<div class="card"><h3>{}{}</h3>{}</div>"#,
+            r#"<div class="card"><h3>{}{}</h3>{}{sampled}</div>"#,
             esc(if r.name == SCORE_COLUMN {
                 "score (model output)"
             } else {

@@ -17,7 +17,7 @@ pub mod stats;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DriftSpec, Method};
-use crate::profile::{ColumnProfile, DatasetProfile};
+use crate::profile::{ColumnPlan, ColumnProfile, DatasetProfile, ProfileBuilder};
 use crate::schema::FeatureKind;
 
 /// Reference row counts up to this use statistical tests; above it, distances.
@@ -43,6 +43,53 @@ pub fn default_method(reference_rows: u64, column: &ColumnProfile) -> Method {
     } else {
         Method::Wasserstein
     }
+}
+
+/// The method and threshold for a feature column: the job's choice, else Evidently's default.
+fn feature_method(
+    reference: &DatasetProfile,
+    spec: &DriftSpec,
+    r: &ColumnProfile,
+) -> (Method, f64) {
+    spec.choose(&r.name, r.kind, default_method(reference.rows, r))
+}
+
+/// The method for the model's scores: always Evidently's default.
+fn score_method(reference: &DatasetProfile, r: &ColumnProfile) -> (Method, f64) {
+    let method = default_method(reference.rows, r);
+    (method, method.default_threshold())
+}
+
+/// Numeric columns with few distinct values are compared by their value counts.
+fn as_categories(r: &ColumnProfile) -> bool {
+    r.kind == FeatureKind::Categorical || r.distinct().is_some_and(|d| d <= FEW_VALUES)
+}
+
+/// Whether the comparison reads the histogram (counted over every row, then).
+fn reads_histogram(r: &ColumnProfile, method: Method) -> bool {
+    matches!(method, Method::Psi | Method::Jensenshannon) && !as_categories(r)
+}
+
+/// A builder for the profile of a run's data (`rows` of them in all) against `reference`:
+/// histograms are counted over every row only for the columns whose method reads them; the
+/// others get a picture binned from the sample, for the HTML page.
+pub fn current_profile(reference: &DatasetProfile, spec: &DriftSpec, rows: u64) -> ProfileBuilder {
+    let plan = |r: &ColumnProfile, (method, _): (Method, f64)| ColumnPlan {
+        exact_histogram: reads_histogram(r, method),
+        ..ColumnPlan::against(r)
+    };
+    ProfileBuilder::new(
+        reference
+            .columns
+            .iter()
+            .map(|r| plan(r, feature_method(reference, spec, r)))
+            .collect(),
+        reference
+            .score
+            .as_ref()
+            .map(|r| plan(r, score_method(reference, r))),
+    )
+    .expecting_rows(rows)
 }
 
 /// One row of a drift report.
@@ -91,7 +138,7 @@ pub fn compare(
         let Some(c) = current.column(&r.name) else {
             continue;
         };
-        let (method, threshold) = spec.choose(&r.name, r.kind, default_method(reference.rows, r));
+        let (method, threshold) = feature_method(reference, spec, r);
         let row = compare_column(r, c, method, threshold, kind_name(r.kind));
         if row.drift_detected {
             drifted.push(r.name.clone());
@@ -100,8 +147,8 @@ pub fn compare(
     }
     let prediction_drift = match (&reference.score, &current.score) {
         (Some(r), Some(c)) if c.count > 0 => {
-            let method = default_method(reference.rows, r);
-            let row = compare_column(r, c, method, method.default_threshold(), "prediction");
+            let (method, threshold) = score_method(reference, r);
+            let row = compare_column(r, c, method, threshold, "prediction");
             let detected = row.drift_detected;
             rows.push(row);
             Some(detected)
@@ -176,10 +223,8 @@ fn compare_column(
     threshold: f64,
     column_type: &str,
 ) -> DriftRow {
-    let as_categories =
-        r.kind == FeatureKind::Categorical || r.distinct().is_some_and(|d| d <= FEW_VALUES);
     let binned = || match (&r.histogram, &c.histogram) {
-        (Some(rh), Some(ch)) if !as_categories => (
+        (Some(rh), Some(ch)) if reads_histogram(r, method) => (
             rh.counts.iter().map(|&x| x as f64).collect::<Vec<_>>(),
             ch.counts.iter().map(|&x| x as f64).collect::<Vec<_>>(),
         ),
@@ -239,5 +284,63 @@ fn compare_column(
         current_count: c.count,
         reference_null_rate: r.null_rate(),
         current_null_rate: c.null_rate(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array};
+
+    use super::*;
+    use crate::config::MethodChoice;
+    use crate::profile::{reference_edges, RowOrigin};
+
+    fn column(n: usize, shift: f64) -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            (0..n).map(|i| (i % 997) as f64 + shift),
+        ))
+    }
+
+    #[test]
+    fn only_the_columns_whose_method_reads_it_count_the_histogram_over_every_row() {
+        let plan = |name: &str| ColumnPlan {
+            name: name.into(),
+            kind: FeatureKind::Numeric,
+            edges: Some(reference_edges(0.0, 997.0, 50_000)),
+            known_values: None,
+            count_values: true,
+            exact_histogram: true,
+        };
+        let (a, b) = (column(50_000, 0.0), column(50_000, 0.0));
+        let mut r = ProfileBuilder::new(vec![plan("a"), plan("b")], None);
+        r.add_columns(&[("a", &a), ("b", &b)], RowOrigin::new("training", 0))
+            .unwrap();
+        let reference = r.finish();
+        // `b` is given psi; `a` keeps the default (wasserstein on a sample).
+        let mut spec = DriftSpec::default();
+        spec.columns.insert(
+            "b".into(),
+            MethodChoice {
+                method: Some(Method::Psi),
+                threshold: None,
+            },
+        );
+        let (a, b) = (column(40_000, 300.0), column(40_000, 300.0));
+        let mut c = current_profile(&reference, &spec, 40_000);
+        c.add_columns(&[("a", &a), ("b", &b)], RowOrigin::new("day", 0))
+            .unwrap();
+        let current = c.finish();
+        let hist = |name: &str| current.column(name).unwrap().histogram.clone().unwrap();
+        assert!(hist("a").from_sample);
+        assert_eq!(hist("a").counts.iter().sum::<u64>(), 10_000);
+        assert!(!hist("b").from_sample);
+        assert_eq!(hist("b").counts.iter().sum::<u64>(), 40_000);
+        let (rows, _) = compare(&reference, &current, &spec);
+        let row = |name: &str| rows.iter().find(|r| r.column == name).unwrap().clone();
+        assert_eq!(row("a").method, "wasserstein");
+        assert_eq!(row("b").method, "psi");
+        assert!(row("a").drift_detected && row("b").drift_detected);
     }
 }

@@ -324,6 +324,7 @@ fn reference_profile(
         edges,
         known_values: None,
         count_values: true,
+        exact_histogram: true,
     };
     let build = |edges: &dyn Fn(&str) -> Option<Vec<f64>>| -> Result<DatasetProfile> {
         let mut b = ProfileBuilder::new(
@@ -336,7 +337,8 @@ fn reference_profile(
                 FeatureKind::Numeric,
                 edges(SCORE_COLUMN),
             )),
-        );
+        )
+        .expecting_rows(batch.num_rows() as u64);
         b.add_columns(&columns, origin)?;
         b.add_scores(scores, score_rows, origin);
         Ok(b.finish())
