@@ -142,7 +142,9 @@ def rounds(rows, n, label):
             if r.prep:
                 r.prep()
             results[r.name].append(timed(r.cmd, r.env))
-        print(f"{label}: round {i + 1}/{n} done", flush=True)
+        print(f"{label}: round {i + 1}/{n} done, in this order:", flush=True)
+        for r in order:
+            print(f"  {results[r.name][-1][0]:7.2f} s  {r.name}", flush=True)
     return {name: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v), len(v))
             for name, v in results.items()}
 

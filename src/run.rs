@@ -501,6 +501,8 @@ impl Run<'_> {
         } = prepared;
         let plan = self.plan;
         let mut units = Vec::new();
+        // The date's rows, by the row groups' counts (which size the drift samples' cut-off).
+        let mut rows = 0u64;
         for (i, obj) in objects.iter().enumerate() {
             let mut first_row = 0;
             for rg in 0..obj.num_row_groups() {
@@ -509,7 +511,9 @@ impl Run<'_> {
                     row_group: rg,
                     first_row,
                 });
-                first_row += obj.reader_meta.metadata().row_group(rg).num_rows() as u64;
+                let n = obj.reader_meta.metadata().row_group(rg).num_rows();
+                first_row += n as u64;
+                rows = rows.saturating_add(u64::try_from(n).unwrap_or(0));
             }
         }
         let threads = self
@@ -540,10 +544,6 @@ impl Run<'_> {
         // One profile per worker, merged at the end: profiles are exact and order-free, and a
         // builder that sees many units fills its sample once instead of once a unit.
         let profiles: Mutex<Vec<ProfileBuilder>> = Mutex::new(Vec::new());
-        let rows: u64 = objects
-            .iter()
-            .map(|o| o.reader_meta.metadata().file_metadata().num_rows() as u64)
-            .sum();
         let blank_profile = self
             .reference
             .as_ref()

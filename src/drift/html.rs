@@ -31,7 +31,14 @@ fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<String>, Vec<f64>
             .map(|x| if total > 0.0 { x / total } else { 0.0 })
             .collect::<Vec<_>>()
     };
-    if let (Some(rh), Some(ch)) = (&r.histogram, &c.histogram) {
+    // A histogram binned from the sample, where exact value counts exist (few distinct
+    // numbers), gives way to the counts.
+    let histograms = match (&r.histogram, &c.histogram) {
+        (Some(_), Some(ch)) if ch.from_sample && r.distinct().is_some() => None,
+        (Some(rh), Some(ch)) => Some((rh, ch)),
+        _ => None,
+    };
+    if let Some((rh, ch)) = histograms {
         let labels = rh
             .edges
             .windows(2)
@@ -213,10 +220,14 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
     for (r, c) in pairs {
         let (labels, rs, cs) = distributions(r, c);
         let verdict = rows.iter().find(|row| row.column == r.name);
-        let sampled = match &c.histogram {
-            Some(h) if h.from_sample => format!(
-                "<p><small>current bars: a uniform sample of {} rows</small></p>",
-                h.counts.iter().sum::<u64>()
+        let drawn = c
+            .histogram
+            .as_ref()
+            .filter(|h| h.from_sample && r.distinct().is_none());
+        let sampled = match drawn.map(|h| h.counts.iter().sum::<u64>()) {
+            Some(n) if n > 0 && n < c.count => format!(
+                "<p><small>current bars: a uniform sample of {n} of {} rows</small></p>",
+                c.count
             ),
             _ => String::new(),
         };
@@ -241,4 +252,72 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
     }
     s.push_str("</div></body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array};
+
+    use super::*;
+    use crate::config::DriftSpec;
+    use crate::drift::{compare, current_profile};
+    use crate::profile::{reference_edges, ColumnPlan, ProfileBuilder, RowOrigin};
+    use crate::schema::FeatureKind;
+
+    fn data(n: usize, values: u32) -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            (0..n).map(|i| f64::from(i as u32 % values)),
+        ))
+    }
+
+    #[test]
+    fn sampled_bars_say_so_and_few_values_are_drawn_from_their_counts() {
+        let plan = |name: &str, max: f64| ColumnPlan {
+            name: name.into(),
+            kind: FeatureKind::Numeric,
+            edges: Some(reference_edges(0.0, max, 50_000)),
+            known_values: None,
+            count_values: true,
+            exact_histogram: true,
+        };
+        let columns = |n| [("wide", data(n, 1000)), ("few", data(n, 3))];
+        let add = |b: &mut ProfileBuilder, n| {
+            let c = columns(n);
+            let refs: Vec<(&str, &ArrayRef)> = c.iter().map(|(k, a)| (*k, a)).collect();
+            b.add_columns(&refs, RowOrigin::new("x", 0)).unwrap();
+        };
+        let mut r = ProfileBuilder::new(vec![plan("wide", 999.0), plan("few", 2.0)], None);
+        add(&mut r, 50_000);
+        let reference = r.finish();
+        let spec = DriftSpec::default();
+        let mut c = current_profile(&reference, &spec, 40_000);
+        add(&mut c, 40_000);
+        let current = c.finish();
+        assert!(
+            current
+                .column("few")
+                .unwrap()
+                .histogram
+                .as_ref()
+                .unwrap()
+                .from_sample
+        );
+        let (rows, _) = compare(&reference, &current, &spec);
+        let page = render("t", &rows, &reference, &current);
+        assert_eq!(
+            page.matches("a uniform sample of 10000 of 40000 rows")
+                .count(),
+            1,
+            "only the wide column's bars are from the sample"
+        );
+        // The few-valued column is drawn from its exact counts: one bar per value.
+        let (labels, _, cur) = distributions(
+            reference.column("few").unwrap(),
+            current.column("few").unwrap(),
+        );
+        assert_eq!(labels, ["0", "1", "2"]);
+        assert!((cur.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
 }

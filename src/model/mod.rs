@@ -337,8 +337,7 @@ fn reference_profile(
                 FeatureKind::Numeric,
                 edges(SCORE_COLUMN),
             )),
-        )
-        .expecting_rows(batch.num_rows() as u64);
+        );
         b.add_columns(&columns, origin)?;
         b.add_scores(scores, score_rows, origin);
         Ok(b.finish())

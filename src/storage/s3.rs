@@ -47,7 +47,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::local::TEMP_PREFIX;
 use super::{ErrorKind, ObjectMeta, ObjectSink, Storage, StorageError, Uri};
@@ -717,13 +717,14 @@ impl Storage for S3Storage {
                 async move { this.fetch_range(&key, &r).await }
             })
             .collect();
-        let task = self.runtime.spawn(
-            stream::iter(gets)
-                .buffered(MAX_RANGES_IN_FLIGHT)
-                .try_collect::<Vec<Bytes>>(),
-        );
+        let task = stream::iter(gets)
+            .buffered(MAX_RANGES_IN_FLIGHT)
+            .try_collect::<Vec<Bytes>>()
+            .in_current_span();
+        // Spawned from within `block_on`, so that a caller already inside a runtime fails
+        // there (as every other method does) before any GET is sent.
         let fetched: Result<Vec<Bytes>> = self
-            .block_on(task)
+            .block_on(async { tokio::spawn(task).await })
             .unwrap_or_else(|e| Err(anyhow!("the task fetching ranges failed: {e}")));
         let fetched = fetched.with_context(|| format!("reading {}", self.s3_uri(key)))?;
         // Each range, cut out of its request's bytes (no copy).
@@ -1243,13 +1244,14 @@ impl S3Stores {
         let (runtime, client) = match &state.shared {
             Some(shared) => shared.clone(),
             None => {
-                // One worker per four cores (one here, on two): receiving (and on S3,
-                // decrypting) is a fraction of the work the scoring threads do with the bytes,
-                // and with two workers half the chunks of a body crossed between them, a
-                // wake-up each (CPU of an S3 run 1.58 s -> 1.40 s with one, on this machine).
+                // One worker per two cores, up to four (one on two cores): receiving (and on
+                // S3, decrypting) is a fraction of the work the scoring threads do with the
+                // bytes, and with two workers on two cores half the chunks of a body crossed
+                // between them, a wake-up each (CPU of an S3 run 1.58 s -> 1.40 s with one,
+                // measured on plain HTTP on loopback, 2 cores; not measured on more cores).
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads((cores / 4).max(1))
+                    .worker_threads((cores / 2).clamp(1, 4))
                     .thread_name("nightshift-s3")
                     .enable_all()
                     .build()

@@ -266,6 +266,8 @@ fn drift_show_history_and_html_are_readable() {
     );
     assert!(html.contains("monthly_charges") && html.contains("Dataset drift: not detected"));
     assert!(!html.contains("<script"), "self-contained and static");
+    // 2,000 rows a day: the sample is every row, so no bar is called a sample.
+    assert!(!html.contains("a uniform sample"));
 
     let missing = env.run(&["drift", "show", "churn", "--date", "2026-10-01"]);
     assert_eq!(missing.code, 1);
