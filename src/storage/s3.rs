@@ -982,18 +982,23 @@ impl S3Sink {
             .customize()
             .config_override(config);
         let (key, bucket) = (self.key.clone(), store.bucket.clone());
-        upload.in_flight.push_back(store.runtime.spawn(async move {
-            let sent = request.send().await;
-            let out = sent.map_err(|e| {
-                request_error(&bucket, &key, e).context(format!("uploading part {number}"))
-            })?;
-            // With a checksum algorithm on the upload, completing it needs every part's.
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                .build())
-        }));
+        upload.in_flight.push_back(
+            store.runtime.spawn(
+                async move {
+                    let sent = request.send().await;
+                    let out = sent.map_err(|e| {
+                        request_error(&bucket, &key, e).context(format!("uploading part {number}"))
+                    })?;
+                    // With a checksum algorithm on the upload, completing it needs every part's.
+                    Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                        .build())
+                }
+                .in_current_span(),
+            ),
+        );
         Ok(())
     }
 
