@@ -23,16 +23,25 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Bars of one column: labels and the reference and current shares per bar.
-fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+/// The bars of one column.
+struct Bars {
+    labels: Vec<String>,
+    /// The reference's and the current data's share per bar.
+    reference: Vec<f64>,
+    current: Vec<f64>,
+    /// The rows the current bars count, when they are a sample of the column's rows.
+    sampled: Option<u64>,
+}
+
+/// Bars of one column: a histogram, or value counts where the histogram is missing, or only a
+/// sample's picture while exact counts exist (few distinct numbers).
+fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> Bars {
     let share = |v: &[f64]| {
         let total: f64 = v.iter().sum();
         v.iter()
             .map(|x| if total > 0.0 { x / total } else { 0.0 })
             .collect::<Vec<_>>()
     };
-    // A histogram binned from the sample, where exact value counts exist (few distinct
-    // numbers), gives way to the counts.
     let histograms = match (&r.histogram, &c.histogram) {
         (Some(_), Some(ch)) if ch.from_sample && r.distinct().is_some() => None,
         (Some(rh), Some(ch)) => Some((rh, ch)),
@@ -46,7 +55,13 @@ fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<String>, Vec<f64>
             .collect();
         let rc: Vec<f64> = rh.counts.iter().map(|&x| x as f64).collect();
         let cc: Vec<f64> = ch.counts.iter().map(|&x| x as f64).collect();
-        return (labels, share(&rc), share(&cc));
+        let drawn = ch.counts.iter().sum::<u64>();
+        return Bars {
+            labels,
+            reference: share(&rc),
+            current: share(&cc),
+            sampled: (ch.from_sample && drawn > 0 && drawn < c.count).then_some(drawn),
+        };
     }
     let mut labels: Vec<String> = r.values.counts.keys().cloned().collect();
     let mut rc: Vec<f64> = r.values.counts.values().map(|&x| x as f64).collect();
@@ -61,7 +76,12 @@ fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> (Vec<String>, Vec<f64>
         rc.push(r.values.other as f64);
         cc.push(other.max(0.0));
     }
-    (labels, share(&rc), share(&cc))
+    Bars {
+        labels,
+        reference: share(&rc),
+        current: share(&cc),
+        sampled: None,
+    }
 }
 
 fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
@@ -218,19 +238,14 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
         .filter_map(|r| current.column(&r.name).map(|c| (r, c)))
         .chain(reference.score.iter().zip(current.score.iter()));
     for (r, c) in pairs {
-        let (labels, rs, cs) = distributions(r, c);
+        let bars = distributions(r, c);
         let verdict = rows.iter().find(|row| row.column == r.name);
-        let drawn = c
-            .histogram
-            .as_ref()
-            .filter(|h| h.from_sample && r.distinct().is_none());
-        let sampled = match drawn.map(|h| h.counts.iter().sum::<u64>()) {
-            Some(n) if n > 0 && n < c.count => format!(
+        let sampled = bars.sampled.map_or(String::new(), |n| {
+            format!(
                 "<p><small>current bars: a uniform sample of {n} of {} rows</small></p>",
                 c.count
-            ),
-            _ => String::new(),
-        };
+            )
+        });
         let _ = write!(
             s,
             r#"<div class="card"><h3>{}{}</h3>{}{sampled}</div>"#,
@@ -247,7 +262,7 @@ td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
                     number(Some(v.statistic))
                 ))
                 .unwrap_or_default(),
-            svg(&labels, &rs, &cs)
+            svg(&bars.labels, &bars.reference, &bars.current)
         );
     }
     s.push_str("</div></body></html>\n");
@@ -313,11 +328,11 @@ mod tests {
             "only the wide column's bars are from the sample"
         );
         // The few-valued column is drawn from its exact counts: one bar per value.
-        let (labels, _, cur) = distributions(
+        let bars = distributions(
             reference.column("few").unwrap(),
             current.column("few").unwrap(),
         );
-        assert_eq!(labels, ["0", "1", "2"]);
-        assert!((cur.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(bars.labels, ["0", "1", "2"]);
+        assert!((bars.current.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
 }
