@@ -990,7 +990,7 @@ pub fn check_schema(
                 if FeatureKind::of(field.data_type()) != Some(f.kind) {
                     let expected = match f.kind {
                         FeatureKind::Numeric => {
-                            "a number (int8..int64, uint8..uint32, float16..float64)"
+                            "a number (boolean, int8..int64, uint8..uint32, float16..float64)"
                         }
                         FeatureKind::Categorical => "a string",
                     };

@@ -446,14 +446,19 @@ impl Run<'_> {
                 &job.output.passthrough,
                 &obj.uri(),
             )?;
-            scorers.push(Scorer::new(
+            let scorer = Scorer::new(
                 self.model.clone(),
                 obj.schema(),
                 job.output.passthrough.clone(),
                 self.run_id.to_string(),
                 self.started_at,
                 job.run.on_bad_rows,
-            )?);
+            )?;
+            scorers.push(if job.output.probabilities {
+                scorer.with_probabilities()?
+            } else {
+                scorer
+            });
         }
         let columns = scorers
             .first()

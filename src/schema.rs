@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureKind {
-    /// Any integer or floating-point column, read as float64.
+    /// Any boolean, integer or floating-point column, read as float64 (true is 1).
     Numeric,
     /// A string column, one-hot encoded.
     Categorical,
@@ -22,8 +22,8 @@ impl FeatureKind {
     pub fn of(dt: &DataType) -> Option<Self> {
         use DataType::*;
         match dt {
-            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16 | Float32
-            | Float64 => Some(Self::Numeric),
+            Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float16
+            | Float32 | Float64 => Some(Self::Numeric),
             Utf8 | LargeUtf8 | Utf8View => Some(Self::Categorical),
             Dictionary(_, v) if matches!(**v, Utf8 | LargeUtf8 | Utf8View) => {
                 Some(Self::Categorical)

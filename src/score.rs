@@ -59,6 +59,8 @@ pub struct Scorer {
     pub run_id: String,
     pub scored_at: DateTime<Utc>,
     pub policy: BadRowPolicy,
+    /// Whether the output has a `proba_<label>` column per class.
+    probabilities: bool,
     output_schema: SchemaRef,
 }
 
@@ -104,8 +106,53 @@ impl Scorer {
             run_id,
             scored_at,
             policy,
+            probabilities: false,
             output_schema: Arc::new(Schema::new(fields)),
         })
+    }
+
+    /// Adds one float64 column per class after `prediction`, `proba_<label>`, each class's
+    /// probability (`[output] probabilities = true`). Refused for a regressor, and for a model
+    /// that does not know its classes' probabilities.
+    pub fn with_probabilities(mut self) -> Result<Self> {
+        let m = &self.model.manifest;
+        if !m.is_classifier() {
+            bail!(
+                "[output] probabilities = true: model {} is a regressor, which has no class \
+                 probabilities",
+                m.model_ref()
+            );
+        }
+        if let crate::model::Estimator::Prior { shares: None, .. } = &self.model.estimator {
+            if m.classes.len() > 2 {
+                bail!(
+                    "[output] probabilities = true: model {} was trained before nightshift kept \
+                     a prior's class shares; train it again",
+                    m.model_ref()
+                );
+            }
+        }
+        let mut fields: Vec<Field> = self
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let at = fields
+            .iter()
+            .position(|f| f.name() == "prediction")
+            .expect("a classifier's output has a prediction")
+            + 1;
+        for (j, label) in m.classes.iter().enumerate() {
+            let name = format!("proba_{label}");
+            if self.passthrough.contains(&name) {
+                bail!("passthrough column '{name}' has the name of a class probability column");
+            }
+            fields.insert(at + j, Field::new(name, DataType::Float64, false));
+        }
+        self.output_schema = Arc::new(Schema::new(fields));
+        self.probabilities = true;
+        Ok(self)
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -164,6 +211,17 @@ impl Scorer {
         columns.push(Arc::new(Float64Array::from(prediction.score)));
         if let Some(classes) = &prediction.class {
             columns.push(self.labels(classes)?);
+        }
+        if self.probabilities {
+            let k = self.model.manifest.classes.len();
+            let Some(proba) = &prediction.proba else {
+                bail!("the model gave no class probabilities");
+            };
+            for j in 0..k {
+                columns.push(Arc::new(Float64Array::from_iter_values(
+                    proba.iter().skip(j).step_by(k).copied(),
+                )));
+            }
         }
         let m = &self.model.manifest;
         columns.push(Arc::new(StringArray::from(vec![m.name.as_str(); rows])));
@@ -289,12 +347,20 @@ fn drop_non_finite(
     if prediction.score.iter().all(|s| s.is_finite()) {
         return (prediction, good);
     }
+    let k = prediction
+        .proba
+        .as_ref()
+        .map_or(0, |p| p.len() / prediction.score.len().max(1));
     let mut kept = Prediction {
         score: Vec::with_capacity(good.len()),
         class: prediction
             .class
             .as_ref()
             .map(|_| Vec::with_capacity(good.len())),
+        proba: prediction
+            .proba
+            .as_ref()
+            .map(|_| Vec::with_capacity(good.len() * k)),
     };
     let mut rows = Vec::with_capacity(good.len());
     for (j, (&s, &i)) in prediction.score.iter().zip(&good).enumerate() {
@@ -305,6 +371,9 @@ fn drop_non_finite(
         kept.score.push(s);
         if let (Some(kept), Some(all)) = (&mut kept.class, &prediction.class) {
             kept.push(all[j]);
+        }
+        if let (Some(kept), Some(all)) = (&mut kept.proba, &prediction.proba) {
+            kept.extend_from_slice(&all[j * k..(j + 1) * k]);
         }
         rows.push(i);
     }

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use super::import::ImportArgs;
 use super::load_settings;
 use super::train::TrainArgs;
-use crate::model::{FeatureTransform, ModelManifest, Registry};
+use crate::model::formats::InputKind;
+use crate::model::{FeatureTransform, ImportInfo, ModelManifest, Registry};
 use crate::schema::ModelRef;
 use crate::storage::{Stores, Uri};
 
@@ -17,6 +19,8 @@ use crate::storage::{Stores, Uri};
 pub enum ModelCommand {
     /// Train a model on Parquet data and register it as a new immutable version.
     Train(TrainArgs),
+    /// Register a LightGBM, XGBoost or ONNX model file as a new immutable version.
+    Import(ImportArgs),
     /// List models, or the versions of one model.
     List {
         name: Option<String>,
@@ -45,6 +49,7 @@ pub struct RegistryArgs {
 pub(super) fn execute(command: ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::Train(args) => super::train::execute(&args),
+        ModelCommand::Import(args) => super::import::execute(&args),
         ModelCommand::List { name, registry } => list(name.as_deref(), &registry),
         ModelCommand::Show { model, registry } => show(&model, &registry),
     }
@@ -113,12 +118,15 @@ fn show(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
         .parse()
         .with_context(|| format!("'{version}' is not a version number"))?;
     let (registry, _) = registry(args)?;
-    let m = registry
-        .load(&ModelRef {
-            name: name.to_string(),
-            version,
-        })?
-        .manifest;
+    let loaded = registry.load(&ModelRef {
+        name: name.to_string(),
+        version,
+    })?;
+    let m = loaded.manifest;
+    if let Some(import) = &m.import {
+        show_imported(&m, import);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("model       {}@{}", m.name, m.version);
     println!("algorithm   {}", m.algorithm);
     println!(
@@ -160,4 +168,69 @@ fn show(spec: &str, args: &RegistryArgs) -> Result<ExitCode> {
         println!("  {:<24} {detail}", f.name());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `model show` of an imported version: what the file says it is.
+fn show_imported(m: &ModelManifest, import: &ImportInfo) {
+    println!("model       {}@{}", m.name, m.version);
+    println!(
+        "format      {}{}",
+        import.format,
+        import
+            .producer
+            .as_deref()
+            .map(|p| format!(", written by {p}"))
+            .unwrap_or_default()
+    );
+    println!("objective   {}", import.objective);
+    if m.classes.is_empty() {
+        println!("output      a value (regression)");
+    } else {
+        println!("classes     {}", m.classes.join(", "));
+    }
+    println!(
+        "trees       {} trees, {} leaves, depth up to {}",
+        import.trees, import.leaves, import.max_depth
+    );
+    println!(
+        "compiled    {:.1} KiB in memory",
+        import.compiled_bytes as f64 / 1024.0
+    );
+    println!("imported    from {}", import.source);
+    if m.training_data.is_empty() {
+        println!(
+            "reference   none: runs write no drift report (model import --reference adds one)"
+        );
+    } else {
+        println!(
+            "reference   {} ({} rows{})",
+            m.training_data,
+            m.training_rows,
+            if m.metrics.is_empty() {
+                String::new()
+            } else {
+                format!("; metrics on {} rows with '{}'", m.holdout_rows, m.target)
+            }
+        );
+    }
+    if !m.metrics.is_empty() {
+        println!("metrics     {}", metrics_line(m));
+    }
+    println!(
+        "artifact    {} sha256 {} (verified, compiled)",
+        m.artifact, m.artifact_sha256
+    );
+    println!("created     {}", m.created_at.to_rfc3339());
+    println!("features");
+    for f in &import.features {
+        let kind = match &f.kind {
+            InputKind::Numeric => "numeric".to_string(),
+            InputKind::Categorical { categories: None } => "categorical, integer codes".to_string(),
+            InputKind::Categorical {
+                categories: Some(c),
+            } => format!("categorical, strings coded as pandas did: {}", c.join(", ")),
+            InputKind::Text => "text".to_string(),
+        };
+        println!("  {:<24} {kind}", f.name);
+    }
 }

@@ -98,6 +98,10 @@ pub(super) fn execute(args: &TrainArgs) -> Result<ExitCode> {
 fn algorithm_parser() -> impl clap::builder::TypedValueParser<Value = Algorithm> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
     use strum::VariantNames;
-    PossibleValuesParser::new(Algorithm::VARIANTS)
+    let trainable = Algorithm::VARIANTS.iter().copied().filter(|name| {
+        name.parse()
+            .is_ok_and(|a: Algorithm| Algorithm::TRAINABLE.contains(&a))
+    });
+    PossibleValuesParser::new(trainable)
         .map(|name| name.parse::<Algorithm>().expect("every listed name parses"))
 }

@@ -619,6 +619,9 @@ fn read_output(rep: &mut Reporter, root: &mut Table<'_>) -> Option<OutputTable> 
         read_template(rep, Some(q), true)
     });
     let passthrough = read_passthrough(rep, &mut t);
+    let probabilities = t
+        .optional::<bool>(rep, "probabilities")
+        .is_some_and(|p| p.value);
     t.finish(rep);
     let quarantine = match quarantine {
         Some(q) => q,
@@ -629,6 +632,7 @@ fn read_output(rep: &mut Reporter, root: &mut Table<'_>) -> Option<OutputTable> 
             uri: uri?,
             quarantine: quarantine?,
             passthrough,
+            probabilities,
         },
         span: span?,
         quarantine_span,

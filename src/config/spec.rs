@@ -79,6 +79,8 @@ pub struct OutputSpec {
     pub uri: UriTemplate,
     pub quarantine: UriTemplate,
     pub passthrough: Vec<String>,
+    /// One `proba_<label>` column per class (classifiers only).
+    pub probabilities: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::forest::{Forest, ForestParams, RandomForestModel};
+use super::formats::{Format, Parsed};
 use crate::metric;
 
 /// The algorithms `model train --algorithm` takes.
@@ -50,9 +51,34 @@ pub enum Algorithm {
     /// no feature value, so no row is bad for it: NaN or null features are scored, not
     /// quarantined.
     Prior,
+    /// A LightGBM text model, imported (`model import`), not trained here.
+    Lightgbm,
+    /// An XGBoost JSON or UBJSON model, imported.
+    Xgboost,
+    /// An ONNX model (skl2onnx, onnxmltools), imported.
+    Onnx,
 }
 
 impl Algorithm {
+    /// What `model train --algorithm` offers: every algorithm but the imported formats.
+    pub const TRAINABLE: [Algorithm; 6] = [
+        Algorithm::Logistic,
+        Algorithm::DecisionTree,
+        Algorithm::RandomForest,
+        Algorithm::Linear,
+        Algorithm::GaussianNb,
+        Algorithm::Prior,
+    ];
+
+    /// The algorithm a version imported from a file of this format is listed under.
+    pub fn imported(format: Format) -> Self {
+        match format {
+            Format::Lightgbm => Algorithm::Lightgbm,
+            Format::Xgboost => Algorithm::Xgboost,
+            Format::Onnx => Algorithm::Onnx,
+        }
+    }
+
     pub fn is_classifier(self) -> bool {
         !matches!(self, Algorithm::Linear)
     }
@@ -114,7 +140,14 @@ pub enum Estimator {
     Prior {
         score: f64,
         class: Option<usize>,
+        /// Each class's share (classifiers; absent from versions trained before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shares: Option<Vec<f64>>,
     },
+    /// A model imported from a file (`model import`): compiled from the registry's copy of
+    /// the original bytes at each load, never stored in this form.
+    #[serde(skip)]
+    Imported(std::sync::Arc<Parsed>),
 }
 
 /// How a linear model's sum becomes its score.
@@ -135,6 +168,35 @@ pub struct Prediction {
     pub score: Vec<f64>,
     /// Predicted class index, for classifiers.
     pub class: Option<Vec<usize>>,
+    /// Classifiers: every class's probability, row-major (rows x classes, in class order).
+    /// `None` where the model cannot give them (a prior trained before shares were kept).
+    pub proba: Option<Vec<f64>>,
+}
+
+impl Prediction {
+    /// A classifier's prediction from its class probabilities (row-major, `k` per row): two
+    /// classes, the probability of class 1, and class 1 iff it is more probable than class 0;
+    /// more, the most probable class (the first on ties) and its probability.
+    pub fn from_proba(proba: Vec<f64>, k: usize) -> Self {
+        let rows = proba.len() / k.max(1);
+        let mut score = Vec::with_capacity(rows);
+        let mut class = Vec::with_capacity(rows);
+        for row in proba.chunks_exact(k.max(1)) {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            score.push(if k == 2 { row[1] } else { row[best] });
+            class.push(best);
+        }
+        Prediction {
+            score,
+            class: Some(class),
+            proba: Some(proba),
+        }
+    }
 }
 
 pub enum Targets {
@@ -196,6 +258,9 @@ impl Estimator {
                         model: GaussianNb::params().fit(&ds)?,
                     },
                     Algorithm::Linear | Algorithm::Prior => unreachable!("handled above"),
+                    Algorithm::Lightgbm | Algorithm::Xgboost | Algorithm::Onnx => {
+                        bail!("{alg} models are imported (`nightshift model import`), not trained")
+                    }
                 })
             }
         }
@@ -240,10 +305,21 @@ impl Estimator {
 
     /// Scores rows. `n_classes` is the number of class labels (0 for regressors).
     pub fn predict(&self, x: ArrayView2<f64>, n_classes: usize) -> Prediction {
-        if let Self::Prior { score, class } = self {
+        if let Self::Prior {
+            score,
+            class,
+            shares,
+        } = self
+        {
+            let proba = match (class, shares) {
+                (Some(_), Some(shares)) => Some(shares.repeat(x.nrows())),
+                (Some(_), None) if n_classes == 2 => Some([1.0 - score, *score].repeat(x.nrows())),
+                _ => None,
+            };
             return Prediction {
                 score: vec![*score; x.nrows()],
                 class: class.map(|c| vec![c; x.nrows()]),
+                proba,
             };
         }
         if let Self::RandomForest(RandomForestModel::Forest { forest }) = self {
@@ -254,6 +330,7 @@ impl Estimator {
         let positive = |p: &Array1<f64>| Prediction {
             class: Some(p.iter().map(|&s| usize::from(s >= 0.5)).collect()),
             score: p.to_vec(),
+            proba: Some(p.iter().flat_map(|&s| [1.0 - s, s]).collect()),
         };
         match self {
             Self::Logistic { model } => {
@@ -268,14 +345,14 @@ impl Estimator {
             Self::MultinomialLogistic { model } => {
                 let p = model.predict_probabilities(&x);
                 let classes = model.classes();
-                from_probabilities(&p, |j| classes[j])
+                from_probabilities(&p, n_classes, |j| classes[j])
             }
             Self::GaussianNb { model } => {
                 let (p, labels) = naive_bayes_probabilities(model, x.view());
                 if n_classes == 2 && labels == [0, 1] {
                     positive(&p.column(1).to_owned())
                 } else {
-                    from_probabilities(&p, |j| labels[j])
+                    from_probabilities(&p, n_classes, |j| labels[j])
                 }
             }
             Self::DecisionTree { model } => {
@@ -284,9 +361,16 @@ impl Estimator {
                     .iter()
                     .map(|&c| if n_classes == 2 { c as f64 } else { 1.0 })
                     .collect();
+                // One tree's vote: all of the probability on the class it predicts.
+                let k = n_classes.max(2);
+                let mut proba = vec![0.0; class.len() * k];
+                for (r, &c) in class.iter().enumerate() {
+                    proba[r * k + c] = 1.0;
+                }
                 Prediction {
                     score,
                     class: Some(class.to_vec()),
+                    proba: Some(proba),
                 }
             }
             Self::RandomForest(RandomForestModel::Legacy {
@@ -308,14 +392,16 @@ impl Estimator {
                 if n_classes == 2 {
                     positive(&p.column(1).to_owned())
                 } else {
-                    from_probabilities(&p, |j| j)
+                    from_probabilities(&p, n_classes, |j| j)
                 }
             }
             Self::Linear { model } => Prediction {
                 score: model.predict(&x).to_vec(),
                 class: None,
+                proba: None,
             },
             Self::Prior { .. } => unreachable!("answered above"),
+            Self::Imported(_) => unreachable!("imported models score from Arrow columns"),
             Self::RandomForest(RandomForestModel::Forest { .. }) => unreachable!("answered above"),
         }
     }
@@ -329,6 +415,7 @@ fn prior(targets: &Targets) -> Estimator {
         Targets::Values(y) => Estimator::Prior {
             score: y.mean().unwrap_or(0.0),
             class: None,
+            shares: None,
         },
         Targets::Classes { y, n_classes } => {
             let mut counts = vec![0u64; (*n_classes).max(2)];
@@ -346,6 +433,7 @@ fn prior(targets: &Targets) -> Estimator {
             Estimator::Prior {
                 score,
                 class: Some(best),
+                shares: Some(counts.iter().map(|&c| c as f64 / n).collect()),
             }
         }
     }
@@ -394,11 +482,24 @@ pub fn log_sum_exp(values: &[f64]) -> f64 {
     max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
-/// Picks the most probable class per row (first on ties).
-fn from_probabilities(p: &Array2<f64>, class_of_column: impl Fn(usize) -> usize) -> Prediction {
+/// Picks the most probable class per row (first on ties). Column `j` of `p` is class
+/// `class_of_column(j)`; a class with no column has probability 0.
+fn from_probabilities(
+    p: &Array2<f64>,
+    n_classes: usize,
+    class_of_column: impl Fn(usize) -> usize,
+) -> Prediction {
+    let k = n_classes.max(2);
     let mut score = Vec::with_capacity(p.nrows());
     let mut class = Vec::with_capacity(p.nrows());
-    for row in p.rows() {
+    let mut proba = vec![0.0; p.nrows() * k];
+    for (r, row) in p.rows().into_iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let c = class_of_column(j);
+            if c < k {
+                proba[r * k + c] = v;
+            }
+        }
         let (j, s) = row
             .iter()
             .enumerate()
@@ -415,6 +516,7 @@ fn from_probabilities(p: &Array2<f64>, class_of_column: impl Fn(usize) -> usize)
     Prediction {
         score,
         class: Some(class),
+        proba: Some(proba),
     }
 }
 

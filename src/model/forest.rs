@@ -330,27 +330,7 @@ impl Forest {
     /// probable class (the first on ties) and its probability.
     pub fn predict(&self, x: ArrayView2<f64>) -> Prediction {
         let p = self.predict_proba(x);
-        let k = self.data.n_classes;
-        let mut score = Vec::with_capacity(p.nrows());
-        let mut class = Vec::with_capacity(p.nrows());
-        for row in p
-            .as_slice()
-            .expect("a new array is contiguous")
-            .chunks_exact(k)
-        {
-            let mut best = 0;
-            for (j, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = j;
-                }
-            }
-            score.push(if k == 2 { row[1] } else { row[best] });
-            class.push(best);
-        }
-        Prediction {
-            score,
-            class: Some(class),
-        }
+        Prediction::from_proba(p.into_raw_vec_and_offset().0, self.data.n_classes)
     }
 
     /// Trains a forest. `y` holds class indices below `n_classes`; `x` must be finite.

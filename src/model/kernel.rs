@@ -6,13 +6,19 @@
 //! feature matrix. Every other model gets the encoded feature matrix. Both paths apply the same
 //! imputation, scaling and bad-row rules ([`FeatureTransform::numeric_values`]).
 
-use anyhow::Result;
-use arrow::array::RecordBatch;
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
 use ndarray::{Array2, Axis};
 
 use super::estimator::{Estimator, Link, Prediction};
+use super::formats::{InputColumn, InputFeature, InputKind, Parsed, Task};
 use super::preprocess::{FeatureTransform, Preprocessing};
 use super::registry::LoadedModel;
+use crate::schema::to_f64;
 
 /// A batch's model output.
 #[derive(Debug)]
@@ -32,6 +38,9 @@ impl LoadedModel {
     pub fn score_batch(&self, batch: &RecordBatch) -> Result<BatchScores> {
         let prep = &self.manifest.preprocessing;
         let n = batch.num_rows();
+        if let Estimator::Imported(parsed) = &self.estimator {
+            return imported(parsed, batch);
+        }
         if let Some((intercept, weights, link)) = self.estimator.linear_form() {
             let weights = weights
                 .as_slice()
@@ -61,6 +70,90 @@ impl LoadedModel {
             bad: enc.bad,
             unknown_categories: enc.unknown_categories,
         })
+    }
+}
+
+/// An imported model's scores: each input column as the library reads it (numbers as doubles,
+/// nulls as NaN; categories as pandas' training codes), then the compiled model. Missing
+/// values are data to these models, so no row is bad here; a non-finite output still is
+/// (`score` quarantines it).
+fn imported(parsed: &Parsed, batch: &RecordBatch) -> Result<BatchScores> {
+    let n = batch.num_rows();
+    let mut unknown_categories = 0;
+    let mut inputs = Vec::with_capacity(parsed.features.len());
+    for f in &parsed.features {
+        let col = batch
+            .column_by_name(&f.name)
+            .with_context(|| format!("no column '{}'", f.name))?;
+        inputs.push(input_column(f, col, &mut unknown_categories)?);
+    }
+    let out = parsed.predict(&inputs, n);
+    let prediction = match &parsed.task {
+        Task::Classification { labels } => Prediction::from_proba(out, labels.len()),
+        Task::Regression => Prediction {
+            score: out,
+            class: None,
+            proba: None,
+        },
+    };
+    Ok(BatchScores {
+        prediction,
+        good: (0..n).collect(),
+        bad: vec![None; n],
+        unknown_categories,
+    })
+}
+
+/// One column as an imported model reads it.
+fn input_column(
+    f: &InputFeature,
+    col: &ArrayRef,
+    unknown_categories: &mut u64,
+) -> Result<InputColumn> {
+    let numbers = |col: &ArrayRef| -> Result<InputColumn> {
+        let v = to_f64(col).with_context(|| format!("column '{}'", f.name))?;
+        let v = v.as_primitive::<Float64Type>();
+        Ok(InputColumn::Numbers(if v.null_count() == 0 {
+            v.values().to_vec()
+        } else {
+            v.iter().map(|x| x.unwrap_or(f64::NAN)).collect()
+        }))
+    };
+    match &f.kind {
+        InputKind::Numeric | InputKind::Categorical { categories: None } => numbers(col),
+        InputKind::Categorical {
+            categories: Some(categories),
+        } => {
+            let codes: HashMap<&str, f64> = categories
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i as f64))
+                .collect();
+            let strings = cast(col, &DataType::Utf8)?;
+            let strings = strings.as_string::<i32>();
+            Ok(InputColumn::Numbers(
+                strings
+                    .iter()
+                    .map(|s| match s {
+                        None => f64::NAN,
+                        Some(s) => codes.get(s).copied().unwrap_or_else(|| {
+                            *unknown_categories += 1;
+                            f64::NAN
+                        }),
+                    })
+                    .collect(),
+            ))
+        }
+        InputKind::Text => {
+            let strings = cast(col, &DataType::Utf8)?;
+            Ok(InputColumn::Text(
+                strings
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.map(str::to_string))
+                    .collect(),
+            ))
+        }
     }
 }
 
@@ -96,6 +189,7 @@ fn linear(
         Link::Identity => Prediction {
             score: good.iter().map(|&i| sum[i]).collect(),
             class: None,
+            proba: None,
         },
         Link::Logistic { flip } => {
             // As linfa computes it, so a score does not depend on the path that computed it.
@@ -112,6 +206,7 @@ fn linear(
                 .collect();
             Prediction {
                 class: Some(score.iter().map(|&s| usize::from(s >= 0.5)).collect()),
+                proba: Some(score.iter().flat_map(|&s| [1.0 - s, s]).collect()),
                 score,
             }
         }

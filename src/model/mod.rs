@@ -2,6 +2,8 @@
 
 mod estimator;
 mod forest;
+pub mod formats;
+mod import;
 mod kernel;
 mod preprocess;
 mod registry;
@@ -21,9 +23,10 @@ pub use estimator::{
     log_sum_exp, Algorithm, Estimator, Hyperparameters, Link, Prediction, Targets,
 };
 pub use forest::{Forest, ForestData, ForestParams, RandomForestModel, Tree};
+pub use import::{import, ImportRequest};
 pub use kernel::BatchScores;
 pub use preprocess::{Encoded, FeatureTransform, FitOptions, Preprocessing};
-pub use registry::{LabelType, LoadedModel, ModelManifest, Registry, RegistryError};
+pub use registry::{ImportInfo, LabelType, LoadedModel, ModelManifest, Registry, RegistryError};
 
 use crate::profile::{
     reference_edges, ColumnPlan, DatasetProfile, ProfileBuilder, RowOrigin, SCORE_COLUMN,
@@ -91,7 +94,15 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
     )
     .with_context(|| format!("fitting {}", req.algorithm))?;
     let train_scores = estimator.predict(x_train.view(), n_classes).score;
-    let profile = reference_profile(&train_batch, &prep, &train_scores, &good_train)?;
+    let signature: Vec<SignatureField> = prep
+        .features
+        .iter()
+        .map(|f| SignatureField {
+            name: f.name().to_string(),
+            kind: f.kind(),
+        })
+        .collect();
+    let profile = reference_profile(&train_batch, &signature, &train_scores, &good_train)?;
     let (metrics, calibration) = if x_hold.nrows() > 0 {
         let predicted = estimator.predict(x_hold.view(), n_classes);
         (
@@ -108,14 +119,7 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         name: req.name.clone(),
         version: 0,
         algorithm: req.algorithm,
-        signature: prep
-            .features
-            .iter()
-            .map(|f| SignatureField {
-                name: f.name().to_string(),
-                kind: f.kind(),
-            })
-            .collect(),
+        signature,
         preprocessing: prep,
         target: req.target.clone(),
         label_type: target.label_type,
@@ -133,6 +137,7 @@ pub fn train(registry: &Registry, req: &TrainRequest) -> Result<ModelManifest> {
         profile_sha256: None,
         created_at: chrono::Utc::now(),
         nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
+        import: None,
     };
     registry.register(manifest, &estimator, Some(&profile))
 }
@@ -308,15 +313,14 @@ fn calibrate(predicted: &Prediction, y: &Targets) -> Option<crate::metric::Calib
 /// counts on fixed bins over it (the bins current data is counted on later).
 fn reference_profile(
     batch: &RecordBatch,
-    prep: &Preprocessing,
+    features: &[SignatureField],
     scores: &[f64],
     score_rows: &[usize],
 ) -> Result<DatasetProfile> {
     let origin = RowOrigin::new("training", 0);
-    let columns: Vec<(&str, &arrow::array::ArrayRef)> = prep
-        .features
+    let columns: Vec<(&str, &arrow::array::ArrayRef)> = features
         .iter()
-        .filter_map(|f| batch.column_by_name(f.name()).map(|c| (f.name(), c)))
+        .filter_map(|f| batch.column_by_name(&f.name).map(|c| (f.name.as_str(), c)))
         .collect();
     let plan = |name: &str, kind: FeatureKind, edges: Option<Vec<f64>>| ColumnPlan {
         name: name.to_string(),
@@ -328,9 +332,9 @@ fn reference_profile(
     };
     let build = |edges: &dyn Fn(&str) -> Option<Vec<f64>>| -> Result<DatasetProfile> {
         let mut b = ProfileBuilder::new(
-            prep.features
+            features
                 .iter()
-                .map(|f| plan(f.name(), f.kind(), edges(f.name())))
+                .map(|f| plan(&f.name, f.kind, edges(&f.name)))
                 .collect(),
             Some(plan(
                 SCORE_COLUMN,

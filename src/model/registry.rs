@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::estimator::{Algorithm, Estimator, Hyperparameters};
+use super::formats::{self, Format, InputFeature, Parsed};
 use super::preprocess::Preprocessing;
 use crate::profile::DatasetProfile;
 use crate::schema::{is_valid_name, ModelRef, SignatureField};
@@ -62,6 +63,30 @@ pub struct ModelManifest {
     pub profile_sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     pub nightshift_version: String,
+    /// A version imported from a model file (`model import`): the artifact is that file, byte
+    /// for byte, compiled at each load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportInfo>,
+}
+
+/// What `model import` read from a model file, for `model show` and to check each load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportInfo {
+    pub format: Format,
+    /// Where the file was imported from.
+    pub source: String,
+    /// The producing library and version, where the file records them.
+    pub producer: Option<String>,
+    /// The objective and link, as the library names them.
+    pub objective: String,
+    /// The model's inputs in order, with the names the job's columns have (`--features`
+    /// where given).
+    pub features: Vec<InputFeature>,
+    pub trees: usize,
+    pub leaves: usize,
+    pub max_depth: usize,
+    /// Bytes of the compiled scorer in memory.
+    pub compiled_bytes: usize,
 }
 
 impl ModelManifest {
@@ -75,6 +100,12 @@ impl ModelManifest {
     pub fn is_classifier(&self) -> bool {
         !self.classes.is_empty()
     }
+}
+
+/// The artifact's file name: `model-SHA12.json` for a trained model, the original extension
+/// for an imported one.
+fn artifact_name(sha: &str, extension: &str) -> String {
+    format!("model-{}.{extension}", &sha[..12])
 }
 
 /// A loaded, verified model version.
@@ -257,6 +288,14 @@ impl Registry {
                 manifest.artifact_sha256
             );
         }
+        if let Some(import) = &manifest.import {
+            let parsed = compile_imported(import, &bytes)
+                .with_context(|| format!("model {model}: artifact {}", loc.uri()))?;
+            return Ok(LoadedModel {
+                manifest,
+                estimator: Estimator::Imported(std::sync::Arc::new(parsed)),
+            });
+        }
         let estimator: Estimator = serde_json::from_slice(&bytes)
             .with_context(|| format!("decoding model artifact {}", loc.uri()))?;
         estimator
@@ -292,14 +331,38 @@ impl Registry {
     /// Registers a new version (the next free number) and returns its manifest.
     pub fn register(
         &self,
-        mut manifest: ModelManifest,
+        manifest: ModelManifest,
         estimator: &Estimator,
         profile: Option<&DatasetProfile>,
     ) -> Result<ModelManifest> {
-        Self::check_name(&manifest.name)?;
         let artifact = Bytes::from(serde_json::to_vec(estimator)?);
+        self.register_artifact(manifest, artifact, "json", profile)
+    }
+
+    /// Registers a new version whose artifact is an imported model file, kept byte for byte.
+    pub fn register_imported(
+        &self,
+        manifest: ModelManifest,
+        file: Bytes,
+        profile: Option<&DatasetProfile>,
+    ) -> Result<ModelManifest> {
+        let Some(import) = &manifest.import else {
+            bail!("an imported version needs its import description");
+        };
+        let extension = formats::extension(import.format, &file);
+        self.register_artifact(manifest, file, extension, profile)
+    }
+
+    fn register_artifact(
+        &self,
+        mut manifest: ModelManifest,
+        artifact: Bytes,
+        extension: &str,
+        profile: Option<&DatasetProfile>,
+    ) -> Result<ModelManifest> {
+        Self::check_name(&manifest.name)?;
         manifest.artifact_sha256 = sha256_hex(&artifact);
-        manifest.artifact = format!("model-{}.json", &manifest.artifact_sha256[..12]);
+        manifest.artifact = artifact_name(&manifest.artifact_sha256, extension);
         let profile = profile
             .map(serde_json::to_vec)
             .transpose()?
@@ -338,6 +401,17 @@ impl Registry {
             manifest.name
         )
     }
+}
+
+/// Compiles an imported version's file and checks that it is the model its manifest describes:
+/// the same format, the same inputs in the same order and kinds.
+fn compile_imported(import: &ImportInfo, bytes: &[u8]) -> Result<Parsed> {
+    let names: Vec<String> = import.features.iter().map(|f| f.name.clone()).collect();
+    let parsed = formats::parse(import.format, bytes, Some(&names))?;
+    if parsed.features != import.features {
+        bail!("the file's inputs are not the ones its manifest lists");
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]

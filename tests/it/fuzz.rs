@@ -1671,7 +1671,7 @@ fn all_null_columns_are_imputed_or_refused_by_type() {
         run_fails_cleanly(&env),
         format!(
             "error: {uri} does not match the model signature: column 'data_gb' has type Null, \
-             but the model expects a number (int8..int64, uint8..uint32, float16..float64)"
+             but the model expects a number (boolean, int8..int64, uint8..uint32, float16..float64)"
         )
     );
 }

@@ -11,6 +11,7 @@ mod drift_scipy;
 mod faults;
 mod finite_scores;
 mod fuzz;
+mod imported;
 mod integrity;
 mod performance;
 mod pipeline;

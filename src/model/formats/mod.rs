@@ -1,0 +1,127 @@
+//! Models trained elsewhere: LightGBM text models, XGBoost JSON and UBJSON, and ONNX files as
+//! skl2onnx and onnxmltools write them. A file is parsed once at import (to check it and to
+//! describe it) and again at each load, into [`Compiled`]: nightshift's own tree ensemble or
+//! ONNX pipeline, never a general interpreter. The original bytes are what the registry keeps.
+
+pub mod ensemble;
+mod flat;
+pub mod lightgbm;
+mod parsed;
+// INTEGRATION STUBS: replaced by the parsers' files as they land.
+pub mod xgboost {
+    pub fn parse(_: &[u8]) -> anyhow::Result<super::Parsed> {
+        anyhow::bail!("XGBoost import is not built yet")
+    }
+}
+pub mod onnx {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub struct Pipeline;
+    impl Pipeline {
+        pub fn predict(&self, _: &[super::InputColumn], _: usize) -> Vec<f64> {
+            vec![]
+        }
+        pub fn shape(&self) -> super::Shape {
+            super::Shape::default()
+        }
+    }
+    pub fn parse(_: &[u8], _: Option<&[String]>) -> anyhow::Result<super::Parsed> {
+        anyhow::bail!("ONNX import is not built yet")
+    }
+}
+
+use anyhow::{bail, Result};
+
+pub use ensemble::Ensemble;
+pub use flat::Flat;
+pub use parsed::{
+    Compiled, Format, InputColumn, InputFeature, InputKind, Label, Parsed, Shape, Task,
+};
+
+/// Guesses the format from the first bytes: a LightGBM text model starts with `tree`, an
+/// XGBoost model with `{` (JSON or UBJSON; the legacy binary format with `binf`, which the
+/// XGBoost parser refuses by name), an ONNX model (a protobuf `ModelProto`) with field 1,
+/// `ir_version` (`0x08`). Pickles are refused here, with the way to save each library's model
+/// in a format nightshift reads: a pickle is code, which loading would run.
+pub fn detect(bytes: &[u8]) -> Result<Format> {
+    let start = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = start.trim_ascii_start();
+    if bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04") {
+        bail!(
+            "this is a pickle (joblib or pickle.dump), which nightshift does not load: a pickle runs \
+             code when it is read. Save the model in a format nightshift reads: LightGBM \
+             booster.save_model(\"model.txt\"); XGBoost booster.save_model(\"model.json\") (or \
+             \"model.ubj\"); scikit-learn skl2onnx.to_onnx(model, X) to an .onnx file"
+        );
+    }
+    if text.starts_with(b"tree") {
+        return Ok(Format::Lightgbm);
+    }
+    if text.starts_with(b"{") || bytes.starts_with(b"binf") {
+        return Ok(Format::Xgboost);
+    }
+    if bytes.first() == Some(&0x08) {
+        return Ok(Format::Onnx);
+    }
+    bail!(
+        "not a model file nightshift recognises (LightGBM text model, XGBoost JSON or UBJSON, \
+         ONNX); if it is one of them, say which with --format"
+    )
+}
+
+/// The extension a file of this format is kept under: `txt`, `json` or `ubj`, `onnx`.
+pub fn extension(format: Format, bytes: &[u8]) -> &'static str {
+    match format {
+        Format::Lightgbm => "txt",
+        // UBJSON follows `{` with a type or length marker; JSON with a quote, `}` or space.
+        Format::Xgboost
+            if bytes.first() == Some(&b'{')
+                && bytes
+                    .get(1)
+                    .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'}')) =>
+        {
+            "json"
+        }
+        Format::Xgboost => "ubj",
+        Format::Onnx => "onnx",
+    }
+}
+
+/// Parses a model file of `format`. `features` names the inputs in order where the file has no
+/// names (and replaces the file's names where it has them); a count that differs is refused.
+pub fn parse(format: Format, bytes: &[u8], features: Option<&[String]>) -> Result<Parsed> {
+    let mut parsed = match format {
+        Format::Lightgbm => lightgbm::parse(bytes)?,
+        Format::Xgboost => xgboost::parse(bytes)?,
+        Format::Onnx => onnx::parse(bytes, features)?,
+    };
+    match features {
+        Some(names) => {
+            if names.len() != parsed.features.len() {
+                bail!(
+                    "the model takes {} features; --features names {}",
+                    parsed.features.len(),
+                    names.len()
+                );
+            }
+            for (f, name) in parsed.features.iter_mut().zip(names) {
+                f.name = name.clone();
+            }
+        }
+        None => {
+            if parsed.features.iter().any(|f| f.name.is_empty()) {
+                bail!(
+                    "the model file does not name its {} features; name them in order with \
+                     --features a,b,c",
+                    parsed.features.len()
+                );
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &parsed.features {
+        if !seen.insert(f.name.as_str()) {
+            bail!("feature '{}' is named twice", f.name);
+        }
+    }
+    Ok(parsed)
+}

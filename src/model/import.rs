@@ -1,0 +1,299 @@
+//! `model import`: a model file trained elsewhere becomes the next immutable version of a
+//! name, as a trained one does. The file is parsed and compiled here once, to refuse what
+//! nightshift cannot score before anything is registered; the registry keeps the original
+//! bytes, which each load compiles again.
+//!
+//! With a reference data set, the version gets what training gives nightshift's own models:
+//! the drift reference profile, and with a target column, holdout metrics and calibration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Float64Type};
+use bytes::Bytes;
+use ndarray::Array1;
+
+use super::estimator::{self, Algorithm, Estimator, Hyperparameters, Prediction, Targets};
+use super::formats::{self, Format, InputKind, Label, Parsed, Task};
+use super::preprocess::Preprocessing;
+use super::registry::{ImportInfo, LabelType, LoadedModel, ModelManifest, Registry};
+use super::{calibrate, reference_profile};
+use crate::read::{list_data_files, ParquetObject};
+use crate::schema::{FeatureKind, SignatureField};
+use crate::storage::Location;
+
+/// What `model import` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The model file.
+    pub file: Location,
+    pub name: String,
+    /// The file's format; detected from its bytes when `None`.
+    pub format: Option<Format>,
+    /// The model's inputs, in order (required where the file does not name them).
+    pub features: Option<Vec<String>>,
+    /// Parquet data to profile as the drift reference.
+    pub reference: Option<Location>,
+    /// With `reference`: the column of true outcomes, for holdout metrics and calibration.
+    pub target: Option<String>,
+}
+
+/// Reads, checks and compiles a model file, then registers it as the next version of
+/// `req.name`.
+pub fn import(registry: &Registry, req: &ImportRequest) -> Result<ModelManifest> {
+    Registry::check_name(&req.name)?;
+    if req.target.is_some() && req.reference.is_none() {
+        bail!("--target needs --reference: the target column is read from the reference data");
+    }
+    let uri = req.file.uri();
+    let bytes = req
+        .file
+        .store
+        .get(&req.file.key)
+        .with_context(|| format!("reading {uri}"))?;
+    let format = match req.format {
+        Some(f) => f,
+        None => formats::detect(&bytes).with_context(|| format!("{uri}"))?,
+    };
+    let parsed = formats::parse(format, &bytes, req.features.as_deref())
+        .with_context(|| format!("importing {uri} as a {format} model"))?;
+    let shape = parsed.shape();
+    let (label_type, classes) = match &parsed.task {
+        Task::Regression => (LabelType::Float, Vec::new()),
+        Task::Classification { labels } => (
+            if labels.iter().all(|l| matches!(l, Label::Int(_))) {
+                LabelType::Integer
+            } else {
+                LabelType::String
+            },
+            labels.iter().map(Label::to_string).collect(),
+        ),
+    };
+    let mut manifest = ModelManifest {
+        name: req.name.clone(),
+        version: 0,
+        algorithm: Algorithm::imported(format),
+        signature: signature(&parsed),
+        preprocessing: Preprocessing {
+            features: Vec::new(),
+        },
+        target: req.target.clone().unwrap_or_default(),
+        label_type,
+        classes,
+        hyperparameters: Hyperparameters::default(),
+        metrics: BTreeMap::new(),
+        calibration: None,
+        training_rows: 0,
+        holdout_rows: 0,
+        dropped_rows: 0,
+        training_data: String::new(),
+        artifact: String::new(),
+        artifact_sha256: String::new(),
+        profile: None,
+        profile_sha256: None,
+        created_at: chrono::Utc::now(),
+        nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
+        import: Some(ImportInfo {
+            format,
+            source: uri.to_string(),
+            producer: parsed.producer.clone(),
+            objective: parsed.objective.clone(),
+            features: parsed.features.clone(),
+            trees: shape.trees,
+            leaves: shape.leaves,
+            max_depth: shape.max_depth,
+            compiled_bytes: shape.compiled_bytes,
+        }),
+    };
+    let profile = match &req.reference {
+        None => None,
+        Some(reference) => {
+            let model = LoadedModel {
+                manifest: manifest.clone(),
+                estimator: Estimator::Imported(Arc::new(parsed)),
+            };
+            let profiled = profile_reference(&model, reference, req.target.as_deref())?;
+            manifest.training_data = reference.uri().to_string();
+            manifest.training_rows = profiled.rows;
+            manifest.dropped_rows = profiled.dropped;
+            manifest.holdout_rows = profiled.labelled;
+            manifest.metrics = profiled.metrics;
+            manifest.calibration = profiled.calibration;
+            Some(profiled.profile)
+        }
+    };
+    registry.register_imported(manifest, Bytes::from(bytes.to_vec()), profile.as_ref())
+}
+
+/// The columns a job must have for the model: kinds as `check_schema` reads them. A category
+/// coded from strings (pandas' categories) wants a string column; one without a list takes
+/// the integer codes themselves.
+fn signature(parsed: &Parsed) -> Vec<SignatureField> {
+    parsed
+        .features
+        .iter()
+        .map(|f| SignatureField {
+            name: f.name.clone(),
+            kind: match f.kind {
+                InputKind::Numeric | InputKind::Categorical { categories: None } => {
+                    FeatureKind::Numeric
+                }
+                InputKind::Categorical {
+                    categories: Some(_),
+                }
+                | InputKind::Text => FeatureKind::Categorical,
+            },
+        })
+        .collect()
+}
+
+/// What profiling the reference data gave.
+struct Profiled {
+    profile: crate::profile::DatasetProfile,
+    rows: u64,
+    /// Rows whose score is not finite (left out of the profile's scores and the metrics).
+    dropped: u64,
+    /// Rows with a known outcome that the metrics were measured on.
+    labelled: u64,
+    metrics: BTreeMap<String, f64>,
+    calibration: Option<crate::metric::Calibration>,
+}
+
+/// Scores the reference data with the model, profiles its features and scores as the drift
+/// reference, and measures the model against `target` where given.
+fn profile_reference(
+    model: &LoadedModel,
+    reference: &Location,
+    target: Option<&str>,
+) -> Result<Profiled> {
+    let uri = reference.uri();
+    let files = list_data_files(reference)?;
+    if files.is_empty() {
+        bail!("no Parquet files at {uri}");
+    }
+    let objects = ParquetObject::open_all(reference, &files)?;
+    let mut columns: Vec<String> = model
+        .manifest
+        .signature
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    if let Some(t) = target {
+        if !columns.iter().any(|c| c == t) {
+            columns.push(t.to_string());
+        }
+    }
+    for obj in &objects {
+        crate::read::check_schema(obj.schema(), &model.manifest.signature, &[], &obj.uri())?;
+    }
+    let mut batches = Vec::new();
+    for obj in &objects {
+        batches.extend(obj.read_all(&columns)?);
+    }
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        bail!("no rows in {uri}");
+    };
+    let data =
+        concat_batches(&schema, &batches).context("reference files have different schemas")?;
+    let scored = model.score_batch(&data)?;
+    let finite: Vec<usize> = (0..scored.good.len())
+        .filter(|&j| scored.prediction.score[j].is_finite())
+        .collect();
+    let rows: Vec<usize> = finite.iter().map(|&j| scored.good[j]).collect();
+    let scores: Vec<f64> = finite.iter().map(|&j| scored.prediction.score[j]).collect();
+    let profile = reference_profile(&data, &model.manifest.signature, &scores, &rows)?;
+    let (labelled, metrics, calibration) = match target {
+        None => (0, BTreeMap::new(), None),
+        Some(t) => measure(model, &data, t, &scored.prediction, &scored.good)?,
+    };
+    Ok(Profiled {
+        profile,
+        rows: data.num_rows() as u64,
+        dropped: (data.num_rows() - rows.len()) as u64,
+        labelled,
+        metrics,
+        calibration,
+    })
+}
+
+/// The holdout metrics (and, for binary classifiers, the calibration) of the model's
+/// predictions on the rows whose outcome in `target` is known and whose score is finite.
+fn measure(
+    model: &LoadedModel,
+    data: &RecordBatch,
+    target: &str,
+    prediction: &Prediction,
+    good: &[usize],
+) -> Result<(
+    u64,
+    BTreeMap<String, f64>,
+    Option<crate::metric::Calibration>,
+)> {
+    let column = data
+        .column_by_name(target)
+        .with_context(|| format!("the reference data has no target column '{target}'"))?;
+    let m = &model.manifest;
+    // Positions in `prediction` of the rows measured, and their outcomes.
+    let mut kept = Vec::new();
+    let targets = if m.is_classifier() {
+        let labels = cast(column, &DataType::Utf8)
+            .with_context(|| format!("target column '{target}' is not a class label"))?;
+        let labels = labels.as_string::<i32>();
+        let mut y = Vec::new();
+        for (j, &row) in good.iter().enumerate() {
+            let label = labels.is_valid(row).then(|| labels.value(row));
+            // Booleans cast to "true"/"false"; a model's labels 0/1 stand for them.
+            let label = match label {
+                Some("true") if !m.classes.iter().any(|c| c == "true") => Some("1"),
+                Some("false") if !m.classes.iter().any(|c| c == "false") => Some("0"),
+                l => l,
+            };
+            let class = label.and_then(|l| m.classes.iter().position(|c| c == l));
+            if let (Some(c), true) = (class, prediction.score[j].is_finite()) {
+                kept.push(j);
+                y.push(c);
+            }
+        }
+        Targets::Classes {
+            y: Array1::from_vec(y),
+            n_classes: m.classes.len(),
+        }
+    } else {
+        let values = cast(column, &DataType::Float64)
+            .with_context(|| format!("target column '{target}' is not numeric"))?;
+        let values = values.as_primitive::<Float64Type>();
+        let mut y = Vec::new();
+        for (j, &row) in good.iter().enumerate() {
+            if values.is_valid(row)
+                && values.value(row).is_finite()
+                && prediction.score[j].is_finite()
+            {
+                kept.push(j);
+                y.push(values.value(row));
+            }
+        }
+        Targets::Values(Array1::from_vec(y))
+    };
+    if kept.is_empty() {
+        bail!("no row of the reference data has a known outcome in '{target}' and a score");
+    }
+    let k = m.classes.len();
+    let picked = Prediction {
+        score: kept.iter().map(|&j| prediction.score[j]).collect(),
+        class: prediction
+            .class
+            .as_ref()
+            .map(|c| kept.iter().map(|&j| c[j]).collect()),
+        proba: prediction.proba.as_ref().map(|p| {
+            kept.iter()
+                .flat_map(|&j| p[j * k..(j + 1) * k].iter().copied())
+                .collect()
+        }),
+    };
+    let metrics = estimator::metrics(&picked, &targets)?.into_iter().collect();
+    let calibration = calibrate(&picked, &targets);
+    Ok((kept.len() as u64, metrics, calibration))
+}
