@@ -22,10 +22,17 @@ demo:
 	@echo
 	$(NIGHTSHIFT) evaluate churn_nightly --date $(DEMO_DATE)
 	@echo
+	@# A model trained in Python: the committed LightGBM model of the same fixtures, imported once.
+	@$(NIGHTSHIFT) model list churn_lgb >/dev/null 2>&1 || \
+		$(NIGHTSHIFT) model import fixtures/churn/models/churn_lightgbm.txt --name churn_lgb \
+			--reference fixtures/churn/train/ --target churned
+	$(NIGHTSHIFT) run churn_lightgbm --date $(DEMO_DATE)
+	@echo
 	@echo "scores:     out/scores/churn/dt=$(DEMO_DATE)/"
 	@echo "run record: out/state/runs/churn_nightly/$(DEMO_DATE)/"
 	@echo "drift:      out/reports/job=churn_nightly/dt=$(DEMO_DATE)/drift.parquet"
 	@echo "            $(NIGHTSHIFT) drift show churn_nightly [--html drift.html]"
+	@echo "lightgbm:   out/scores/churn_lightgbm/dt=$(DEMO_DATE)/ (proba_0, proba_1)"
 	@echo "performance: out/reports/job=churn_nightly/dt=$(DEMO_DATE)/performance.parquet"
 	@echo "            $(NIGHTSHIFT) performance show churn_nightly [--html performance.html]"
 
@@ -52,8 +59,8 @@ test: lint
 # peers' Python packages and s3s-fs (for the S3 rows; the bench starts its own on port 8015,
 # never the tests' 8014) if missing. Ten minutes or more; BENCH_ARGS="--skip-rf --big ..." to choose.
 bench: $(NIGHTSHIFT_RELEASE)
-	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas, boto3' 2>/dev/null || \
-		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas boto3
+	@python3 -c 'import numpy, pyarrow, sklearn, joblib, duckdb, polars, pandas, boto3, lightgbm, xgboost, onnxruntime, onnxmltools, onnx, skl2onnx' 2>/dev/null || \
+		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas boto3 lightgbm==4.7.0 xgboost==3.2.0 onnxruntime==1.32.0 onnxmltools==1.16.0 onnx==1.23.2 skl2onnx==1.20.0
 	@command -v s3s-fs >/dev/null || cargo install s3s-fs@$(S3S_FS_VERSION) --features binary --locked
 	python3 benches/bench.py $(BENCH_ARGS)
 

@@ -134,6 +134,10 @@ pub struct RunRecord {
     /// The drift verdict, when the run reported drift.
     #[serde(default)]
     pub drift: Option<DriftSummary>,
+    /// Why a run with drift enabled wrote no drift report (its model version has no
+    /// reference profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_drift_report: Option<String>,
     /// The error chain, for failed runs.
     pub error: Option<String>,
     /// What the date's output prefix holds now (absent in records of older versions).

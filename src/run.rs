@@ -137,6 +137,7 @@ pub fn run_job(
         output: None,
         quarantine: None,
         drift: None,
+        no_drift_report: None,
         error: None,
         date_state: Some(DateState::Untouched),
         leftovers_removed: 0,
@@ -178,6 +179,11 @@ pub fn run_job(
             let profile = registry.profile(&model.manifest)?;
             if profile.is_none() {
                 warn!(model = %job.model, "The model version has no reference profile: no drift report.");
+                record.no_drift_report = Some(format!(
+                    "model {} has no drift reference (`nightshift model import --reference` \
+                     gives an imported model one)",
+                    job.model
+                ));
             }
             profile
         } else {

@@ -100,7 +100,7 @@ pub fn print_summary(r: &RunRecord) {
     println!("  rows skipped      {:>12}", c.rows_skipped);
     if c.unknown_categories > 0 {
         println!(
-            "  unknown categories{:>12}  (encoded as all zeros)",
+            "  unknown categories{:>12}  (not seen in training)",
             c.unknown_categories
         );
     }
@@ -120,6 +120,9 @@ pub fn print_summary(r: &RunRecord) {
                 None => "n/a",
             }
         );
+    }
+    if let Some(why) = &r.no_drift_report {
+        println!("  drift             no report: {why}");
     }
     println!(
         "  seconds           {:>12.3}  ({:.0} rows/s)",

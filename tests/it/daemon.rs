@@ -137,6 +137,7 @@ fn record(job: &str, date: NaiveDate, status: RunStatus) -> RunRecord {
         output: None,
         quarantine: None,
         drift: None,
+        no_drift_report: None,
         error: None,
         date_state: None,
         leftovers_removed: 0,

@@ -41,6 +41,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use nightshift::config::{BadRowPolicy, Diagnostics};
 use nightshift::daemon::timetable;
+use nightshift::model::formats::{self, Format, InputColumn, InputKind, Parsed};
 use nightshift::model::{LoadedModel, Registry};
 use nightshift::read::{check_schema, ParquetObject};
 use nightshift::schema::ModelRef;
@@ -1401,6 +1402,1685 @@ fn parquet_runs() {
             made: ops.join("; "),
         }
     });
+}
+
+// ------------------------------------------------------------------------------------------
+// Targets: model files (LightGBM text, XGBoost JSON and UBJSON, ONNX)
+// ------------------------------------------------------------------------------------------
+
+/// One committed model file to mutate.
+struct ModelSeed {
+    /// `<case>/model.<ext>`, or `... as UBJSON` for a JSON model re-encoded here.
+    name: String,
+    format: Format,
+    bytes: Vec<u8>,
+    /// The names `parse` needs: the case's features where the file has none (`features_flag`).
+    features: Option<Vec<String>>,
+    /// The case's feature names (empty for the refused and bad files).
+    names: Vec<String>,
+    /// The JSON document a UBJSON seed was encoded from, to mutate as JSON and encode again.
+    json: Option<Vec<u8>>,
+    /// An ONNX file's protobuf fields.
+    proto: Option<Vec<PbField>>,
+}
+
+/// Every committed model (tests/data/models/*/model.*, the refused and bad files included, and
+/// the demo's LightGBM model), and each XGBoost JSON model encoded as UBJSON too: the committed
+/// UBJSON files are only two.
+fn model_corpus() -> &'static Vec<ModelSeed> {
+    static CORPUS: OnceLock<Vec<ModelSeed>> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let root = repo().join("tests/data/models");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        let mut files = Vec::new();
+        for dir in dirs {
+            let exp: Option<serde_json::Value> = std::fs::read(dir.join("expected.json"))
+                .ok()
+                .map(|b| serde_json::from_slice(&b).unwrap());
+            let names: Vec<String> = exp
+                .as_ref()
+                .and_then(|e| e["features"].as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let flag = exp
+                .as_ref()
+                .and_then(|e| e["features_flag"].as_bool())
+                .unwrap_or(false);
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            in_dir.sort();
+            for path in in_dir {
+                files.push((path, names.clone(), flag));
+            }
+        }
+        files.push((
+            repo().join("fixtures/churn/models/churn_lightgbm.txt"),
+            Vec::new(),
+            false,
+        ));
+        let mut seeds = Vec::new();
+        for (path, names, flag) in files {
+            let Some(format) = (match path.extension().and_then(|e| e.to_str()) {
+                Some("txt") => Some(Format::Lightgbm),
+                Some("json") if !path.ends_with("expected.json") => Some(Format::Xgboost),
+                Some("ubj" | "bin") => Some(Format::Xgboost),
+                Some("onnx") => Some(Format::Onnx),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let name = path
+                .strip_prefix(&root)
+                .unwrap_or(path.strip_prefix(repo()).unwrap_or(&path))
+                .display()
+                .to_string();
+            let proto = (format == Format::Onnx)
+                .then(|| pb_decode(&bytes, 0))
+                .flatten();
+            seeds.push(ModelSeed {
+                name,
+                format,
+                features: flag.then(|| names.clone()),
+                names,
+                bytes,
+                json: None,
+                proto,
+            });
+        }
+        let encoded: Vec<ModelSeed> = seeds
+            .iter()
+            .filter(|s| s.format == Format::Xgboost && s.name.ends_with(".json"))
+            .filter_map(|s| {
+                Some(ModelSeed {
+                    name: format!("{} as UBJSON", s.name),
+                    format: s.format,
+                    bytes: json_to_ubjson(&s.bytes)?,
+                    features: s.features.clone(),
+                    names: s.names.clone(),
+                    json: Some(s.bytes.clone()),
+                    proto: None,
+                })
+            })
+            .collect();
+        seeds.extend(encoded);
+        seeds
+    })
+}
+
+fn model_seeds(format: Format) -> Vec<&'static ModelSeed> {
+    let seeds: Vec<_> = model_corpus()
+        .iter()
+        .filter(|s| s.format == format)
+        .collect();
+    // The harness is only as good as its seeds: each case's model parses as it is.
+    for s in &seeds {
+        if !s.names.is_empty() {
+            let parsed = formats::parse(s.format, &s.bytes, s.features.as_deref());
+            assert!(parsed.is_ok(), "seed {}: {:#}", s.name, parsed.unwrap_err());
+        }
+    }
+    seeds
+}
+
+/// A JSON document in UBJSON as XGBoost writes it: keys and strings with `L` lengths, numeric
+/// arrays typed (`[$l#`, `[$L#`, `[$d#`), other arrays counted, objects closed by `}`.
+fn json_to_ubjson(json: &[u8]) -> Option<Vec<u8>> {
+    fn len(n: usize, out: &mut Vec<u8>) {
+        out.push(b'L');
+        out.extend_from_slice(&(n as i64).to_be_bytes());
+    }
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value as J;
+        match v {
+            J::Null => out.push(b'Z'),
+            J::Bool(b) => out.push(if *b { b'T' } else { b'F' }),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => match i32::try_from(i) {
+                    Ok(i) => {
+                        out.push(b'l');
+                        out.extend_from_slice(&i.to_be_bytes());
+                    }
+                    Err(_) => {
+                        out.push(b'L');
+                        out.extend_from_slice(&i.to_be_bytes());
+                    }
+                },
+                None => {
+                    out.push(b'd');
+                    let x = n.as_f64().unwrap_or(f64::NAN) as f32;
+                    out.extend_from_slice(&x.to_be_bytes());
+                }
+            },
+            J::String(s) => {
+                out.push(b'S');
+                len(s.len(), out);
+                out.extend_from_slice(s.as_bytes());
+            }
+            J::Array(a) => {
+                out.push(b'[');
+                let ints: Option<Vec<i64>> = a.iter().map(|x| x.as_i64()).collect();
+                match ints {
+                    Some(ints) if !ints.is_empty() => {
+                        if ints.iter().all(|&i| i32::try_from(i).is_ok()) {
+                            out.extend_from_slice(b"$l#");
+                            len(ints.len(), out);
+                            for i in ints {
+                                out.extend_from_slice(&(i as i32).to_be_bytes());
+                            }
+                        } else {
+                            out.extend_from_slice(b"$L#");
+                            len(ints.len(), out);
+                            for i in ints {
+                                out.extend_from_slice(&i.to_be_bytes());
+                            }
+                        }
+                    }
+                    _ if !a.is_empty() && a.iter().all(|x| x.is_number()) => {
+                        out.extend_from_slice(b"$d#");
+                        len(a.len(), out);
+                        for x in a {
+                            let x = x.as_f64().unwrap_or(f64::NAN) as f32;
+                            out.extend_from_slice(&x.to_be_bytes());
+                        }
+                    }
+                    _ => {
+                        out.push(b'#');
+                        len(a.len(), out);
+                        for x in a {
+                            write(x, out);
+                        }
+                    }
+                }
+            }
+            J::Object(m) => {
+                out.push(b'{');
+                for (k, x) in m {
+                    len(k.len(), out);
+                    out.extend_from_slice(k.as_bytes());
+                    write(x, out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let mut out = Vec::new();
+    write(&v, &mut out);
+    Some(out)
+}
+
+/// Integers a forger would write where a count, an index or a length goes.
+const HOSTILE_INTS: &[&str] = &[
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "7",
+    "255",
+    "65536",
+    "16777216",
+    "-2147483648",
+    "2147483647",
+    "2147483648",
+    "4294967295",
+    "4294967296",
+    "1099511627776",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999",
+];
+
+/// Anything else that may stand where a number goes.
+const HOSTILE_NUMBERS: &[&str] = &[
+    "1e9", "1e300", "-1e300", "1e39", "1e-36", "5e-324", "nan", "NaN", "-nan", "inf", "-inf",
+    "Infinity", "1.5", "-0", "+3", "0x10", "", " ", "1 ", "-", "1e", ".",
+];
+
+fn hostile_number(gen: &mut Gen) -> String {
+    if gen.gen_bool(0.6) {
+        HOSTILE_INTS.choose(gen).unwrap().to_string()
+    } else {
+        HOSTILE_NUMBERS.choose(gen).unwrap().to_string()
+    }
+}
+
+/// What one case of a model target made: the file, and how.
+struct MadeModel {
+    bytes: Vec<u8>,
+    ops: Vec<String>,
+}
+
+/// Parses `bytes` as `model import` does (the detected format, or the seed's as `--format`
+/// names it), scores a few rows when the file is accepted, and checks the invariants: no
+/// panic, one error line, a bounded largest allocation, `n_rows x width` values.
+fn model_case(gen: &mut Gen, seed: &ModelSeed, made: MadeModel) -> Case {
+    let MadeModel { bytes, mut ops } = made;
+    let forced = gen.gen_bool(0.15);
+    let features = match &seed.features {
+        Some(f) => Some(f.clone()),
+        // Names given where the file has its own replace them; a list of another length is
+        // refused.
+        None if !seed.names.is_empty() && gen.gen_bool(0.1) => {
+            let mut names = seed.names.clone();
+            if gen.gen_bool(0.3) {
+                names.pop();
+            }
+            Some(names)
+        }
+        None => None,
+    };
+    let n_rows = *[0, 1, 3, 8].choose(gen).unwrap();
+    let mut rows = Gen::seed_from_u64(gen.gen());
+    ops.push(format!(
+        "{}, features {}, {n_rows} rows",
+        if forced {
+            format!("--format {}", seed.format)
+        } else {
+            "format detected".into()
+        },
+        match &features {
+            Some(f) => format!("given ({})", f.len()),
+            None => "from the file".into(),
+        }
+    ));
+    largest_allocation();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let format = match forced {
+            true => seed.format,
+            false => formats::detect(&bytes)?,
+        };
+        let parsed = formats::parse(format, &bytes, features.as_deref())?;
+        parsed.shape();
+        let inputs = model_inputs(&parsed, n_rows, &mut rows);
+        let out = parsed.predict(&inputs, n_rows);
+        Ok::<_, anyhow::Error>((parsed.width(), out.len()))
+    }));
+    let largest = largest_allocation();
+    // For the harness's own (looser) check too.
+    note(largest);
+    let bound = (64 << 20) + 16 * bytes.len();
+    let verdict = match outcome {
+        Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+        Ok(_) if largest > bound => Err(format!(
+            "allocated {largest} bytes at once for a {}-byte file (bound {bound})",
+            bytes.len()
+        )),
+        Ok(Err(e)) => {
+            let message = format!("{e:#}");
+            if message.contains(['\n', '\r']) {
+                Err(format!("an error of more than one line: {message:?}"))
+            } else if message.trim().is_empty() {
+                Err("an empty error".into())
+            } else if message.contains("panicked") {
+                Err(format!("a panic, caught: {message}"))
+            } else {
+                Ok(format!(
+                    "refused: {}",
+                    label(&message, "").chars().take(80).collect::<String>()
+                ))
+            }
+        }
+        Ok(Ok((width, len))) if len != n_rows * width => Err(format!(
+            "predict gave {len} values for {n_rows} rows of {width}"
+        )),
+        Ok(Ok(_)) => Ok("accepted and scored".into()),
+    };
+    Case {
+        input: bytes,
+        verdict,
+        made: format!("from {}: {}", seed.name, ops.join("; ")),
+    }
+}
+
+/// `n_rows` rows for the model's inputs: numbers with NaN, zero, the zero band, negatives,
+/// category codes and huge values; strings known, unknown, empty and null.
+fn model_inputs(parsed: &Parsed, n_rows: usize, gen: &mut Gen) -> Vec<InputColumn> {
+    const NUMBERS: &[f64] = &[
+        f64::NAN,
+        0.0,
+        -0.0,
+        1.0,
+        2.0,
+        3.0,
+        -1.0,
+        0.5,
+        30.5,
+        70.0,
+        1e-36,
+        1e30,
+        -1e30,
+        5e-324,
+        f64::MAX,
+        4294967296.0,
+    ];
+    const TEXTS: &[Option<&str>] = &[
+        Some("basic"),
+        Some("enterprise"),
+        Some("premium"),
+        Some("standard"),
+        Some("east"),
+        Some("north"),
+        Some("south"),
+        Some("west"),
+        Some(""),
+        Some("ünknown 🚀"),
+        None,
+    ];
+    parsed
+        .features
+        .iter()
+        .map(|f| match f.kind {
+            InputKind::Text => InputColumn::Text(
+                (0..n_rows)
+                    .map(|_| TEXTS.choose(gen).unwrap().map(String::from))
+                    .collect(),
+            ),
+            _ => InputColumn::Numbers((0..n_rows).map(|_| *NUMBERS.choose(gen).unwrap()).collect()),
+        })
+        .collect()
+}
+
+/// Runs a model target: a seed of `format`, mutated by `mutate`, each case checked by
+/// [`model_case`].
+fn fuzz_models(
+    target: &str,
+    format: Format,
+    default_cases: u64,
+    mutate: impl Fn(&mut Gen, &ModelSeed, &[&ModelSeed]) -> MadeModel,
+) {
+    let seeds = model_seeds(format);
+    assert!(!seeds.is_empty(), "no {format} seeds");
+    fuzz(target, default_cases, |gen| {
+        let seed = *seeds.choose(gen).unwrap();
+        let made = mutate(gen, seed, &seeds);
+        model_case(gen, seed, made)
+    });
+}
+
+// LightGBM text models.
+
+/// The keys whose values LightGBM's reader counts, indexes or sizes by.
+const LIGHTGBM_KEYS: &[&str] = &[
+    "num_leaves",
+    "num_cat",
+    "num_class",
+    "num_tree_per_iteration",
+    "max_feature_idx",
+    "label_index",
+    "tree_sizes",
+    "Tree",
+    "cat_boundaries",
+    "cat_threshold",
+    "split_feature",
+    "left_child",
+    "right_child",
+    "decision_type",
+    "threshold",
+    "leaf_value",
+    "leaf_count",
+    "leaf_weight",
+    "internal_value",
+    "shrinkage",
+    "is_linear",
+    "version",
+    "average_output",
+];
+
+const LIGHTGBM_OBJECTIVES: &[&str] = &[
+    "binary sigmoid:1",
+    "binary sigmoid:0",
+    "binary sigmoid:nan",
+    "binary sigmoid:-1e308",
+    "binary",
+    "multiclass num_class:3",
+    "multiclass num_class:1",
+    "multiclass num_class:0",
+    "multiclass num_class:4294967297",
+    "multiclass num_class:99999999999999999999",
+    "multiclassova num_class:3 sigmoid:1",
+    "multiclassova num_class:-1 sigmoid:1",
+    "regression",
+    "regression sqrt",
+    "regression_l1",
+    "huber",
+    "quantile",
+    "poisson",
+    "gamma",
+    "tweedie",
+    "cross_entropy",
+    "cross_entropy_lambda",
+    "lambdarank",
+    "rank_xendcg",
+    "custom",
+    "none",
+    "",
+    "binary sigmoid:1 sigmoid:2",
+    "multiclass\tnum_class:3",
+];
+
+const LIGHTGBM_PANDAS: &[&str] = &[
+    "pandas_categorical:null",
+    "pandas_categorical:[]",
+    "pandas_categorical:[[]]",
+    "pandas_categorical:[[], [], [], [], [], [], []]",
+    "pandas_categorical:[[\"a\", \"a\"], [\"b\"]]",
+    "pandas_categorical:[[1, 2.5, true, null], [\"x\"]]",
+    "pandas_categorical:[[\"a\\nb\"], [\"\\u0000\"]]",
+    "pandas_categorical:[[\"basic\", \"enterprise\"",
+    "pandas_categorical:[[1e999], [-1e999]]",
+    "pandas_categorical:{\"a\": 1}",
+    "pandas_categorical:\"basic\"",
+    "pandas_categorical:[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+];
+
+/// The lines of the `Tree=` block starting at line `start`: up to the next `Tree=` or
+/// `end of trees`.
+fn lightgbm_block(lines: &[String], start: usize) -> Range<usize> {
+    let end = (start + 1..lines.len())
+        .find(|&j| lines[j].starts_with("Tree=") || lines[j].starts_with("end of trees"))
+        .unwrap_or(lines.len());
+    start..end
+}
+
+fn mutate_lightgbm(gen: &mut Gen, seed: &ModelSeed, pool: &[&ModelSeed]) -> MadeModel {
+    let text = String::from_utf8_lossy(&seed.bytes);
+    let mut lines: Vec<String> = text.split('\n').map(String::from).collect();
+    let mut ops = Vec::new();
+    let lines_of = |s: &ModelSeed| -> Vec<String> {
+        String::from_utf8_lossy(&s.bytes)
+            .split('\n')
+            .map(String::from)
+            .collect()
+    };
+    for _ in 0..gen.gen_range(1..=3) {
+        let i = gen.gen_range(0..lines.len().max(1));
+        match gen.gen_range(0..14) {
+            0..=4 => {
+                // A count, an index, a threshold or a decision type forged.
+                let key = *LIGHTGBM_KEYS.choose(gen).unwrap();
+                let prefix = format!("{key}=");
+                let at: Vec<usize> = (0..lines.len())
+                    .filter(|&j| lines[j].starts_with(&prefix))
+                    .collect();
+                if let Some(&j) = at.choose(gen) {
+                    let value = lines[j][prefix.len()..].to_string();
+                    let mut values: Vec<String> = value.split(' ').map(String::from).collect();
+                    let k = gen.gen_range(0..values.len());
+                    let new = match key {
+                        "decision_type" if gen.gen_bool(0.6) => {
+                            gen.gen_range(0..=255u32).to_string()
+                        }
+                        _ => hostile_number(gen),
+                    };
+                    ops.push(format!("{key}= value {k} of line {j} set to {new:?}"));
+                    values[k] = new;
+                    lines[j] = format!("{prefix}{}", values.join(" "));
+                }
+            }
+            5 | 6 => {
+                // An array one element short or long, or thousands long.
+                let at: Vec<usize> = (0..lines.len())
+                    .filter(|&j| {
+                        lines[j]
+                            .split_once('=')
+                            .is_some_and(|(_, v)| v.contains(' '))
+                    })
+                    .collect();
+                if let Some(&j) = at.choose(gen) {
+                    let (key, value) = lines[j].split_once('=').unwrap();
+                    let key = key.to_string();
+                    let mut values: Vec<&str> = value.split(' ').collect();
+                    let k = gen.gen_range(0..values.len());
+                    let what = match gen.gen_range(0..4) {
+                        0 => {
+                            values.remove(k);
+                            "one short"
+                        }
+                        1 => {
+                            values.insert(k, values[k]);
+                            "one long"
+                        }
+                        2 => {
+                            let v = values[k];
+                            values.extend(std::iter::repeat(v).take(5000));
+                            "5000 long"
+                        }
+                        _ => {
+                            values.truncate(k);
+                            "cut"
+                        }
+                    };
+                    ops.push(format!("{key}= on line {j} {what} (at {k})"));
+                    lines[j] = format!("{key}={}", values.join(" "));
+                }
+            }
+            7 if !lines.is_empty() => {
+                ops.push(format!("line {i} removed"));
+                lines.remove(i);
+            }
+            8 if !lines.is_empty() => {
+                ops.push(format!("line {i} twice"));
+                lines.insert(i, lines[i].clone());
+            }
+            9 => {
+                let other = lines_of(pool.choose(gen).unwrap());
+                if let Some(l) = other.choose(gen) {
+                    ops.push(format!("line {l:?} inserted at {i}"));
+                    lines.insert(i.min(lines.len()), l.clone());
+                }
+            }
+            10 => {
+                // A tree removed, twice, or another model's.
+                let trees: Vec<usize> = (0..lines.len())
+                    .filter(|&j| lines[j].starts_with("Tree="))
+                    .collect();
+                if let Some(&t) = trees.choose(gen) {
+                    let block = lightgbm_block(&lines, t);
+                    match gen.gen_range(0..3) {
+                        0 => {
+                            ops.push(format!("tree at line {t} removed"));
+                            lines.drain(block);
+                        }
+                        1 => {
+                            ops.push(format!("tree at line {t} twice"));
+                            let copy: Vec<String> = lines[block.clone()].to_vec();
+                            lines.splice(block.end..block.end, copy);
+                        }
+                        _ => {
+                            let other = lines_of(pool.choose(gen).unwrap());
+                            let theirs: Vec<usize> = (0..other.len())
+                                .filter(|&j| other[j].starts_with("Tree="))
+                                .collect();
+                            if let Some(&o) = theirs.choose(gen) {
+                                ops.push(format!("tree at line {t} replaced by another's"));
+                                let copy = other[lightgbm_block(&other, o)].to_vec();
+                                lines.splice(block, copy);
+                            }
+                        }
+                    }
+                }
+            }
+            11 => {
+                let objective = LIGHTGBM_OBJECTIVES.choose(gen).unwrap();
+                if let Some(j) = lines.iter().position(|l| l.starts_with("objective=")) {
+                    ops.push(format!("objective={objective}"));
+                    lines[j] = format!("objective={objective}");
+                }
+            }
+            12 => {
+                let pandas = LIGHTGBM_PANDAS.choose(gen).unwrap().to_string();
+                ops.push(pandas.clone());
+                match lines
+                    .iter()
+                    .position(|l| l.starts_with("pandas_categorical:"))
+                {
+                    Some(j) => lines[j] = pandas,
+                    None => lines.push(pandas),
+                }
+            }
+            _ => {
+                // Feature names: one fewer, one more, twice, or odd.
+                if let Some(j) = lines.iter().position(|l| l.starts_with("feature_names=")) {
+                    let mut names: Vec<String> = lines[j]["feature_names=".len()..]
+                        .split(' ')
+                        .map(String::from)
+                        .collect();
+                    let k = gen.gen_range(0..names.len());
+                    match gen.gen_range(0..4) {
+                        0 => drop(names.remove(k)),
+                        1 => names.push("extra".into()),
+                        2 => names.insert(k, names[k].clone()),
+                        _ => {
+                            names[k] = ["", "a=b", "ü🚀", "\r", "\t", "[", "\u{202e}x"]
+                                .choose(gen)
+                                .unwrap()
+                                .to_string()
+                        }
+                    }
+                    ops.push(format!("feature_names={}", names.join(" ")));
+                    lines[j] = format!("feature_names={}", names.join(" "));
+                }
+            }
+        }
+    }
+    let mut bytes = lines.join("\n").into_bytes();
+    if gen.gen_bool(0.3) {
+        let rounds = gen.gen_range(1..=2);
+        ops.push(format!("{rounds} byte mutation(s)"));
+        for _ in 0..rounds {
+            let n = bytes.len();
+            mutate_bytes(
+                gen,
+                &mut bytes,
+                0..n,
+                &[
+                    b"\n",
+                    b"=",
+                    b" ",
+                    b"Tree=",
+                    b"\nend of trees\n",
+                    b"num_leaves=",
+                    b"-1",
+                    b"4294967295",
+                    b"nan",
+                    b"inf",
+                    b"[",
+                    b":",
+                    b"\r",
+                    b"\xff",
+                ],
+            );
+        }
+    }
+    MadeModel { bytes, ops }
+}
+
+#[test]
+fn lightgbm_files() {
+    fuzz_models("lightgbm_files", Format::Lightgbm, 300, mutate_lightgbm);
+}
+
+// XGBoost JSON and UBJSON.
+
+/// The keys whose values XGBoost's reader counts, indexes or sizes by, and some it reads.
+const XGBOOST_KEYS: &[&str] = &[
+    "num_trees",
+    "num_parallel_tree",
+    "num_feature",
+    "num_class",
+    "num_target",
+    "num_nodes",
+    "num_deleted",
+    "size_leaf_vector",
+    "base_score",
+    "boost_from_average",
+    "left_children",
+    "right_children",
+    "parents",
+    "split_indices",
+    "split_conditions",
+    "split_type",
+    "default_left",
+    "base_weights",
+    "categories",
+    "categories_nodes",
+    "categories_segments",
+    "categories_sizes",
+    "tree_info",
+    "iteration_indptr",
+    "feature_names",
+    "feature_types",
+    "trees",
+    "id",
+    "name",
+    "weight_drop",
+    "best_iteration",
+    "scikit_learn",
+    "version",
+    "scale_pos_weight",
+    "sorted_idx",
+    "feature_segments",
+    "attributes",
+];
+
+const XGBOOST_NAMES: &[&str] = &[
+    "gbtree",
+    "gblinear",
+    "dart",
+    "binary:logistic",
+    "binary:logitraw",
+    "binary:hinge",
+    "multi:softprob",
+    "multi:softmax",
+    "reg:squarederror",
+    "reg:logistic",
+    "reg:pseudohubererror",
+    "reg:absoluteerror",
+    "reg:quantileerror",
+    "reg:tweedie",
+    "reg:gamma",
+    "count:poisson",
+    "survival:cox",
+    "survival:aft",
+    "rank:pairwise",
+    "rank:ndcg",
+    "",
+];
+
+/// JSON values of every type, and numbers no writer writes.
+const JSON_HOSTILE: &[&str] = &[
+    "null",
+    "true",
+    "{}",
+    "[]",
+    "[[]]",
+    "\"\"",
+    "\"x\"",
+    "{\"a\":1}",
+    "4294967295",
+    "4294967296",
+    "-1",
+    "0",
+    "2147483647",
+    "2147483648",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "99999999999999999999",
+    "16777216",
+    "1e39",
+    "-1e39",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1.5",
+    "-0",
+    "1e",
+];
+
+/// Where the JSON value starting at `at` ends (a string, array, object or scalar).
+fn json_value_end(b: &[u8], at: usize) -> Option<usize> {
+    match *b.get(at)? {
+        b'"' => {
+            let mut i = at + 1;
+            while i < b.len() {
+                match b[i] {
+                    b'\\' => i += 2,
+                    b'"' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        b'[' | b'{' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = json_value_end(b, i)?;
+                        continue;
+                    }
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let mut i = at;
+            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') {
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
+/// The elements of the JSON array `b[range]` (brackets included), as ranges.
+fn json_elements(b: &[u8], range: Range<usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = range.start + 1;
+    while i < range.end - 1 {
+        while i < range.end - 1 && matches!(b[i], b' ' | b'\n' | b'\t' | b'\r' | b',') {
+            i += 1;
+        }
+        if i >= range.end - 1 {
+            break;
+        }
+        match json_value_end(b, i) {
+            Some(end) if end <= range.end - 1 && end > i => {
+                out.push(i..end);
+                i = end;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// An XGBoost JSON document with one value forged: a count, an array element, an array's
+/// length, a value's type, an objective, or a string's escapes.
+fn mutate_xgboost_json(gen: &mut Gen, json: &[u8], ops: &mut Vec<String>) -> Vec<u8> {
+    let mut data = json.to_vec();
+    for _ in 0..gen.gen_range(1..=3) {
+        let key = *XGBOOST_KEYS.choose(gen).unwrap();
+        let needle = format!("\"{key}\":");
+        let found: Vec<usize> = data
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle.as_bytes())
+            .map(|(i, _)| i + needle.len())
+            .collect();
+        let Some(&at) = found.choose(gen) else {
+            continue;
+        };
+        let mut at = at;
+        while data.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        let Some(end) = json_value_end(&data, at) else {
+            continue;
+        };
+        let value = data[at..end].to_vec();
+        let new: Vec<u8> = match (value.first(), gen.gen_range(0..10)) {
+            // The whole value of another type, or a hostile number.
+            (_, 0) => JSON_HOSTILE.choose(gen).unwrap().as_bytes().to_vec(),
+            (Some(b'"'), n) => {
+                let inner = if key == "name" && n < 5 {
+                    XGBOOST_NAMES.choose(gen).unwrap().to_string()
+                } else if key == "base_score" && n < 7 {
+                    let x = *[
+                        "1E+39",
+                        "NaN",
+                        "-Infinity",
+                        "0",
+                        "1",
+                        "-1",
+                        "5E-1,5E-1",
+                        "",
+                        "[",
+                        "1e-45",
+                    ]
+                    .choose(gen)
+                    .unwrap();
+                    format!("[{x}]")
+                } else if n < 8 {
+                    hostile_number(gen)
+                } else {
+                    // An escape or a control character in a string.
+                    let s = String::from_utf8_lossy(&value[1..value.len() - 1]).to_string();
+                    let odd = *[
+                        "\\n", "\\r", "\\u0000", "\\ud800", "\\u2028", "\\\"", "\\", "\n", "\\x",
+                        "\\u00", "\u{202e}",
+                    ]
+                    .choose(gen)
+                    .unwrap();
+                    let k = gen.gen_range(0..=s.len());
+                    let k = (0..=k).rev().find(|&k| s.is_char_boundary(k)).unwrap_or(0);
+                    format!("{}{odd}{}", &s[..k], &s[k..])
+                };
+                format!("\"{inner}\"").into_bytes()
+            }
+            (Some(b'['), n) => {
+                let elements = json_elements(&data, at..end);
+                let mut parts: Vec<Vec<u8>> =
+                    elements.iter().map(|r| data[r.clone()].to_vec()).collect();
+                if parts.is_empty() {
+                    parts.push(JSON_HOSTILE.choose(gen).unwrap().as_bytes().to_vec());
+                } else {
+                    let k = gen.gen_range(0..parts.len());
+                    match n {
+                        1..=4 => {
+                            parts[k] = match parts[k].first() {
+                                // In a list of names, an escape or a name twice.
+                                Some(b'"') if gen.gen_bool(0.5) => {
+                                    let other = parts.choose(gen).unwrap().clone();
+                                    if gen.gen_bool(0.5) {
+                                        other
+                                    } else {
+                                        b"\"a\\nb\"".to_vec()
+                                    }
+                                }
+                                _ => JSON_HOSTILE.choose(gen).unwrap().as_bytes().to_vec(),
+                            }
+                        }
+                        5 => drop(parts.remove(k)),
+                        6 => parts.insert(k, parts[k].clone()),
+                        7 => {
+                            let p = parts[k].clone();
+                            parts.extend(std::iter::repeat(p).take(gen.gen_range(2..3000)));
+                        }
+                        8 => parts.truncate(k),
+                        _ => parts.shuffle(gen),
+                    }
+                }
+                let mut out = b"[".to_vec();
+                out.extend(parts.join(&b","[..]));
+                out.push(b']');
+                out
+            }
+            (_, _) => hostile_number(gen).into_bytes(),
+        };
+        ops.push(format!(
+            "\"{key}\" at byte {at}: {} -> {}",
+            String::from_utf8_lossy(&value[..value.len().min(40)]),
+            String::from_utf8_lossy(&new[..new.len().min(40)])
+        ));
+        data.splice(at..end, new);
+    }
+    data
+}
+
+/// Where in a UBJSON document a count or a length is: `#` counts, and `L` integers that look
+/// like lengths (keys, strings, counts: their top four bytes zero).
+fn ubjson_lengths(data: &[u8]) -> Vec<usize> {
+    (0..data.len())
+        .filter(|&i| {
+            (data[i] == b'#' && data.get(i + 1).is_some_and(|m| b"iUIlL".contains(m)))
+                || (data[i] == b'L'
+                    && i > 0
+                    && data[i - 1] != b'#'
+                    && data.get(i + 1..i + 5) == Some(&[0, 0, 0, 0]))
+        })
+        .map(|i| if data[i] == b'#' { i + 1 } else { i })
+        .collect()
+}
+
+/// A UBJSON integer of `marker` (`i`, `U`, `I`, `l`, `L`): its payload, big-endian.
+fn ubjson_int(marker: u8, v: i64) -> Vec<u8> {
+    match marker {
+        b'i' => (v as i8).to_be_bytes().to_vec(),
+        b'U' => (v as u8).to_be_bytes().to_vec(),
+        b'I' => (v as i16).to_be_bytes().to_vec(),
+        b'l' => (v as i32).to_be_bytes().to_vec(),
+        _ => v.to_be_bytes().to_vec(),
+    }
+}
+
+fn ubjson_width(marker: u8) -> usize {
+    match marker {
+        b'i' | b'U' => 1,
+        b'I' => 2,
+        b'l' => 4,
+        _ => 8,
+    }
+}
+
+fn mutate_ubjson(gen: &mut Gen, data: &mut Vec<u8>, ops: &mut Vec<String>) {
+    match gen.gen_range(0..6) {
+        0..=2 => {
+            // A count or a length forged, in its own width or another.
+            let sites = ubjson_lengths(data);
+            if let Some(&at) = sites.choose(gen) {
+                let old_marker = data[at];
+                let old_width = ubjson_width(old_marker);
+                if at + 1 + old_width > data.len() {
+                    return;
+                }
+                let mut old = [0u8; 8];
+                old[8 - old_width..].copy_from_slice(&data[at + 1..at + 1 + old_width]);
+                let old = i64::from_be_bytes(old);
+                let left = (data.len() - at) as i64;
+                let value = *[
+                    0,
+                    1,
+                    -1,
+                    127,
+                    128,
+                    255,
+                    32_767,
+                    65_535,
+                    i32::MAX as i64,
+                    i32::MIN as i64,
+                    1 << 32,
+                    1 << 40,
+                    i64::MAX,
+                    i64::MIN,
+                    old.wrapping_add(1),
+                    old.wrapping_sub(1),
+                    old.saturating_mul(2),
+                    left,
+                    left + 1,
+                    left / 4,
+                ]
+                .choose(gen)
+                .unwrap();
+                let marker = if gen.gen_bool(0.7) {
+                    old_marker
+                } else {
+                    *b"iUIlL".choose(gen).unwrap()
+                };
+                let mut new = vec![marker];
+                new.extend(ubjson_int(marker, value));
+                ops.push(format!(
+                    "length at byte {at}: {}{old} -> {}{value}",
+                    old_marker as char, marker as char
+                ));
+                data.splice(at..at + 1 + old_width, new);
+            }
+        }
+        3 => {
+            // A typed container's element type changed.
+            let sites: Vec<usize> = (0..data.len().saturating_sub(1))
+                .filter(|&i| data[i] == b'$' && b"iUIlLdD".contains(&data[i + 1]))
+                .map(|i| i + 1)
+                .collect();
+            if let Some(&at) = sites.choose(gen) {
+                let t = *b"iUIlLdDCSHZTFN[{#$".choose(gen).unwrap();
+                ops.push(format!(
+                    "typed container at byte {at}: {} -> {}",
+                    data[at] as char, t as char
+                ));
+                data[at] = t;
+            }
+        }
+        _ => {
+            let n = data.len();
+            ops.push("UBJSON byte mutation".into());
+            let deep = "[".repeat(gen.gen_range(60..3000)).into_bytes();
+            mutate_bytes(
+                gen,
+                data,
+                0..n,
+                &[
+                    b"[",
+                    b"{",
+                    b"]",
+                    b"}",
+                    b"N",
+                    b"Z",
+                    b"H",
+                    b"#L\x7f\xff\xff\xff\xff\xff\xff\xff",
+                    b"[$d#L\x00\x00\x00\x00\x10\x00\x00\x00",
+                    b"[$L#l\x7f\xff\xff\xff",
+                    b"[#L\x00\x00\x00\x00\x7f\xff\xff\xff",
+                    b"SL\x7f\xff\xff\xff\xff\xff\xff\xff",
+                    b"Si\xff",
+                    b"SU\x05\xff\xfe\x00\n\r",
+                    &deep,
+                ],
+            );
+        }
+    }
+}
+
+fn mutated_ubjson(gen: &mut Gen, bytes: &[u8], ops: &mut Vec<String>) -> Vec<u8> {
+    let mut data = bytes.to_vec();
+    for _ in 0..gen.gen_range(1..=3) {
+        mutate_ubjson(gen, &mut data, ops);
+    }
+    data
+}
+
+fn mutate_xgboost(gen: &mut Gen, seed: &ModelSeed, pool: &[&ModelSeed]) -> MadeModel {
+    let mut ops = Vec::new();
+    let json = seed.bytes.first() == Some(&b'{')
+        && seed
+            .bytes
+            .get(1)
+            .is_some_and(|b| matches!(b, b'"' | b'}') || b.is_ascii_whitespace());
+    let mut bytes = match (&seed.json, json) {
+        // A UBJSON seed encoded from JSON: forged as JSON and encoded again (when serde_json
+        // reads the result), or mutated as UBJSON.
+        (Some(source), _) if gen.gen_bool(0.5) => {
+            let forged = mutate_xgboost_json(gen, source, &mut ops);
+            match json_to_ubjson(&forged) {
+                Some(b) => b,
+                None => {
+                    ops.push("(JSON serde_json does not read: mutated as UBJSON)".into());
+                    mutated_ubjson(gen, &seed.bytes, &mut ops)
+                }
+            }
+        }
+        (_, true) => mutate_xgboost_json(gen, &seed.bytes, &mut ops),
+        (_, false) => mutated_ubjson(gen, &seed.bytes, &mut ops),
+    };
+    if gen.gen_bool(0.25) {
+        let n = bytes.len();
+        match gen.gen_range(0..3) {
+            0 => {
+                // A piece of another model of the same encoding spliced in.
+                let other = pool.choose(gen).unwrap();
+                let from = gen.gen_range(0..other.bytes.len());
+                let len = gen.gen_range(1..2000).min(other.bytes.len() - from);
+                let at = gen.gen_range(0..=n);
+                let end = (at + gen.gen_range(0..2000)).min(n);
+                ops.push(format!(
+                    "bytes {at}..{end} replaced by {from}..{} of {}",
+                    from + len,
+                    other.name
+                ));
+                bytes.splice(at..end, other.bytes[from..from + len].iter().copied());
+            }
+            _ => {
+                ops.push("byte mutation".into());
+                mutate_bytes(
+                    gen,
+                    &mut bytes,
+                    0..n,
+                    &[
+                        b"{",
+                        b"}",
+                        b"[",
+                        b"]",
+                        b",",
+                        b":",
+                        b"\"",
+                        b"NaN",
+                        b"-Infinity",
+                        b"1e39",
+                        b"\\u0000",
+                        b"\\n",
+                        b"\\ud800",
+                        b"99999999999999999999",
+                        b"\xff",
+                    ],
+                );
+            }
+        }
+    }
+    MadeModel { bytes, ops }
+}
+
+#[test]
+fn xgboost_files() {
+    fuzz_models("xgboost_files", Format::Xgboost, 300, mutate_xgboost);
+}
+
+// ONNX: protobuf fields.
+
+/// A protobuf field, decoded as far as the bytes allow: a length-delimited field whose bytes
+/// read as fields is a message (a string or packed numbers may read as one too; encoding it
+/// again gives the same bytes).
+#[derive(Clone, Debug)]
+struct PbField {
+    number: u64,
+    value: PbValue,
+    /// A length written instead of the true one.
+    forged_len: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+enum PbValue {
+    Varint(u64),
+    Fixed64([u8; 8]),
+    Fixed32([u8; 4]),
+    Bytes(Vec<u8>),
+    Message(Vec<PbField>),
+}
+
+fn pb_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn pb_decode(b: &[u8], depth: usize) -> Option<Vec<PbField>> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < b.len() {
+        let tag = pb_varint(b, &mut at)?;
+        let number = tag >> 3;
+        if number == 0 || number >= 1 << 29 {
+            return None;
+        }
+        let value = match tag & 7 {
+            0 => PbValue::Varint(pb_varint(b, &mut at)?),
+            1 => {
+                let v = b.get(at..at + 8)?.try_into().ok()?;
+                at += 8;
+                PbValue::Fixed64(v)
+            }
+            2 => {
+                let len = usize::try_from(pb_varint(b, &mut at)?).ok()?;
+                let end = at.checked_add(len)?;
+                let body = b.get(at..end)?;
+                at = end;
+                match (depth < 16 && !body.is_empty())
+                    .then(|| pb_decode(body, depth + 1))
+                    .flatten()
+                {
+                    Some(m) => PbValue::Message(m),
+                    None => PbValue::Bytes(body.to_vec()),
+                }
+            }
+            5 => {
+                let v = b.get(at..at + 4)?.try_into().ok()?;
+                at += 4;
+                PbValue::Fixed32(v)
+            }
+            _ => return None,
+        };
+        out.push(PbField {
+            number,
+            value,
+            forged_len: None,
+        });
+    }
+    Some(out)
+}
+
+fn pb_put_varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pb_encode(fields: &[PbField], out: &mut Vec<u8>) {
+    for f in fields {
+        let wire = match &f.value {
+            PbValue::Varint(_) => 0,
+            PbValue::Fixed64(_) => 1,
+            PbValue::Bytes(_) | PbValue::Message(_) => 2,
+            PbValue::Fixed32(_) => 5,
+        };
+        pb_put_varint((f.number << 3) | wire, out);
+        match &f.value {
+            PbValue::Varint(v) => pb_put_varint(*v, out),
+            PbValue::Fixed64(b) => out.extend_from_slice(b),
+            PbValue::Fixed32(b) => out.extend_from_slice(b),
+            PbValue::Bytes(b) => {
+                pb_put_varint(f.forged_len.unwrap_or(b.len() as u64), out);
+                out.extend_from_slice(b);
+            }
+            PbValue::Message(m) => {
+                let mut body = Vec::new();
+                pb_encode(m, &mut body);
+                pb_put_varint(f.forged_len.unwrap_or(body.len() as u64), out);
+                out.extend(body);
+            }
+        }
+    }
+}
+
+/// The bytes of a length-delimited field.
+fn pb_body(f: &PbField) -> Option<Vec<u8>> {
+    match &f.value {
+        PbValue::Bytes(b) => Some(b.clone()),
+        PbValue::Message(m) => {
+            let mut body = Vec::new();
+            pb_encode(m, &mut body);
+            Some(body)
+        }
+        _ => None,
+    }
+}
+
+/// Paths (indices from the top) to every field.
+fn pb_paths(fields: &[PbField], prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    for (i, f) in fields.iter().enumerate() {
+        prefix.push(i);
+        out.push(prefix.clone());
+        if let PbValue::Message(m) = &f.value {
+            pb_paths(m, prefix, out);
+        }
+        prefix.pop();
+    }
+}
+
+/// The list holding the field at `path`, to read.
+fn pb_list<'a>(fields: &'a [PbField], path: &[usize]) -> &'a [PbField] {
+    let mut list = fields;
+    for &i in &path[..path.len() - 1] {
+        list = match &list[i].value {
+            PbValue::Message(m) => m,
+            _ => unreachable!("a path goes through messages"),
+        };
+    }
+    list
+}
+
+fn pb_ref<'a>(fields: &'a [PbField], path: &[usize]) -> &'a PbField {
+    &pb_list(fields, path)[*path.last().unwrap()]
+}
+
+/// The list holding the field at `path`.
+fn pb_siblings<'a>(fields: &'a mut Vec<PbField>, path: &[usize]) -> &'a mut Vec<PbField> {
+    let mut list = fields;
+    for &i in &path[..path.len() - 1] {
+        list = match &mut list[i].value {
+            PbValue::Message(m) => m,
+            _ => unreachable!("a path goes through messages"),
+        };
+    }
+    list
+}
+
+fn pb_field<'a>(fields: &'a mut Vec<PbField>, path: &[usize]) -> &'a mut PbField {
+    &mut pb_siblings(fields, path)[*path.last().unwrap()]
+}
+
+/// Whether the field at `path` is the only one of its number among its siblings (a header
+/// field: a type, a version, a dimension count), rarer than the elements of repeated ones.
+fn pb_single(fields: &[PbField], path: &[usize]) -> bool {
+    let list = pb_list(fields, path);
+    let n = list[*path.last().unwrap()].number;
+    list.iter().filter(|f| f.number == n).count() == 1
+}
+
+/// Varints as protobuf's packed encoding holds them, when `b` is exactly that.
+fn packed_varints(b: &[u8]) -> Option<Vec<u64>> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < b.len() {
+        out.push(pb_varint(b, &mut at)?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+const PB_HOSTILE: &[u64] = &[
+    0,
+    1,
+    2,
+    3,
+    u64::MAX, // -1 as int64
+    0xffff_ffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    1 << 24,
+    (1 << 24) + 1,
+    1 << 32,
+    1 << 40,
+    i64::MAX as u64,
+    i64::MIN as u64,
+    u64::MAX - 1, // -2
+    65_536,
+];
+
+fn pb_hostile(gen: &mut Gen, old: u64) -> u64 {
+    match gen.gen_range(0..5) {
+        0 => old.wrapping_add(1),
+        1 => old.wrapping_sub(1),
+        _ => *PB_HOSTILE.choose(gen).unwrap(),
+    }
+}
+
+/// Odd floats for an `f`, a `floats` element or a tensor value.
+fn pb_odd_float(gen: &mut Gen) -> f32 {
+    *[
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        -f32::MAX,
+        -0.0,
+        1e-45,
+        1e20,
+        -1.0,
+        0.0,
+        4294967296.0,
+    ]
+    .choose(gen)
+    .unwrap()
+}
+
+/// One edit of an ONNX file's fields: a number, a packed array, a float, a string, a
+/// repeated message, a length or a field number; `donors` lend same-numbered fields.
+fn mutate_proto(
+    gen: &mut Gen,
+    fields: &mut Vec<PbField>,
+    donors: &[&ModelSeed],
+    ops: &mut Vec<String>,
+) {
+    let mut paths = Vec::new();
+    pb_paths(fields, &mut Vec::new(), &mut paths);
+    if paths.is_empty() {
+        return;
+    }
+    let op = gen.gen_range(0..12);
+    let wants = |f: &PbField| match op {
+        0..=2 => matches!(f.value, PbValue::Varint(_)),
+        3 => matches!(f.value, PbValue::Fixed32(_)),
+        4..=6 | 9 => matches!(f.value, PbValue::Bytes(_) | PbValue::Message(_)),
+        7 | 8 => matches!(f.value, PbValue::Message(_)),
+        _ => true,
+    };
+    let candidates: Vec<&Vec<usize>> = paths.iter().filter(|p| wants(pb_ref(fields, p))).collect();
+    let singles: Vec<&Vec<usize>> = candidates
+        .iter()
+        .copied()
+        .filter(|p| pb_single(fields, p))
+        .collect();
+    // Half the time a field that is alone of its number: the many elements of repeated ones
+    // would otherwise take nearly every pick.
+    let pick = if !singles.is_empty() && gen.gen_bool(0.5) {
+        singles.choose(gen)
+    } else {
+        candidates.choose(gen)
+    };
+    let Some(path) = pick.map(|p| (*p).clone()) else {
+        return;
+    };
+    let at = format!("{path:?}");
+    match op {
+        0..=2 => {
+            let f = pb_field(fields, &path);
+            if let PbValue::Varint(v) = &mut f.value {
+                let new = pb_hostile(gen, *v);
+                ops.push(format!(
+                    "varint field {} at {at}: {} -> {}",
+                    f.number, *v as i64, new as i64
+                ));
+                *v = new;
+            }
+        }
+        3 => {
+            let f = pb_field(fields, &path);
+            let x = pb_odd_float(gen);
+            ops.push(format!("float field {} at {at} -> {x}", f.number));
+            f.value = PbValue::Fixed32(x.to_le_bytes());
+        }
+        4 => {
+            // A packed array's element, or its length, forged.
+            let f = pb_field(fields, &path);
+            let body = pb_body(f).unwrap_or_default();
+            if let Some(mut xs) = packed_varints(&body) {
+                let k = gen.gen_range(0..xs.len());
+                match gen.gen_range(0..4) {
+                    0 => drop(xs.remove(k)),
+                    1 => xs.insert(k, xs[k]),
+                    _ => xs[k] = pb_hostile(gen, xs[k]),
+                }
+                ops.push(format!("packed varints of field {} at {at}", f.number));
+                let mut out = Vec::new();
+                for x in xs {
+                    pb_put_varint(x, &mut out);
+                }
+                f.value = PbValue::Bytes(out);
+            } else if body.len() >= 4 {
+                // Packed floats (or raw tensor data): an odd value, or a length that is not
+                // a multiple of the element size.
+                let mut body = body;
+                if gen.gen_bool(0.7) {
+                    let k = gen.gen_range(0..body.len() / 4) * 4;
+                    body[k..k + 4].copy_from_slice(&pb_odd_float(gen).to_le_bytes());
+                    ops.push(format!("packed float of field {} at {at}", f.number));
+                } else {
+                    let cut = gen.gen_range(1..4);
+                    body.truncate(body.len() - cut);
+                    ops.push(format!("{cut} bytes off field {} at {at}", f.number));
+                }
+                f.value = PbValue::Bytes(body);
+            }
+        }
+        5 | 6 => {
+            // A string: a line break, a bidi override, invalid UTF-8, empty, or another
+            // string of the file (a name defined twice, an edge into a cycle).
+            let strings: Vec<Vec<u8>> = paths
+                .iter()
+                .filter_map(|p| match &pb_ref(fields, p).value {
+                    PbValue::Bytes(b)
+                        if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic()) =>
+                    {
+                        Some(b.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let f = pb_field(fields, &path);
+            let mut body = pb_body(f).unwrap_or_default();
+            let new = match (gen.gen_range(0..3), strings.choose(gen)) {
+                (0, Some(other)) => other.clone(),
+                (1, _) => Vec::new(),
+                _ => {
+                    let odd: &[u8] = [
+                        &b"\n"[..],
+                        b"\r",
+                        "\u{2028}".as_bytes(),
+                        "\u{202e}".as_bytes(),
+                        b"\xff",
+                        b"\0",
+                        b" ",
+                    ]
+                    .choose(gen)
+                    .unwrap();
+                    let k = gen.gen_range(0..=body.len());
+                    body.splice(k..k, odd.iter().copied());
+                    body
+                }
+            };
+            ops.push(format!(
+                "string field {} at {at} -> {:?}",
+                f.number,
+                String::from_utf8_lossy(&new[..new.len().min(40)])
+            ));
+            f.value = PbValue::Bytes(new);
+        }
+        7 | 8 => {
+            // A repeated message removed, doubled, swapped, or another model's.
+            let i = *path.last().unwrap();
+            let list = pb_siblings(fields, &path);
+            let number = list[i].number;
+            match gen.gen_range(0..5) {
+                0 => {
+                    ops.push(format!("field {number} at {at} removed"));
+                    list.remove(i);
+                }
+                1 => {
+                    let copies = *[1, 1, 2, 50].choose(gen).unwrap();
+                    ops.push(format!("field {number} at {at} {copies} more time(s)"));
+                    let f = list[i].clone();
+                    for _ in 0..copies {
+                        list.insert(i, f.clone());
+                    }
+                }
+                2 => {
+                    let j = gen.gen_range(0..list.len());
+                    ops.push(format!("field {number} at {at} swapped with sibling {j}"));
+                    list.swap(i, j);
+                }
+                _ => {
+                    let donor = donors.choose(gen).unwrap();
+                    let Some(theirs) = &donor.proto else {
+                        return;
+                    };
+                    let mut their_paths = Vec::new();
+                    pb_paths(theirs, &mut Vec::new(), &mut their_paths);
+                    let same: Vec<&Vec<usize>> = their_paths
+                        .iter()
+                        .filter(|p| pb_ref(theirs, p).number == number)
+                        .collect();
+                    if let Some(p) = same.choose(gen) {
+                        ops.push(format!(
+                            "field {number} at {at} replaced by {}'s at {p:?}",
+                            donor.name
+                        ));
+                        list[i] = pb_ref(theirs, p).clone();
+                    }
+                }
+            }
+        }
+        9 => {
+            // A length that is not the field's.
+            let f = pb_field(fields, &path);
+            let real = pb_body(f).map_or(0, |b| b.len() as u64);
+            let forged = match gen.gen_range(0..4) {
+                0 => real + gen.gen_range(1..4),
+                1 => real.saturating_sub(gen.gen_range(1..4)),
+                _ => *PB_HOSTILE.choose(gen).unwrap(),
+            };
+            ops.push(format!(
+                "length of field {} at {at}: {real} -> {forged}",
+                f.number
+            ));
+            f.forged_len = Some(forged);
+        }
+        10 => {
+            let f = pb_field(fields, &path);
+            let number = gen.gen_range(1..=20);
+            ops.push(format!("field {} at {at} renumbered {number}", f.number));
+            f.number = number;
+        }
+        _ => {
+            // A value of another wire type under the same number.
+            let f = pb_field(fields, &path);
+            let value = match gen.gen_range(0..4) {
+                0 => PbValue::Varint(*PB_HOSTILE.choose(gen).unwrap()),
+                1 => PbValue::Fixed32(pb_odd_float(gen).to_le_bytes()),
+                2 => PbValue::Fixed64(u64::MAX.to_le_bytes()),
+                _ => PbValue::Bytes(b"\x08\x01".to_vec()),
+            };
+            ops.push(format!("field {} at {at} -> {value:?}", f.number));
+            f.value = value;
+        }
+    }
+}
+
+fn mutate_onnx(gen: &mut Gen, seed: &ModelSeed, pool: &[&ModelSeed]) -> MadeModel {
+    let mut ops = Vec::new();
+    let mut bytes = match &seed.proto {
+        Some(proto) if gen.gen_bool(0.85) => {
+            let mut fields = proto.clone();
+            for _ in 0..gen.gen_range(1..=3) {
+                mutate_proto(gen, &mut fields, pool, &mut ops);
+            }
+            let mut out = Vec::new();
+            pb_encode(&fields, &mut out);
+            out
+        }
+        _ => seed.bytes.clone(),
+    };
+    if ops.is_empty() || gen.gen_bool(0.2) {
+        let n = bytes.len();
+        ops.push("byte mutation".into());
+        mutate_bytes(
+            gen,
+            &mut bytes,
+            0..n,
+            &[
+                b"\x08\x07",
+                b"\x3a\xff\xff\xff\xff\x0f",
+                b"\x0a\x80\x80\x80\x80\x08",
+                b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+                b"\x12\x00",
+                b"\x42\x04\x12\x02\x08\x01",
+            ],
+        );
+    }
+    MadeModel { bytes, ops }
+}
+
+#[test]
+fn onnx_files() {
+    fuzz_models("onnx_files", Format::Onnx, 300, mutate_onnx);
 }
 
 // ------------------------------------------------------------------------------------------

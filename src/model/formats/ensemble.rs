@@ -29,6 +29,20 @@ pub struct Ensemble {
     pub arithmetic: Arithmetic,
     /// The link from raw scores to the library's output.
     pub transform: Transform,
+    /// The compiled form, built on first use (parsers write `Default::default()`).
+    #[serde(skip)]
+    pub compiled: FlatCache,
+}
+
+/// An ensemble's compiled form, built once. Equal to any other: it is derived from the
+/// ensemble it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct FlatCache(std::sync::OnceLock<Flat>);
+
+impl PartialEq for FlatCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The precision the library computes in.
@@ -246,10 +260,9 @@ impl Ensemble {
         self.compile().predict(self, rows, n_rows)
     }
 
-    /// The compiled form, which [`Ensemble::predict`] builds on each call: callers that score
-    /// many batches keep it (`Flat::predict`).
-    pub fn compile(&self) -> Flat {
-        Flat::new(self)
+    /// The compiled form, built on the first call.
+    pub fn compile(&self) -> &Flat {
+        self.compiled.0.get_or_init(|| Flat::new(self))
     }
 
     /// The outputs of `n_rows` rows (row-major, `n_features` each), `n_outputs` per row after

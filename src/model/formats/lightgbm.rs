@@ -104,6 +104,7 @@ fn parse_text(bytes: &[u8]) -> Fallible<Parsed> {
         base_after_average: false,
         arithmetic: Arithmetic::F64,
         transform,
+        compiled: Default::default(),
     };
     Ok(Parsed {
         format: Format::Lightgbm,
@@ -902,9 +903,8 @@ mod tests {
     }
 
     /// LightGBM zeroes `|x| <= 1e-35f` (1.0000000180025095e-35) before the trees, so such an
-    /// `x` goes the default way at a Zero split; `Rule::ZeroMissing` tests `|x| <= 1e-35`.
+    /// `x` goes the default way at a Zero split: `Rule::ZeroMissing` tests `|x| <= 1e-35f`.
     #[test]
-    #[ignore = "needs Rule::ZeroMissing to test |x| <= 1e-35f32 as f64, as LightGBM"]
     fn missing_type_zero_band_is_lightgbms_float_constant() {
         let m = model(&[], &[&stump(0, "0.5", 4)], "");
         let inside = 1e-35f64.next_up();

@@ -6,28 +6,10 @@
 pub mod ensemble;
 mod flat;
 pub mod lightgbm;
+pub mod onnx;
 mod parsed;
-// INTEGRATION STUBS: replaced by the parsers' files as they land.
-pub mod xgboost {
-    pub fn parse(_: &[u8]) -> anyhow::Result<super::Parsed> {
-        anyhow::bail!("XGBoost import is not built yet")
-    }
-}
-pub mod onnx {
-    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-    pub struct Pipeline;
-    impl Pipeline {
-        pub fn predict(&self, _: &[super::InputColumn], _: usize) -> Vec<f64> {
-            vec![]
-        }
-        pub fn shape(&self) -> super::Shape {
-            super::Shape::default()
-        }
-    }
-    pub fn parse(_: &[u8], _: Option<&[String]>) -> anyhow::Result<super::Parsed> {
-        anyhow::bail!("ONNX import is not built yet")
-    }
-}
+mod ubjson;
+pub mod xgboost;
 
 use anyhow::{bail, Result};
 
