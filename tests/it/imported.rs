@@ -308,3 +308,243 @@ fn the_compiled_ensemble_equals_its_definition() {
         }
     }
 }
+
+const CHURN_LGB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/churn/models/churn_lightgbm.txt"
+);
+
+/// A job scoring the churn features with `churn_lgb@1`, class probabilities on.
+fn lightgbm_job(env: &Env, input: &str, extra_output: &str) {
+    env.write(
+        "jobs/lgb.toml",
+        &format!(
+            r#"name = "lgb"
+schedule = "30 2 * * *"
+timezone = "Europe/Berlin"
+date = "yesterday"
+
+[input]
+uri = "{input}"
+
+[model]
+name = "churn_lgb"
+version = 1
+
+[output]
+uri = "out/scores/lgb/dt={{date}}/"
+passthrough = ["id"]
+{extra_output}
+"#
+        ),
+    );
+}
+
+/// What a user does: import the committed LightGBM model with a reference, look at it, pin it
+/// in a job, run it. The last line of `import` is NAME@VERSION; `show` says what the file is;
+/// the run writes each class's probability, equal to the model's own, and a drift report.
+#[test]
+fn an_imported_lightgbm_model_is_shown_pinned_and_scored() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "model",
+        "import",
+        CHURN_LGB,
+        "--name",
+        "churn_lgb",
+        "--reference",
+        &format!("{}/train/", crate::util::FIXTURES),
+        "--target",
+        "churned",
+    ]);
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("churn_lgb@1"),
+        "{}",
+        out.stdout
+    );
+    let show = env.ok(&["model", "show", "churn_lgb@1"]).stdout;
+    for want in [
+        "format      lightgbm, written by LightGBM v4",
+        "objective   binary sigmoid:1",
+        "classes     0, 1",
+        "trees       100 trees, 3100 leaves, depth up to",
+        "compiled    ",
+        "reference   ",
+        "metrics     accuracy=",
+        "  plan                     categorical, strings coded as pandas did: basic, enterprise, premium, standard",
+        "  monthly_charges          numeric",
+    ] {
+        assert!(show.contains(want), "model show lacks {want:?}:\n{show}");
+    }
+    let list = env.ok(&["model", "list"]).stdout;
+    assert!(list.contains("lightgbm"), "{list}");
+
+    lightgbm_job(
+        &env,
+        &format!("{}/features/dt={{date}}/", crate::util::FIXTURES),
+        "probabilities = true",
+    );
+    let run = env.ok(&["run", "lgb", "--date", "2026-11-01"]).stdout;
+    assert!(run.contains("rows scored               2000"), "{run}");
+    assert!(
+        run.contains("  drift             "),
+        "a drift report: {run}"
+    );
+
+    // The written probabilities are the model's: proba_1 is the score, and they sum to 1.
+    let registry = registry(&env.path("out/registry"));
+    let model = registry
+        .load(&ModelRef {
+            name: "churn_lgb".into(),
+            version: 1,
+        })
+        .unwrap();
+    let dir = env.path("out/scores/lgb/dt=2026-11-01");
+    for part in ["part-00000.parquet", "part-00001.parquet"] {
+        let scores = read_parquet(&dir.join(part));
+        let input = read_parquet(
+            &Path::new(crate::util::FIXTURES).join(format!("features/dt=2026-11-01/{part}")),
+        );
+        let want = model.score_batch(&input).unwrap().prediction;
+        let col = |name: &str| {
+            scores
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        let (p0, p1, score) = (col("proba_0"), col("proba_1"), col("score"));
+        assert_eq!(score, want.score);
+        assert_eq!(p1, want.score);
+        for (a, b) in p0.iter().zip(&p1) {
+            assert_eq!(*a, 1.0 - b);
+        }
+        let names: Vec<String> = scores
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "score",
+                "prediction",
+                "proba_0",
+                "proba_1",
+                "model_name",
+                "model_version",
+                "run_id",
+                "scored_at"
+            ]
+        );
+    }
+}
+
+/// Nulls in every kind of feature are scored as LightGBM scores NaN, not quarantined; a run
+/// without a drift reference succeeds and says so; a probability column on a regressor, or a
+/// missing feature column, fails the run before any output exists.
+#[test]
+fn nulls_are_data_and_mistakes_fail_before_any_output() {
+    let env = Env::new();
+    env.ok(&["model", "import", CHURN_LGB, "--name", "churn_lgb"]);
+    let case = Path::new(MODELS).join("lightgbm_binary_categorical");
+    std::fs::create_dir_all(env.path("in/dt=2026-11-01")).unwrap();
+    std::fs::copy(
+        case.join("input.parquet"),
+        env.path("in/dt=2026-11-01/part-0.parquet"),
+    )
+    .unwrap();
+    lightgbm_job(&env, "in/dt={date}/", "");
+    let run = env.ok(&["run", "lgb", "--date", "2026-11-01"]).stdout;
+    assert!(run.contains("rows read                  300"), "{run}");
+    assert!(run.contains("rows scored                300"), "{run}");
+    assert!(run.contains("rows quarantined             0"), "{run}");
+    assert!(run.contains("unknown categories"), "{run}");
+    assert!(
+        run.contains("drift             no report: model churn_lgb@1 has no drift reference"),
+        "{run}"
+    );
+
+    // A regressor has no class probabilities: refused before anything is written.
+    let reg = Path::new(MODELS).join("lightgbm_regression/model.txt");
+    env.ok(&["model", "import", reg.to_str().unwrap(), "--name", "reg"]);
+    let job = std::fs::read_to_string(env.path("jobs/lgb.toml"))
+        .unwrap()
+        .replace("name = \"churn_lgb\"", "name = \"reg\"")
+        .replace(
+            "passthrough = [\"id\"]",
+            "passthrough = [\"id\"]\nprobabilities = true",
+        )
+        .replace("out/scores/lgb/", "out/scores/reg/");
+    env.write("jobs/lgb.toml", &job);
+    let out = env.run(&["run", "lgb", "--date", "2026-11-01"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("is a regressor, which has no class probabilities"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out/scores/reg").exists());
+
+    // An input without one of the model's columns: named, nothing written.
+    let input = read_parquet(&env.path("in/dt=2026-11-01/part-0.parquet"));
+    let i = input.schema().index_of("region").unwrap();
+    let mut without = input.clone();
+    without.remove_column(i);
+    std::fs::create_dir_all(env.path("in/dt=2026-11-02")).unwrap();
+    let f = std::fs::File::create(env.path("in/dt=2026-11-02/part-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, without.schema(), None).unwrap();
+    w.write(&without).unwrap();
+    w.close().unwrap();
+    lightgbm_job(&env, "in/dt={date}/", "");
+    let out = env.run(&["run", "lgb", "--date", "2026-11-02"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("column 'region' is missing (the model needs it)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("out/scores/lgb/dt=2026-11-02").exists());
+}
+
+/// The command line refuses what it cannot import in one line, and registers nothing.
+#[test]
+fn the_command_line_refuses_bad_imports_in_one_line() {
+    let env = Env::new();
+    let bad = Path::new(MODELS).join("bad");
+    let pkl = bad.join("model.pkl");
+    let out = env.run(&["model", "import", pkl.to_str().unwrap(), "--name", "x"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("skl2onnx.to_onnx"), "{}", out.stderr);
+
+    // A file without feature names needs --features, with as many names as inputs.
+    let poisson = Path::new(MODELS).join("xgboost_poisson/model.json");
+    let p = poisson.to_str().unwrap();
+    let out = env.run(&["model", "import", p, "--name", "x"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--features a,b,c"), "{}", out.stderr);
+    let out = env.run(&["model", "import", p, "--name", "x", "--features", "a,b"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the model takes 4 features; --features names 2"),
+        "{}",
+        out.stderr
+    );
+    // --format overrides detection: a LightGBM file read as ONNX is refused, not guessed.
+    let out = env.run(&[
+        "model", "import", CHURN_LGB, "--name", "x", "--format", "onnx",
+    ]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!env.path("out/registry/x").exists());
+}
