@@ -39,7 +39,46 @@ pub struct Flat {
     trees: Vec<(u32, u32, u32)>,
     specials: Vec<(u32, Rule)>,
     values: Vec<f64>,
+    /// The same walk over small integer codes, where every feature has few enough thresholds.
+    coded: Option<Coded>,
 }
+
+/// The flat form over codes, as the forest's (`model/forest.rs`, `Quantised`): a value `v` of
+/// feature `f` becomes `code(v) = #{j: t_j < v}` over `f`'s distinct thresholds `t_0 < t_1 <
+/// ...`, so `v > t_j` exactly when `code(v) > j`. Each feature has two code columns, one per
+/// way NaN can go: where NaN goes right, NaN is `u16::MAX` (above every rank); where it goes
+/// left, NaN is 0 and the other codes are one higher (as are the ranks of the nodes reading
+/// that column). A step is then `left + (code[column] > rank)`, the forest's, with no test for
+/// NaN. A block's rows (four bytes a feature) and the 8-byte nodes stay in L1 together, where
+/// f64 rows and 16-byte nodes did not.
+#[derive(Debug, Clone)]
+struct Coded {
+    /// Slot for slot as `Flat::nodes`.
+    nodes: Vec<CodeNode>,
+    /// Per feature: its distinct `LessEq` thresholds ascending, padded with `+inf` to a power
+    /// of two (at least one `+inf`).
+    thresholds: Vec<Vec<f64>>,
+    /// Per tree (as `Flat::trees`): whether it has a special node, which only the slower step
+    /// looks for.
+    special: Vec<bool>,
+}
+
+/// A node over codes: a row moves to `left + (code[column] > rank)`. Column `2f` is feature
+/// `f` with NaN to the right, `2f + 1` with NaN to the left; a leaf reads the sentinel column
+/// `2 * n_features`, whose code is 0. A special node has `column == SPECIAL_COLUMN` and its rule
+/// is `Flat::specials[rank]`, tested on the row's value.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct CodeNode {
+    left: u32,
+    column: u16,
+    rank: u16,
+}
+
+const SPECIAL_COLUMN: u16 = u16::MAX;
+
+/// Rows walked side by side within a block, their positions in registers.
+const GROUP: usize = 8;
 
 /// Rows walked together: a block's rows (25 features of 8 bytes) stay in L2 while every tree
 /// walks them.
@@ -115,11 +154,13 @@ impl Flat {
             };
             trees.push((root as u32, depth, output));
         }
+        let coded = Coded::new(e, &nodes, &specials, &trees);
         Self {
             nodes,
             trees,
             specials,
             values,
+            coded,
         }
     }
 
@@ -140,6 +181,9 @@ impl Flat {
     }
 
     fn sums<A: Acc>(&self, e: &Ensemble, rows: &[f64], n_rows: usize) -> Vec<f64> {
+        if let Some(coded) = &self.coded {
+            return self.coded_sums::<A>(coded, e, rows, n_rows);
+        }
         let k = e.n_outputs;
         let nf = e.n_features;
         let stride = nf + 1;
@@ -172,6 +216,121 @@ impl Flat {
                 for _ in 0..depth {
                     for (row, a) in xb.chunks_exact(stride).zip(at.iter_mut()) {
                         *a = self.step(row, *a);
+                    }
+                }
+                if output == u32::MAX {
+                    for (r, &a) in at.iter().enumerate() {
+                        let o = self.nodes[a as usize].threshold.to_bits() as usize;
+                        for (s, &v) in acc[r * k..(r + 1) * k]
+                            .iter_mut()
+                            .zip(&self.values[o..o + k])
+                        {
+                            *s += A::from_f64(v);
+                        }
+                    }
+                } else {
+                    let o = output as usize;
+                    for (r, &a) in at.iter().enumerate() {
+                        acc[r * k + o] += A::from_f64(self.nodes[a as usize].threshold);
+                    }
+                }
+            }
+            for (r, row) in acc.chunks_exact(k).enumerate() {
+                let raw = &mut out[(start + r) * k..(start + r + 1) * k];
+                for (o, &s) in raw.iter_mut().zip(row) {
+                    *o = s.to_f64();
+                }
+                e.finish(raw);
+            }
+        }
+        out
+    }
+
+    /// `sums` over codes, a group of rows at a time all the way down each tree.
+    fn coded_sums<A: Acc>(&self, q: &Coded, e: &Ensemble, rows: &[f64], n_rows: usize) -> Vec<f64> {
+        let k = e.n_outputs;
+        let nf = e.n_features;
+        let stride = 2 * nf + 1;
+        let mut out = vec![0.0; n_rows * k];
+        // The rows' values (in the ensemble's precision), for special nodes.
+        let mut block = vec![0.0f64; CODE_BLOCK * nf];
+        let mut codes = vec![0u16; CODE_BLOCK * stride];
+        let mut at = vec![0u32; CODE_BLOCK];
+        let mut acc = vec![A::default(); CODE_BLOCK * k];
+        let base: Vec<A> = e.base.iter().map(|&b| A::from_f64(b)).collect();
+        for start in (0..n_rows).step_by(CODE_BLOCK) {
+            let b = CODE_BLOCK.min(n_rows - start);
+            let values = &mut block[..b * nf];
+            for (d, &s) in values.iter_mut().zip(&rows[start * nf..(start + b) * nf]) {
+                *d = A::round(s);
+            }
+            // Feature by feature: one feature's thresholds stay in L1 while its rows are coded.
+            for (f, t) in q.thresholds.iter().enumerate() {
+                if t.len() > 1 {
+                    let column = values.iter().skip(f).step_by(nf);
+                    let row_codes = codes[2 * f..].chunks_mut(stride);
+                    for (c, &v) in row_codes.zip(column) {
+                        let (right, left) = Coded::codes(t, v);
+                        c[0] = right;
+                        c[1] = left;
+                    }
+                }
+            }
+            let cb = &codes[..b * stride];
+            let acc = &mut acc[..b * k];
+            if e.base_after_average {
+                acc.fill(A::default());
+            } else {
+                for row in acc.chunks_exact_mut(k) {
+                    row.copy_from_slice(&base);
+                }
+            }
+            for (t, &(root, depth, output)) in self.trees.iter().enumerate() {
+                let at = &mut at[..b];
+                if q.special[t] {
+                    let mut groups = cb.chunks_exact(GROUP * stride);
+                    let mut ats = at.chunks_exact_mut(GROUP);
+                    let mut first = 0;
+                    for (group, out) in (&mut groups).zip(&mut ats) {
+                        let mut a = [root; GROUP];
+                        let vals = &values[first * nf..(first + GROUP) * nf];
+                        for _ in 0..depth {
+                            for (j, a) in a.iter_mut().enumerate() {
+                                let row = &group[j * stride..(j + 1) * stride];
+                                *a = q.special_step(self, row, &vals[j * nf..(j + 1) * nf], *a);
+                            }
+                        }
+                        out.copy_from_slice(&a);
+                        first += GROUP;
+                    }
+                    let tail = ats.into_remainder();
+                    tail.fill(root);
+                    for _ in 0..depth {
+                        let rows = groups.remainder().chunks_exact(stride);
+                        for (j, (row, a)) in rows.zip(tail.iter_mut()).enumerate() {
+                            let v = &values[(first + j) * nf..(first + j + 1) * nf];
+                            *a = q.special_step(self, row, v, *a);
+                        }
+                    }
+                } else {
+                    let mut groups = cb.chunks_exact(GROUP * stride);
+                    let mut ats = at.chunks_exact_mut(GROUP);
+                    for (group, out) in (&mut groups).zip(&mut ats) {
+                        let mut a = [root; GROUP];
+                        for _ in 0..depth {
+                            for (j, a) in a.iter_mut().enumerate() {
+                                *a = q.step(&group[j * stride..(j + 1) * stride], *a);
+                            }
+                        }
+                        out.copy_from_slice(&a);
+                    }
+                    let tail = ats.into_remainder();
+                    tail.fill(root);
+                    for _ in 0..depth {
+                        for (row, a) in groups.remainder().chunks_exact(stride).zip(tail.iter_mut())
+                        {
+                            *a = q.step(row, *a);
+                        }
                     }
                 }
                 if output == u32::MAX {
@@ -256,5 +415,281 @@ impl Acc for f32 {
     #[inline(always)]
     fn round(v: f64) -> f64 {
         v as f32 as f64
+    }
+}
+
+/// Rows coded and walked together: their codes (two bytes a feature) and the hot nodes fit L1.
+const CODE_BLOCK: usize = 512;
+
+impl Coded {
+    /// The coded form of `nodes`, or `None` when a feature has more thresholds than a code
+    /// holds, or there are more features or special nodes than a node's fields hold.
+    fn new(
+        e: &Ensemble,
+        nodes: &[FlatNode],
+        specials: &[(u32, Rule)],
+        trees: &[(u32, u32, u32)],
+    ) -> Option<Self> {
+        let nf = e.n_features;
+        if 2 * nf + 1 >= SPECIAL_COLUMN as usize || specials.len() > u16::MAX as usize {
+            return None;
+        }
+        let mut thresholds: Vec<Vec<f64>> = vec![Vec::new(); nf];
+        for n in nodes {
+            if n.feature & SPECIAL == 0 && (n.feature & INDEX) as usize != nf {
+                thresholds[(n.feature & INDEX) as usize].push(n.threshold);
+            }
+        }
+        for t in &mut thresholds {
+            // NaN thresholds send every number right (`x > NaN` is false); they have no rank.
+            if t.iter().any(|v| v.is_nan()) {
+                return None;
+            }
+            t.sort_by(f64::total_cmp);
+            // By value: -0.0 and 0.0 split alike.
+            t.dedup_by(|a, b| a == b);
+            // Codes go up to `len + 1` (NaN-left columns), below `u16::MAX` (NaN).
+            if t.len() + 2 >= u16::MAX as usize {
+                return None;
+            }
+            t.resize((t.len() + 1).next_power_of_two(), f64::INFINITY);
+        }
+        let coded: Vec<CodeNode> = nodes
+            .iter()
+            .map(|n| {
+                if n.feature & SPECIAL != 0 {
+                    return CodeNode {
+                        left: n.left,
+                        column: SPECIAL_COLUMN,
+                        rank: (n.feature & INDEX) as u16,
+                    };
+                }
+                let f = (n.feature & INDEX) as usize;
+                if f == nf {
+                    return CodeNode {
+                        left: n.left,
+                        column: (2 * nf) as u16,
+                        rank: 0,
+                    };
+                }
+                let t = &thresholds[f];
+                let rank = t.partition_point(|&v| v < n.threshold);
+                debug_assert!(t[rank] == n.threshold);
+                if n.feature & NAN_RIGHT != 0 {
+                    CodeNode {
+                        left: n.left,
+                        column: (2 * f) as u16,
+                        rank: rank as u16,
+                    }
+                } else {
+                    CodeNode {
+                        left: n.left,
+                        column: (2 * f + 1) as u16,
+                        rank: rank as u16 + 1,
+                    }
+                }
+            })
+            .collect();
+        // A tree's slots run from its root to the next tree's.
+        let mut special = Vec::with_capacity(trees.len());
+        for (i, &(root, _, _)) in trees.iter().enumerate() {
+            let end = trees.get(i + 1).map_or(coded.len(), |t| t.0 as usize);
+            special.push(
+                coded[root as usize..end]
+                    .iter()
+                    .any(|n| n.column == SPECIAL_COLUMN),
+            );
+        }
+        Some(Self {
+            nodes: coded,
+            thresholds,
+            special,
+        })
+    }
+
+    /// A value's codes in its feature's two columns: (NaN right, NaN left).
+    #[inline(always)]
+    fn codes(t: &[f64], v: f64) -> (u16, u16) {
+        if v.is_nan() {
+            return (u16::MAX, 0);
+        }
+        let mut c = 0;
+        let mut half = t.len() / 2;
+        while half > 0 {
+            let below = t[c + half - 1] < v;
+            // A select, not a branch: whether a value is below a threshold is a coin toss the
+            // predictor cannot learn.
+            c = std::hint::select_unpredictable(below, c + half, c);
+            half /= 2;
+        }
+        (c as u16, c as u16 + 1)
+    }
+
+    /// One step of a walk over codes, in a tree with no special node: the node after `at`
+    /// for a row's `2 * n_features + 1` codes.
+    #[inline(always)]
+    fn step(&self, row: &[u16], at: u32) -> u32 {
+        debug_assert!((at as usize) < self.nodes.len());
+        // SAFETY: a walk starts at a root and only moves to a child; every child index
+        // `Flat::new` writes is a slot it allocated, and `nodes` has a node per slot.
+        let node = unsafe { *self.nodes.get_unchecked(at as usize) };
+        debug_assert!((node.column as usize) < row.len());
+        // SAFETY: a node's column is `2f` or `2f + 1` for a feature `f < n_features` (the
+        // parsers check split features against the ensemble's `n_features`), or `2 *
+        // n_features` for a leaf; a row holds `2 * n_features + 1` codes. Special nodes, whose
+        // column is out of range, are only in trees walked by `special_step`.
+        let c = unsafe { *row.get_unchecked(node.column as usize) };
+        node.left + (c > node.rank) as u32
+    }
+
+    /// `step` in a tree with special nodes, whose rules read the row's `values`.
+    #[inline(always)]
+    fn special_step(&self, flat: &Flat, row: &[u16], values: &[f64], at: u32) -> u32 {
+        let node = self.nodes[at as usize];
+        if node.column == SPECIAL_COLUMN {
+            let (feature, rule) = &flat.specials[node.rank as usize];
+            return node.left + u32::from(!rule.goes_left(values[*feature as usize]));
+        }
+        node.left + (row[node.column as usize] > node.rank) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ensemble::{Split, Transform, Tree};
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// A random tree of `depth` levels at most over `nf` features, thresholds from `cuts`, with
+    /// every kind of rule.
+    fn tree(
+        rng: &mut Xoshiro256PlusPlus,
+        nf: usize,
+        cuts: &[f64],
+        output: TreeOutput,
+        k: usize,
+    ) -> Tree {
+        let mut nodes = vec![Node::Leaf { values: vec![] }];
+        let mut todo = vec![(0usize, 0usize)];
+        while let Some((i, d)) = todo.pop() {
+            if d >= 6 || (d > 0 && rng.gen_bool(0.25)) {
+                let n = if output == TreeOutput::All { k } else { 1 };
+                nodes[i] = Node::Leaf {
+                    values: (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                };
+                continue;
+            }
+            let feature = rng.gen_range(0..nf) as u32;
+            let threshold = cuts[rng.gen_range(0..cuts.len())];
+            let rule = match rng.gen_range(0..10) {
+                0 => Rule::ZeroMissing {
+                    threshold,
+                    default_left: rng.gen(),
+                },
+                1 => Rule::Equal {
+                    value: threshold,
+                    negate: rng.gen(),
+                    nan_left: rng.gen(),
+                },
+                2 => Rule::InSet {
+                    bits: vec![rng.gen(), rng.gen()],
+                    in_set_left: rng.gen(),
+                    nan_left: rng.gen(),
+                    negative_left: rng.gen(),
+                },
+                _ => Rule::LessEq {
+                    threshold,
+                    nan_left: rng.gen(),
+                },
+            };
+            let (left, right) = (nodes.len(), nodes.len() + 1);
+            nodes.push(Node::Leaf { values: vec![] });
+            nodes.push(Node::Leaf { values: vec![] });
+            nodes[i] = Node::Split(Split {
+                feature,
+                rule,
+                left: left as u32,
+                right: right as u32,
+            });
+            todo.push((left, d + 1));
+            todo.push((right, d + 1));
+        }
+        Tree { nodes, output }
+    }
+
+    /// The compiled walks (over codes where the ensemble allows, over values where it does not)
+    /// equal the definition bit for bit, in both precisions, for every kind of rule, NaN, ±0,
+    /// values on the thresholds and either side of them.
+    #[test]
+    fn compiled_walks_equal_the_definition() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let cuts: Vec<f64> = (0..40)
+            .map(|i| (i as f64 - 20.0) / 4.0)
+            .chain([0.0, -0.0, 1e-35])
+            .collect();
+        for case in 0..40 {
+            let nf = rng.gen_range(1..6);
+            let k = rng.gen_range(1..4);
+            let all = rng.gen_bool(0.3);
+            let trees = (0..rng.gen_range(1..30))
+                .map(|t| {
+                    let output = if all {
+                        TreeOutput::All
+                    } else {
+                        TreeOutput::One((t % k) as u32)
+                    };
+                    tree(&mut rng, nf, &cuts, output, k)
+                })
+                .collect();
+            let e = Ensemble {
+                n_features: nf,
+                n_outputs: k,
+                trees,
+                base: (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                divisor: if rng.gen() { 1.0 } else { 3.0 },
+                base_after_average: rng.gen(),
+                arithmetic: if rng.gen() {
+                    Arithmetic::F64
+                } else {
+                    Arithmetic::F32
+                },
+                transform: if k > 1 {
+                    Transform::Softmax
+                } else {
+                    Transform::Identity
+                },
+                compiled: Default::default(),
+            };
+            let n = 1000;
+            let rows: Vec<f64> = (0..n * nf)
+                .map(|_| match rng.gen_range(0..8) {
+                    0 => f64::NAN,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3 => cuts[rng.gen_range(0..cuts.len())],
+                    4 => cuts[rng.gen_range(0..cuts.len())].next_up(),
+                    5 => -(rng.gen_range(0..70) as f64),
+                    _ => rng.gen_range(-6.0..6.0),
+                })
+                .collect();
+            let want = e.predict_reference(&rows, n);
+            let flat = Flat::new(&e);
+            assert!(
+                flat.coded.is_some(),
+                "case {case}: few thresholds are coded"
+            );
+            let same = |got: &[f64]| {
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+            };
+            assert!(same(&flat.predict(&e, &rows, n)), "case {case}: codes");
+            let values = Flat {
+                coded: None,
+                ..flat
+            };
+            assert!(same(&values.predict(&e, &rows, n)), "case {case}: values");
+        }
     }
 }
