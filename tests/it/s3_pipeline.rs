@@ -605,3 +605,73 @@ fn a_missing_input_bucket_or_prefix_is_one_clear_line() {
     );
     assert!(s.keys("scores/").is_empty());
 }
+
+/// A model trained in Python and kept in the bucket: `model import s3://...` with its drift
+/// reference in the bucket registers it in the bucket's registry, byte for byte, and the
+/// example job scores the day with it, exactly as it scores the same day locally.
+#[test]
+fn a_lightgbm_model_in_the_bucket_is_imported_and_scored_on_s3() {
+    let s = S3Job::new("import", Endpoint::Settings);
+    s.upload_fixtures();
+    let model = Path::new(FIXTURES).join("models/churn_lightgbm.txt");
+    s.upload_file("models/churn.txt", &model);
+    let out = s.ok(&[
+        "model",
+        "import",
+        &s.uri("models/churn.txt"),
+        "--name",
+        "churn",
+        "--reference",
+        &s.uri("train/"),
+        "--target",
+        "churned",
+    ]);
+    assert_eq!(out.stdout.trim(), "churn@1", "{}", out.stderr);
+    let stored = s.keys("registry/churn/1/");
+    let artifact = stored
+        .iter()
+        .find(|k| k.ends_with(".txt"))
+        .unwrap_or_else(|| panic!("no model file in {stored:?}"));
+    assert_eq!(
+        s.get(&format!("registry/churn/1/{artifact}")),
+        Bytes::from(std::fs::read(&model).unwrap()),
+        "the registry keeps the file byte for byte"
+    );
+    assert!(
+        stored.iter().any(|k| k.starts_with("profile-")),
+        "{stored:?}"
+    );
+    s.ok(&["run", JOB, "--date", DATE]);
+
+    // The same model and day, locally.
+    let local = Env::new();
+    local.ok(&[
+        "model",
+        "import",
+        model.to_str().unwrap(),
+        "--name",
+        "churn",
+    ]);
+    local.write(
+        "jobs/lgb.toml",
+        &format!(
+            "name = \"lgb\"\nschedule = \"30 2 * * *\"\ntimezone = \"UTC\"\ndate = \"yesterday\"\n\
+             [input]\nuri = \"{FIXTURES}/features/dt={{date}}/\"\n[model]\nname = \"churn\"\n\
+             version = 1\n[output]\nuri = \"out/dt={{date}}/\"\npassthrough = [\"id\"]\n"
+        ),
+    );
+    local.ok(&["run", "lgb", "--date", DATE]);
+    for part in PARTS {
+        let on_s3 = s.parquet(&format!("{OUTPUT}{part}"));
+        let here = read_parquet(&local.path(&format!("out/dt={DATE}/{part}")));
+        let scores = |b: &RecordBatch| {
+            b.column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(i64s(&on_s3, "id"), i64s(&here, "id"));
+        assert_eq!(scores(&on_s3), scores(&here));
+    }
+}
