@@ -548,3 +548,41 @@ fn the_command_line_refuses_bad_imports_in_one_line() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(!env.path("out/registry/x").exists());
 }
+
+/// `[output] probabilities = true` is for every classifier, nightshift's own included: the
+/// churn logistic regression writes proba_0 and proba_1, which sum to 1, proba_1 its score.
+#[test]
+fn a_trained_classifier_writes_every_class_probability_too() {
+    let env = Env::new();
+    env.train_churn();
+    env.job(
+        "churn",
+        &format!("{}/features/dt={{date}}/", crate::util::FIXTURES),
+        "",
+    );
+    let job = std::fs::read_to_string(env.path("jobs/churn.toml"))
+        .unwrap()
+        .replace(
+            "passthrough = [\"id\"]",
+            "passthrough = [\"id\"]\nprobabilities = true",
+        );
+    env.write("jobs/churn.toml", &job);
+    env.ok(&["run", "churn", "--date", "2026-11-01"]);
+    let scores = read_parquet(&env.path("out/scores/churn/dt=2026-11-01/part-00000.parquet"));
+    let col = |name: &str| {
+        scores
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    };
+    let (p0, p1, score) = (col("proba_0"), col("proba_1"), col("score"));
+    assert!(!score.is_empty());
+    assert_eq!(p1, score);
+    for (a, b) in p0.iter().zip(&p1) {
+        assert!((a + b - 1.0).abs() < 1e-15, "{a} + {b}");
+    }
+}
