@@ -58,15 +58,43 @@ struct Coded {
     /// Per feature: its distinct `LessEq` thresholds ascending, padded with `+inf` to a power
     /// of two (at least one `+inf`).
     thresholds: Vec<Vec<f64>>,
-    /// Per tree (as `Flat::trees`): whether it has a special node, which only the slower step
-    /// looks for.
-    special: Vec<bool>,
+    /// Per tree (as `Flat::trees`): which step walks it.
+    kinds: Vec<TreeKind>,
+    /// Per feature: its category column, where a set test on it became a mask node.
+    category_columns: Vec<Option<u16>>,
+    /// Slot for slot as `nodes`: a mask node's 64-bit answer per category code (bit set: goes
+    /// right); 0 for every other node. Empty when there is no mask node.
+    masks: Vec<u64>,
+    /// Codes a row holds: two columns per feature, the category columns, the sentinel.
+    stride: usize,
 }
 
+/// Which step a tree needs: the plainer, the faster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TreeKind {
+    /// Only `x <= t` tests: `left + (code > rank)`.
+    Plain,
+    /// Also categorical sets of small categories, tested by mask without a branch.
+    Masked,
+    /// Also rules tested on the row's value (`Flat::specials`).
+    Special,
+}
+
+/// A categorical set test becomes a mask node when every category in its set is below this:
+/// codes `0..CATEGORIES` are the categories, then one code for every larger value, one for
+/// negative values and one for NaN, 64 in all.
+const CATEGORIES: u16 = 61;
+const BEYOND_CODE: u16 = CATEGORIES;
+const NEGATIVE_CODE: u16 = CATEGORIES + 1;
+const NAN_CATEGORY: u16 = CATEGORIES + 2;
+/// A mask node's rank: no code is above it, so only its mask decides.
+const MASK_RANK: u16 = u16::MAX;
+
 /// A node over codes: a row moves to `left + (code[column] > rank)`. Column `2f` is feature
-/// `f` with NaN to the right, `2f + 1` with NaN to the left; a leaf reads the sentinel column
-/// `2 * n_features`, whose code is 0. A special node has `column == SPECIAL_COLUMN` and its rule
-/// is `Flat::specials[rank]`, tested on the row's value.
+/// `f` with NaN to the right, `2f + 1` with NaN to the left; a mask node reads the feature's
+/// category column and its mask (`Coded::masks`); a leaf reads the sentinel column, the last,
+/// whose code is 0. A special node has `column == SPECIAL_COLUMN` and its rule is
+/// `Flat::specials[rank]`, tested on the row's value.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct CodeNode {
@@ -250,7 +278,7 @@ impl Flat {
     fn coded_sums<A: Acc>(&self, q: &Coded, e: &Ensemble, rows: &[f64], n_rows: usize) -> Vec<f64> {
         let k = e.n_outputs;
         let nf = e.n_features;
-        let stride = 2 * nf + 1;
+        let stride = q.stride;
         let mut out = vec![0.0; n_rows * k];
         // The rows' values (in the ensemble's precision), for special nodes.
         let mut block = vec![0.0f64; CODE_BLOCK * nf];
@@ -276,6 +304,15 @@ impl Flat {
                     }
                 }
             }
+            for (f, column) in q.category_columns.iter().enumerate() {
+                if let Some(column) = *column {
+                    let values = values.iter().skip(f).step_by(nf);
+                    let row_codes = codes[column as usize..].iter_mut().step_by(stride);
+                    for (c, &v) in row_codes.zip(values) {
+                        *c = Coded::category(v);
+                    }
+                }
+            }
             let cb = &codes[..b * stride];
             let acc = &mut acc[..b * k];
             if e.base_after_average {
@@ -287,7 +324,27 @@ impl Flat {
             }
             for (t, &(root, depth, output)) in self.trees.iter().enumerate() {
                 let at = &mut at[..b];
-                if q.special[t] {
+                if q.kinds[t] == TreeKind::Masked {
+                    let mut groups = cb.chunks_exact(GROUP * stride);
+                    let mut ats = at.chunks_exact_mut(GROUP);
+                    for (group, out) in (&mut groups).zip(&mut ats) {
+                        let mut a = [root; GROUP];
+                        for _ in 0..depth {
+                            for (j, a) in a.iter_mut().enumerate() {
+                                *a = q.masked_step(&group[j * stride..(j + 1) * stride], *a);
+                            }
+                        }
+                        out.copy_from_slice(&a);
+                    }
+                    let tail = ats.into_remainder();
+                    tail.fill(root);
+                    for _ in 0..depth {
+                        let rows = groups.remainder().chunks_exact(stride);
+                        for (row, a) in rows.zip(tail.iter_mut()) {
+                            *a = q.masked_step(row, *a);
+                        }
+                    }
+                } else if q.kinds[t] == TreeKind::Special {
                     let mut groups = cb.chunks_exact(GROUP * stride);
                     let mut ats = at.chunks_exact_mut(GROUP);
                     let mut first = 0;
@@ -431,9 +488,46 @@ impl Coded {
         trees: &[(u32, u32, u32)],
     ) -> Option<Self> {
         let nf = e.n_features;
-        if 2 * nf + 1 >= SPECIAL_COLUMN as usize || specials.len() > u16::MAX as usize {
+        if 3 * nf + 1 >= SPECIAL_COLUMN as usize || specials.len() > u16::MAX as usize {
             return None;
         }
+        // Set tests of small categories become mask nodes, each feature of theirs a category
+        // column after the value columns.
+        let mask_of = |rule: &Rule| -> Option<u64> {
+            let Rule::InSet { bits, .. } = rule else {
+                return None;
+            };
+            let small = bits.iter().enumerate().all(|(w, &word)| {
+                (0..32).all(|b| word >> b & 1 == 0 || w * 32 + b < CATEGORIES as usize)
+            });
+            if !small {
+                return None;
+            }
+            let mut mask = 0u64;
+            for code in 0..64u16 {
+                let x = match code {
+                    BEYOND_CODE => CATEGORIES as f64,
+                    NEGATIVE_CODE => -1.0,
+                    NAN_CATEGORY => f64::NAN,
+                    c => c as f64,
+                };
+                if !rule.goes_left(x) {
+                    mask |= 1 << code;
+                }
+            }
+            Some(mask)
+        };
+        let mut category_columns: Vec<Option<u16>> = vec![None; nf];
+        let mut next_column = 2 * nf;
+        for (feature, rule) in specials {
+            let f = *feature as usize;
+            if mask_of(rule).is_some() && category_columns[f].is_none() {
+                category_columns[f] = Some(next_column as u16);
+                next_column += 1;
+            }
+        }
+        let sentinel = next_column as u16;
+        let stride = next_column + 1;
         let mut thresholds: Vec<Vec<f64>> = vec![Vec::new(); nf];
         for n in nodes {
             if n.feature & SPECIAL == 0 && (n.feature & INDEX) as usize != nf {
@@ -454,10 +548,22 @@ impl Coded {
             }
             t.resize((t.len() + 1).next_power_of_two(), f64::INFINITY);
         }
+        let mut masks = vec![0u64; nodes.len()];
         let coded: Vec<CodeNode> = nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(slot, n)| {
                 if n.feature & SPECIAL != 0 {
+                    let (feature, rule) = &specials[(n.feature & INDEX) as usize];
+                    if let Some(mask) = mask_of(rule) {
+                        masks[slot] = mask;
+                        return CodeNode {
+                            left: n.left,
+                            column: category_columns[*feature as usize]
+                                .expect("a column for every mask node's feature"),
+                            rank: MASK_RANK,
+                        };
+                    }
                     return CodeNode {
                         left: n.left,
                         column: SPECIAL_COLUMN,
@@ -468,7 +574,7 @@ impl Coded {
                 if f == nf {
                     return CodeNode {
                         left: n.left,
-                        column: (2 * nf) as u16,
+                        column: sentinel,
                         rank: 0,
                     };
                 }
@@ -491,19 +597,28 @@ impl Coded {
             })
             .collect();
         // A tree's slots run from its root to the next tree's.
-        let mut special = Vec::with_capacity(trees.len());
+        let mut kinds = Vec::with_capacity(trees.len());
         for (i, &(root, _, _)) in trees.iter().enumerate() {
             let end = trees.get(i + 1).map_or(coded.len(), |t| t.0 as usize);
-            special.push(
-                coded[root as usize..end]
-                    .iter()
-                    .any(|n| n.column == SPECIAL_COLUMN),
-            );
+            let tree = &coded[root as usize..end];
+            kinds.push(if tree.iter().any(|n| n.column == SPECIAL_COLUMN) {
+                TreeKind::Special
+            } else if tree.iter().any(|n| n.rank == MASK_RANK) {
+                TreeKind::Masked
+            } else {
+                TreeKind::Plain
+            });
+        }
+        if !kinds.contains(&TreeKind::Masked) && !kinds.contains(&TreeKind::Special) {
+            masks = Vec::new();
         }
         Some(Self {
             nodes: coded,
             thresholds,
-            special,
+            kinds,
+            category_columns,
+            masks,
+            stride,
         })
     }
 
@@ -525,8 +640,43 @@ impl Coded {
         (c as u16, c as u16 + 1)
     }
 
+    /// A value's code in its feature's category column (`Rule::InSet` truncates the same way).
+    #[inline(always)]
+    fn category(v: f64) -> u16 {
+        if v.is_nan() {
+            return NAN_CATEGORY;
+        }
+        let c = v.trunc();
+        if c < 0.0 {
+            NEGATIVE_CODE
+        } else if c >= CATEGORIES as f64 {
+            BEYOND_CODE
+        } else {
+            c as u16
+        }
+    }
+
+    /// One step in a tree with mask nodes: a value node's mask is 0 and a mask node's rank is
+    /// above every code, so `(code > rank) | mask bit` answers both without a branch.
+    #[inline(always)]
+    fn masked_step(&self, row: &[u16], at: u32) -> u32 {
+        debug_assert!((at as usize) < self.nodes.len());
+        // SAFETY: as `step`; `masks` has a mask per slot whenever a tree is `Masked`.
+        let (node, mask) = unsafe {
+            (
+                *self.nodes.get_unchecked(at as usize),
+                *self.masks.get_unchecked(at as usize),
+            )
+        };
+        debug_assert!((node.column as usize) < row.len());
+        // SAFETY: as `step`: columns are below the row's width in trees without special nodes
+        // (category columns are allocated below the sentinel, the last column).
+        let c = unsafe { *row.get_unchecked(node.column as usize) };
+        node.left + ((c > node.rank) | ((mask >> (c & 63)) & 1 == 1)) as u32
+    }
+
     /// One step of a walk over codes, in a tree with no special node: the node after `at`
-    /// for a row's `2 * n_features + 1` codes.
+    /// for a row's codes.
     #[inline(always)]
     fn step(&self, row: &[u16], at: u32) -> u32 {
         debug_assert!((at as usize) < self.nodes.len());
@@ -535,8 +685,8 @@ impl Coded {
         let node = unsafe { *self.nodes.get_unchecked(at as usize) };
         debug_assert!((node.column as usize) < row.len());
         // SAFETY: a node's column is `2f` or `2f + 1` for a feature `f < n_features` (the
-        // parsers check split features against the ensemble's `n_features`), or `2 *
-        // n_features` for a leaf; a row holds `2 * n_features + 1` codes. Special nodes, whose
+        // parsers check split features against the ensemble's `n_features`), a category
+        // column, or the sentinel, the last of the row's `stride` codes. Special nodes, whose
         // column is out of range, are only in trees walked by `special_step`.
         let c = unsafe { *row.get_unchecked(node.column as usize) };
         node.left + (c > node.rank) as u32
@@ -550,7 +700,9 @@ impl Coded {
             let (feature, rule) = &flat.specials[node.rank as usize];
             return node.left + u32::from(!rule.goes_left(values[*feature as usize]));
         }
-        node.left + (row[node.column as usize] > node.rank) as u32
+        let c = row[node.column as usize];
+        let mask = self.masks[at as usize];
+        node.left + ((c > node.rank) | ((mask >> (c & 63)) & 1 == 1)) as u32
     }
 }
 
@@ -593,7 +745,8 @@ mod tests {
                     nan_left: rng.gen(),
                 },
                 2 => Rule::InSet {
-                    bits: vec![rng.gen(), rng.gen()],
+                    // Small sets (a mask node) as often as large ones (a special node).
+                    bits: vec![rng.gen(), rng.gen::<u32>() >> rng.gen_range(0..4) * 8],
                     in_set_left: rng.gen(),
                     nan_left: rng.gen(),
                     negative_left: rng.gen(),
