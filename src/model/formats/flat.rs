@@ -781,6 +781,7 @@ mod tests {
             .map(|i| (i as f64 - 20.0) / 4.0)
             .chain([0.0, -0.0, 1e-35])
             .collect();
+        let mut kinds = Vec::new();
         for case in 0..40 {
             let nf = rng.gen_range(1..6);
             let k = rng.gen_range(1..4);
@@ -828,10 +829,9 @@ mod tests {
                 .collect();
             let want = e.predict_reference(&rows, n);
             let flat = Flat::new(&e);
-            assert!(
-                flat.coded.is_some(),
-                "case {case}: few thresholds are coded"
-            );
+            let coded = flat.coded.as_ref();
+            assert!(coded.is_some(), "case {case}: few thresholds are coded");
+            kinds.extend(coded.map(|c| c.kinds.clone()).unwrap_or_default());
             let same = |got: &[f64]| {
                 got.iter()
                     .zip(&want)
@@ -843,6 +843,9 @@ mod tests {
                 ..flat
             };
             assert!(same(&values.predict(&e, &rows, n)), "case {case}: values");
+        }
+        for kind in [TreeKind::Plain, TreeKind::Masked, TreeKind::Special] {
+            assert!(kinds.contains(&kind), "no {kind:?} tree was walked");
         }
     }
 }
