@@ -444,6 +444,13 @@ impl Run<'_> {
         failpoint!("run::footers");
         let objects = ParquetObject::open_all(&plan.input, &plan.objects)?;
         failpoint!("run::schema");
+        if job.output.probabilities && !self.model.manifest.is_classifier() {
+            bail!(
+                "[output] probabilities = true: model {} is a regressor, which has no class \
+                 probabilities",
+                job.model
+            );
+        }
         let mut scorers = Vec::with_capacity(objects.len());
         for obj in &objects {
             check_schema(

@@ -217,6 +217,12 @@ impl Scorer {
             let Some(proba) = &prediction.proba else {
                 bail!("the model gave no class probabilities");
             };
+            if proba.len() != rows * k {
+                bail!(
+                    "the model gave {} class probabilities for {rows} rows of {k} classes",
+                    proba.len()
+                );
+            }
             for j in 0..k {
                 columns.push(Arc::new(Float64Array::from_iter_values(
                     proba.iter().skip(j).step_by(k).copied(),

@@ -433,7 +433,7 @@ fn prior(targets: &Targets) -> Estimator {
             Estimator::Prior {
                 score,
                 class: Some(best),
-                shares: Some(counts.iter().map(|&c| c as f64 / n).collect()),
+                shares: Some(counts[..*n_classes].iter().map(|&c| c as f64 / n).collect()),
             }
         }
     }

@@ -239,19 +239,13 @@ fn measure(
     // Positions in `prediction` of the rows measured, and their outcomes.
     let mut kept = Vec::new();
     let targets = if m.is_classifier() {
-        let labels = cast(column, &DataType::Utf8)
+        let labels = super::class_texts(column, m.label_type)
             .with_context(|| format!("target column '{target}' is not a class label"))?;
-        let labels = labels.as_string::<i32>();
         let mut y = Vec::new();
         for (j, &row) in good.iter().enumerate() {
-            let label = labels.is_valid(row).then(|| labels.value(row));
-            // Booleans cast to "true"/"false"; a model's labels 0/1 stand for them.
-            let label = match label {
-                Some("true") if !m.classes.iter().any(|c| c == "true") => Some("1"),
-                Some("false") if !m.classes.iter().any(|c| c == "false") => Some("0"),
-                l => l,
-            };
-            let class = label.and_then(|l| m.classes.iter().position(|c| c == l));
+            let class = labels[row]
+                .as_deref()
+                .and_then(|l| m.classes.iter().position(|c| c == l));
             if let (Some(c), true) = (class, prediction.score[j].is_finite()) {
                 kept.push(j);
                 y.push(c);
@@ -296,4 +290,53 @@ fn measure(
     let metrics = estimator::metrics(&picked, &targets)?.into_iter().collect();
     let calibration = calibrate(&picked, &targets);
     Ok((kept.len() as u64, metrics, calibration))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int8Array, StringArray};
+
+    use super::super::class_texts;
+    use super::LabelType;
+
+    /// Found in review: an imported binary model's classes are "0" and "1", and labels kept as
+    /// booleans did not match them. Floats stay refused (the caller says to give the labels
+    /// the target's type).
+    #[test]
+    fn booleans_are_integer_classes_and_floats_are_not() {
+        let cases: [(ArrayRef, LabelType, [Option<&str>; 3]); 4] = [
+            (
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+                LabelType::Integer,
+                [Some("1"), Some("0"), None],
+            ),
+            (
+                Arc::new(Float64Array::from(vec![Some(1.0), Some(0.5), None])),
+                LabelType::Integer,
+                [Some("1.0"), Some("0.5"), None],
+            ),
+            (
+                Arc::new(Int8Array::from(vec![Some(1), Some(0), None])),
+                LabelType::Integer,
+                [Some("1"), Some("0"), None],
+            ),
+            (
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+                LabelType::Boolean,
+                [Some("true"), Some("false"), None],
+            ),
+        ];
+        for (column, label_type, want) in cases {
+            let got = class_texts(&column, label_type).unwrap();
+            let want: Vec<Option<String>> = want.iter().map(|w| w.map(String::from)).collect();
+            assert_eq!(got, want, "{:?}", column.data_type());
+        }
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["churned"]));
+        assert_eq!(
+            class_texts(&text, LabelType::String).unwrap(),
+            [Some("churned".to_string())]
+        );
+    }
 }

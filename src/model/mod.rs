@@ -35,6 +35,29 @@ use crate::read::{list_data_files, ParquetObject};
 use crate::schema::{FeatureKind, SignatureField};
 use crate::storage::Location;
 
+/// A label column's values as the text of a model's classes (null stays `None`). Classes are
+/// compared as text; where they are integers ("0", "1": every imported classifier's labels),
+/// booleans are 1 and 0, as Python compares them. A float is not taken for an integer class
+/// (1.0 stays "1.0", refused with its fix by the caller): an outcome is a class, not a value.
+pub fn class_texts(
+    column: &arrow::array::ArrayRef,
+    label_type: LabelType,
+) -> Result<Vec<Option<String>>> {
+    let text = cast(column, &DataType::Utf8).context("label column as text")?;
+    let text = text.as_string::<i32>();
+    let integer = label_type == LabelType::Integer;
+    let dt = column.data_type();
+    Ok(text
+        .iter()
+        .map(|v| {
+            v.map(|s| match dt {
+                DataType::Boolean if integer => (if s == "true" { "1" } else { "0" }).to_string(),
+                _ => s.to_string(),
+            })
+        })
+        .collect())
+}
+
 /// What `model train` was asked to do.
 #[derive(Debug, Clone)]
 pub struct TrainRequest {

@@ -289,7 +289,7 @@ impl Registry {
             );
         }
         if let Some(import) = &manifest.import {
-            let parsed = compile_imported(import, &bytes)
+            let parsed = compile_imported(&manifest, import, &bytes)
                 .with_context(|| format!("model {model}: artifact {}", loc.uri()))?;
             return Ok(LoadedModel {
                 manifest,
@@ -405,11 +405,22 @@ impl Registry {
 
 /// Compiles an imported version's file and checks that it is the model its manifest describes:
 /// the same format, the same inputs in the same order and kinds.
-fn compile_imported(import: &ImportInfo, bytes: &[u8]) -> Result<Parsed> {
+fn compile_imported(manifest: &ModelManifest, import: &ImportInfo, bytes: &[u8]) -> Result<Parsed> {
     let names: Vec<String> = import.features.iter().map(|f| f.name.clone()).collect();
     let parsed = formats::parse(import.format, bytes, Some(&names))?;
     if parsed.features != import.features {
         bail!("the file's inputs are not the ones its manifest lists");
+    }
+    let labels: Vec<String> = match &parsed.task {
+        formats::Task::Classification { labels } => labels.iter().map(|l| l.to_string()).collect(),
+        formats::Task::Regression => Vec::new(),
+    };
+    if labels != manifest.classes {
+        bail!(
+            "the file's classes ({}) are not the ones its manifest lists ({})",
+            labels.join(", "),
+            manifest.classes.join(", ")
+        );
     }
     Ok(parsed)
 }

@@ -690,8 +690,7 @@ fn measure(
     }
 
     // Classes by their text, as training knows them ("1", "true", "churned").
-    let label_text = cast(label, &DataType::Utf8).context("label column as text")?;
-    let label_text = label_text.as_string::<i32>();
+    let label_text = crate::model::class_texts(label, model.label_type)?;
     let class_of: HashMap<&str, usize> = model
         .classes
         .iter()
@@ -701,7 +700,7 @@ fn measure(
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut y = Vec::with_capacity(joined.pairs.len());
     for &(_, l) in &joined.pairs {
-        let text = label_text.value(l);
+        let text = label_text[l].as_deref().unwrap_or_default();
         match class_of.get(text) {
             Some(&c) => y.push(c),
             None => *unknown.entry(text.to_string()).or_default() += 1,

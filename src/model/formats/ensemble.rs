@@ -37,7 +37,7 @@ pub struct Ensemble {
 /// An ensemble's compiled form, built once. Equal to any other: it is derived from the
 /// ensemble it belongs to.
 #[derive(Debug, Clone, Default)]
-pub struct FlatCache(std::sync::OnceLock<Flat>);
+pub struct FlatCache(std::sync::OnceLock<Box<Flat>>);
 
 impl PartialEq for FlatCache {
     fn eq(&self, _: &Self) -> bool {
@@ -143,7 +143,74 @@ pub enum Rule {
 /// it.
 pub const ZERO_BAND: f64 = 1e-35f32 as f64;
 
+/// At most this many inputs to a tree ensemble: the compiled walk holds a block of rows of
+/// them.
+pub const MAX_INPUTS: usize = 1 << 16;
+
 impl Ensemble {
+    /// Checks what the compiled walk relies on, whichever parser built the ensemble: every
+    /// split's feature below `n_features` and children in its tree, each node reached once from
+    /// the root (no cycle, no shared subtree), outputs below `n_outputs`, leaves with one value
+    /// (or `n_outputs` for `TreeOutput::All`), one base value per output.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.n_features > MAX_INPUTS {
+            bail!(
+                "the trees read {} inputs, more than nightshift takes ({MAX_INPUTS})",
+                self.n_features
+            );
+        }
+        if self.n_outputs == 0 || self.base.len() != self.n_outputs {
+            bail!(
+                "{} outputs with {} base values",
+                self.n_outputs,
+                self.base.len()
+            );
+        }
+        for (t, tree) in self.trees.iter().enumerate() {
+            let width = match tree.output {
+                TreeOutput::One(o) if (o as usize) < self.n_outputs => 1,
+                TreeOutput::One(o) => bail!("tree {t} adds to output {o} of {}", self.n_outputs),
+                TreeOutput::All => self.n_outputs,
+            };
+            if tree.nodes.is_empty() {
+                bail!("tree {t} has no node");
+            }
+            let mut seen = vec![false; tree.nodes.len()];
+            let mut todo = vec![0usize];
+            while let Some(i) = todo.pop() {
+                if std::mem::replace(&mut seen[i], true) {
+                    bail!("tree {t}: node {i} is reached twice");
+                }
+                match &tree.nodes[i] {
+                    Node::Leaf { values } if values.len() != width => {
+                        bail!(
+                            "tree {t}: leaf {i} has {} values, not {width}",
+                            values.len()
+                        )
+                    }
+                    Node::Leaf { .. } => {}
+                    Node::Split(s) => {
+                        if s.feature as usize >= self.n_features {
+                            bail!(
+                                "tree {t}: node {i} reads input {} of {}",
+                                s.feature,
+                                self.n_features
+                            );
+                        }
+                        for child in [s.left, s.right] {
+                            if child as usize >= tree.nodes.len() {
+                                bail!("tree {t}: node {i} has no child {child}");
+                            }
+                            todo.push(child as usize);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Trees, leaves, the deepest leaf's depth, and the bytes of the compiled form.
     pub fn shape(&self) -> super::Shape {
         let mut shape = super::Shape {
@@ -262,7 +329,7 @@ impl Ensemble {
 
     /// The compiled form, built on the first call.
     pub fn compile(&self) -> &Flat {
-        self.compiled.0.get_or_init(|| Flat::new(self))
+        self.compiled.0.get_or_init(|| Box::new(Flat::new(self)))
     }
 
     /// The outputs of `n_rows` rows (row-major, `n_features` each), `n_outputs` per row after

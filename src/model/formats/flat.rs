@@ -154,10 +154,12 @@ impl Flat {
                         let l = nodes.len();
                         nodes.extend([nodes[at]; 2]);
                         nodes[at] = match &s.rule {
+                            // `x > NaN` is false for every x, but `x <= NaN` is false too: a NaN
+                            // threshold is looked up as a special rule.
                             Rule::LessEq {
                                 threshold,
                                 nan_left,
-                            } => FlatNode {
+                            } if !threshold.is_nan() => FlatNode {
                                 threshold: *threshold,
                                 feature: s.feature | if *nan_left { 0 } else { NAN_RIGHT },
                                 left: l as u32,
@@ -535,10 +537,6 @@ impl Coded {
             }
         }
         for t in &mut thresholds {
-            // NaN thresholds send every number right (`x > NaN` is false); they have no rank.
-            if t.iter().any(|v| v.is_nan()) {
-                return None;
-            }
             t.sort_by(f64::total_cmp);
             // By value: -0.0 and 0.0 split alike.
             t.dedup_by(|a, b| a == b);
@@ -746,7 +744,7 @@ mod tests {
                 },
                 2 => Rule::InSet {
                     // Small sets (a mask node) as often as large ones (a special node).
-                    bits: vec![rng.gen(), rng.gen::<u32>() >> rng.gen_range(0..4) * 8],
+                    bits: vec![rng.gen(), rng.gen::<u32>() >> (rng.gen_range(0..4) * 8)],
                     in_set_left: rng.gen(),
                     nan_left: rng.gen(),
                     negative_left: rng.gen(),
@@ -779,7 +777,7 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
         let cuts: Vec<f64> = (0..40)
             .map(|i| (i as f64 - 20.0) / 4.0)
-            .chain([0.0, -0.0, 1e-35])
+            .chain([0.0, -0.0, 1e-35, f64::NAN])
             .collect();
         let mut kinds = Vec::new();
         for case in 0..40 {

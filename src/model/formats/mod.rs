@@ -54,15 +54,7 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
 pub fn extension(format: Format, bytes: &[u8]) -> &'static str {
     match format {
         Format::Lightgbm => "txt",
-        // UBJSON follows `{` with a type or length marker; JSON with a quote, `}` or space.
-        Format::Xgboost
-            if bytes.first() == Some(&b'{')
-                && bytes
-                    .get(1)
-                    .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'}')) =>
-        {
-            "json"
-        }
+        Format::Xgboost if xgboost::sniff(bytes) == xgboost::Encoding::Json => "json",
         Format::Xgboost => "ubj",
         Format::Onnx => "onnx",
     }
@@ -86,7 +78,11 @@ pub fn parse(format: Format, bytes: &[u8], features: Option<&[String]>) -> Resul
                 );
             }
             for (f, name) in parsed.features.iter_mut().zip(names) {
-                f.name = name.clone();
+                // `--features "a, b"` means columns a and b.
+                f.name = name.trim().to_string();
+                if f.name.is_empty() {
+                    bail!("--features has an empty name");
+                }
             }
         }
         None => {
@@ -98,6 +94,9 @@ pub fn parse(format: Format, bytes: &[u8], features: Option<&[String]>) -> Resul
                 );
             }
         }
+    }
+    if let Compiled::Trees(e) = &parsed.model {
+        e.check()?;
     }
     let mut seen = std::collections::HashSet::new();
     for f in &parsed.features {

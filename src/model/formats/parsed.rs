@@ -126,16 +126,26 @@ impl Parsed {
     pub fn predict(&self, inputs: &[InputColumn], n_rows: usize) -> Vec<f64> {
         let raw = match &self.model {
             Compiled::Trees(e) => {
-                let nf = e.n_features;
-                let mut rows = vec![f64::NAN; n_rows * nf];
-                for (f, col) in inputs.iter().enumerate().take(nf) {
-                    if let InputColumn::Numbers(v) = col {
-                        for (r, &x) in v.iter().enumerate().take(n_rows) {
-                            rows[r * nf + f] = x;
+                // Rows are laid out a chunk at a time (about 8 MiB of them), not a batch at once.
+                let nf = e.n_features.max(1);
+                let chunk = (1 << 20) / nf;
+                let chunk = chunk.clamp(1, n_rows.max(1));
+                let mut raw = Vec::with_capacity(n_rows * e.n_outputs);
+                let mut rows = vec![f64::NAN; chunk * nf];
+                for start in (0..n_rows).step_by(chunk) {
+                    let n = chunk.min(n_rows - start);
+                    let rows = &mut rows[..n * nf];
+                    rows.fill(f64::NAN);
+                    for (f, col) in inputs.iter().enumerate().take(e.n_features) {
+                        if let InputColumn::Numbers(v) = col {
+                            for (r, &x) in v[start..start + n].iter().enumerate() {
+                                rows[r * nf + f] = x;
+                            }
                         }
                     }
+                    raw.extend(e.predict(rows, n));
                 }
-                e.predict(&rows, n_rows)
+                raw
             }
             Compiled::Onnx(p) => return p.predict(inputs, n_rows),
         };

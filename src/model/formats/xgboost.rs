@@ -37,6 +37,8 @@ const LEGACY: &str =
 
 /// Parses an XGBoost JSON or UBJSON model.
 pub fn parse(bytes: &[u8]) -> Result<Parsed> {
+    // A byte order mark before JSON text (some editors write one) is not part of it.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let doc = match sniff(bytes) {
         Encoding::Json => ubjson::decode_json(bytes).context("reading the XGBoost JSON model")?,
         Encoding::Ubjson => {
@@ -47,7 +49,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed> {
     model(&doc)
 }
 
-enum Encoding {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
     Json,
     Ubjson,
     Legacy,
@@ -55,7 +58,8 @@ enum Encoding {
 
 /// `{` then a key's quote (or whitespace, or `}`) is JSON; `{` then a UBJSON length marker or
 /// container header is UBJSON; anything else (`binf`, or the older headerless binary) legacy.
-fn sniff(bytes: &[u8]) -> Encoding {
+pub(super) fn sniff(bytes: &[u8]) -> Encoding {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = bytes.trim_ascii_start();
     match (bytes.first(), text.first(), text.get(1)) {
         (_, Some(b'{'), Some(b'"' | b'}' | b' ' | b'\t' | b'\n' | b'\r')) => Encoding::Json,

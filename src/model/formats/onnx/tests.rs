@@ -409,3 +409,29 @@ fn pipeline_round_trips_through_serde() {
     let back: Parsed = serde_json::from_str(&json).unwrap();
     assert_eq!(back, p);
 }
+
+/// Found in review: `n_targets` sized every leaf's values before anything bounded it, so a
+/// forged count aborted the process on allocation. It is refused in one line now.
+#[test]
+fn a_forged_target_count_is_refused_before_any_allocation() {
+    let honest = one_split("BRANCH_LEQ", 0, false);
+    let model = ModelProto::decode(honest.as_slice()).unwrap();
+    for forged in [1i64 << 40, i64::MAX, 1 << 20] {
+        let mut m = model.clone();
+        let graph = m.graph.as_mut().unwrap();
+        for a in &mut graph.node[0].attribute {
+            if a.name == "n_targets" {
+                a.i = forged;
+            }
+        }
+        let err = format!(
+            "{:#}",
+            parse(&m.encode_to_vec(), Some(&["x".to_string()])).unwrap_err()
+        );
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.contains("outputs") || err.contains("n_targets"),
+            "{err}"
+        );
+    }
+}

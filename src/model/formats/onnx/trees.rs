@@ -17,6 +17,11 @@ use crate::model::formats::ensemble::{
 };
 use crate::model::formats::{Label, Task};
 
+/// At most this many outputs (classes or targets) per tree ensemble.
+const MAX_OUTPUTS: usize = 1 << 16;
+/// At most this many leaf values (outputs x leaves) per tree ensemble: 256 MiB.
+const MAX_LEAF_VALUES: usize = 1 << 25;
+
 /// onnxruntime's `AGGREGATE_FUNCTION` (classifiers always sum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Agg {
@@ -100,6 +105,15 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
         bail!("the ensemble has no tree");
     }
     let minmax = matches!(agg, Agg::Min | Agg::Max);
+    // Every leaf holds `n_out` values: bound that by what the file holds, not by a count it
+    // states (a forged `n_targets` must not size an allocation).
+    let leaves = nodes
+        .iter()
+        .filter(|n| matches!(n, RawNode::Leaf { .. }))
+        .count();
+    if n_out > MAX_OUTPUTS || n_out.saturating_mul(leaves.max(1)) > MAX_LEAF_VALUES {
+        bail!("the ensemble has {n_out} outputs for {leaves} leaves, more than nightshift holds");
+    }
 
     // Lay the trees out, each from its root; leaf values: per-class sums of the weights (NaN for
     // an unscored class under MIN/MAX), or the first weight for a single target.
@@ -206,6 +220,11 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
     let indicator = scored
         .contains(&Scored::PerRow)
         .then(|| ensemble_of(ind_trees, Arithmetic::F64));
+    if let Some(i) = &indicator {
+        i.check()?;
+    }
+    let ensemble = ensemble_of(trees, arithmetic);
+    ensemble.check()?;
 
     let width = n_out;
     let (task, class_info) = match labels {
@@ -264,7 +283,7 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
     let step = TreeStep {
         input: x.slot,
         output: 0,
-        ensemble: ensemble_of(trees, arithmetic),
+        ensemble,
         indicator,
         scored,
         f32s,
