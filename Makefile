@@ -75,7 +75,7 @@ bench-kernels:
 FUZZ_SECONDS ?= 60
 FUZZ_SEED ?=
 fuzz:
-	@status=0; for target in job_files parquet_inputs parquet_runs; do \
+	@status=0; for target in job_files parquet_inputs parquet_runs lightgbm_files xgboost_files onnx_files; do \
 		NIGHTSHIFT_FUZZ_SECONDS=$(FUZZ_SECONDS) NIGHTSHIFT_FUZZ_SEED=$(FUZZ_SEED) \
 			$(CARGO) test --locked --test it -- --exact fuzz::$$target --nocapture \
 			|| status=1; \
