@@ -69,7 +69,7 @@ bench: $(NIGHTSHIFT_RELEASE)
 bench-kernels:
 	$(CARGO) bench --locked -p nightshift-kernels $(if $(FILTER),-- $(FILTER))
 
-# Fuzzes job files and Parquet inputs (tests/it/fuzz.rs) for FUZZ_SECONDS per target from a
+# Fuzzes job files, Parquet inputs and model files (tests/it/fuzz.rs) for FUZZ_SECONDS per target from a
 # fresh seed (FUZZ_SEED=0x... repeats a run); `make test` runs a short fixed pass of the same.
 # A failure prints the seed that replays it and saves the input under target/tmp/fuzz/.
 FUZZ_SECONDS ?= 60

@@ -63,11 +63,33 @@ pub fn extension(format: Format, bytes: &[u8]) -> &'static str {
 /// Parses a model file of `format`. `features` names the inputs in order where the file has no
 /// names (and replaces the file's names where it has them); a count that differs is refused.
 pub fn parse(format: Format, bytes: &[u8], features: Option<&[String]>) -> Result<Parsed> {
-    let mut parsed = match format {
-        Format::Lightgbm => lightgbm::parse(bytes)?,
-        Format::Xgboost => xgboost::parse(bytes)?,
-        Format::Onnx => onnx::parse(bytes, features)?,
+    let parsed = match format {
+        Format::Lightgbm => lightgbm::parse(bytes),
+        Format::Xgboost => xgboost::parse(bytes),
+        Format::Onnx => onnx::parse(bytes, features),
     };
+    // Errors quote names from the file: a forged one must not break the one line users read.
+    parsed
+        .and_then(|p| check_names(p, features))
+        .map_err(|e| anyhow::anyhow!(one_line(&format!("{e:#}"))))
+}
+
+/// `message` with control characters (and Unicode's line and paragraph separators) escaped.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Applies `--features` to a parsed model and checks its names: every input named, once.
+fn check_names(mut parsed: Parsed, features: Option<&[String]>) -> Result<Parsed> {
     match features {
         Some(names) => {
             if names.len() != parsed.features.len() {

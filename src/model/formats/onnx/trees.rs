@@ -19,8 +19,10 @@ use crate::model::formats::{Label, Task};
 
 /// At most this many outputs (classes or targets) per tree ensemble.
 const MAX_OUTPUTS: usize = 1 << 16;
-/// At most this many leaf values (outputs x leaves) per tree ensemble: 256 MiB.
-const MAX_LEAF_VALUES: usize = 1 << 25;
+/// At most this many leaf values (outputs x leaves) per tree ensemble: 32 MiB.
+const MAX_LEAF_VALUES: usize = 1 << 22;
+/// At most this many targets of a regressor (nightshift scores one; a selection may follow).
+const MAX_TARGETS: usize = 256;
 
 /// onnxruntime's `AGGREGATE_FUNCTION` (classifiers always sum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +113,8 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
         .iter()
         .filter(|n| matches!(n, RawNode::Leaf { .. }))
         .count();
-    if n_out > MAX_OUTPUTS || n_out.saturating_mul(leaves.max(1)) > MAX_LEAF_VALUES {
+    let most = if classifier { MAX_OUTPUTS } else { MAX_TARGETS };
+    if n_out > most || n_out.saturating_mul(leaves.max(1)) > MAX_LEAF_VALUES {
         bail!("the ensemble has {n_out} outputs for {leaves} leaves, more than nightshift holds");
     }
 
