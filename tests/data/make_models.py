@@ -865,6 +865,45 @@ def onnx_cases():
         skipped.append(("onnx_xgboost_multiclass", f"{conv} convert_xgboost failed: {type(e).__name__}: {e}"))
 
 
+def onnx_tree_ensemble_v5():
+    """TreeEnsemble of ai.onnx.ml opset 5, which no converter here writes yet: built by hand with
+    onnx.helper. Two trees over the four numeric features, branch modes LEQ, LT and GTE, NaN
+    tracked to the true branch at the root, SUM of one target; onnxruntime scores it."""
+    from onnx import TensorProto, helper, numpy_helper
+    splits = np.array([40.5, 70.25, 2.0, 15.5], dtype=np.float32)
+    node = helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml",
+        tree_roots=[0, 3],
+        nodes_featureids=[0, 1, 2, 3],
+        # 0 BRANCH_LEQ, 1 BRANCH_LT, 2 BRANCH_GTE, 3 BRANCH_GT
+        nodes_modes=numpy_helper.from_array(np.array([0, 1, 2, 3], dtype=np.uint8), name="nodes_modes"),
+        nodes_splits=numpy_helper.from_array(splits, name="nodes_splits"),
+        # tree 0: node 0 true -> node 1, false -> node 2; node 1 -> leaves 0, 1; node 2 -> leaves 2, 3
+        # tree 1: node 3 -> leaves 4, 5
+        nodes_truenodeids=[1, 0, 2, 4],
+        nodes_trueleafs=[0, 1, 1, 1],
+        nodes_falsenodeids=[2, 1, 3, 5],
+        nodes_falseleafs=[0, 1, 1, 1],
+        nodes_missing_value_tracks_true=[1, 0, 0, 1],
+        leaf_targetids=[0, 0, 0, 0, 0, 0],
+        leaf_weights=numpy_helper.from_array(
+            np.array([1.5, -2.0, 3.25, 4.0, 10.0, -20.0], dtype=np.float32), name="leaf_weights"),
+        n_targets=1, aggregate_function=1, post_transform=0)
+    graph = helper.make_graph(
+        [node], "onnx_tree_ensemble_v5",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, len(NUM)])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("ai.onnx.ml", 5)],
+                              producer_name="onnx.helper", producer_version=onnx.__version__)
+    model.ir_version = 10
+    thresholds = {c: {float(t)} for c, t in zip(NUM, splits)}
+    onnx_case("onnx_tree_ensemble_v5", model, "regression", None, NUM, thresholds,
+              features_flag=True, seed=13, converter="built by hand with onnx.helper",
+              notes="TreeEnsemble (ai.onnx.ml 5): modes LEQ, LT, GTE, GT; missing values tracked"
+                    " to the true branch at both roots; one float32 tensor input [N, 4].")
+
+
 # --------------------------------------------------------------------------
 # Bad files
 # --------------------------------------------------------------------------
@@ -896,6 +935,7 @@ def main():
     example_model()
     xgboost_cases()
     onnx_cases()
+    onnx_tree_ensemble_v5()
     bad_files()
     lines = ["# Cases make_models.py could not write", ""]
     if skipped:
