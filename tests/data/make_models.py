@@ -104,6 +104,7 @@ XGB_LIB = f"xgboost {xgb.__version__}"
 ORT_LIB = f"onnxruntime {ort.__version__}"
 LGB_TOL, ONNX_TOL = 1e-12, 1e-6  # XGBoost and ONNX: f32_tolerance()
 skipped = []
+worked_around = []
 written = []
 
 
@@ -794,6 +795,37 @@ def onnx_sklearn_case(name, model, y, task, *, scaler=False, zipmap=True, notes=
                      + " " + notes))
 
 
+def with_skl2onnx_bool_fix(case, name, *args, **kwargs):
+    """Runs an onnx_sklearn_case; if skl2onnx fails on a boolean node attribute (1.20.0 under
+    scikit-learn 1.9.1 writes HistGradientBoosting's missing-value flags as bools, which
+    onnx.helper refuses: "Expected an int, got a boolean"), records the failure and converts
+    again with those flags cast to int, which is what the attribute is."""
+    before = len(skipped)
+    case(name, *args, **kwargs)
+    if len(skipped) == before or "got a boolean" not in skipped[-1][1]:
+        return
+    failure = skipped.pop()[1]
+    import skl2onnx.common.tree_ensemble as te
+    original = te.add_node
+
+    def add_node(*a, **k):
+        flags = k.get("nodes_missing_value_tracks_true")
+        if flags is not None:
+            k["nodes_missing_value_tracks_true"] = (
+                [int(v) for v in flags] if isinstance(flags, (list, tuple, np.ndarray)) else int(flags))
+        return original(*a, **k)
+
+    te.add_node = add_node
+    try:
+        notes = kwargs.pop("notes", "")
+        case(name, *args, notes=(notes + f" Converted with a workaround: unpatched, {failure}; the"
+                                 " boolean nodes_missing_value_tracks_true flags are cast to int"
+                                 " before onnx.helper sees them.").strip(), **kwargs)
+    finally:
+        te.add_node = original
+    worked_around.append((name, failure))
+
+
 def onnx_cases():
     yb, ym, yr = Y["binary"], Y["multi"], Y["reg"]
     onnx_sklearn_case("onnx_logreg_binary", LogisticRegression(max_iter=1000), yb, "binary",
@@ -810,7 +842,7 @@ def onnx_cases():
     onnx_sklearn_case("onnx_gb_classifier", GradientBoostingClassifier(n_estimators=20, max_depth=3,
                                                                         random_state=0),
                       yb, "binary", zipmap=False, seed=5)
-    onnx_sklearn_case("onnx_hgb_classifier", HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=7,
+    with_skl2onnx_bool_fix(onnx_sklearn_case, "onnx_hgb_classifier", HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=7,
                                                                             random_state=0),
                       yb, "binary", zipmap=False, seed=6)
     onnx_sklearn_case("onnx_rf_regressor", RandomForestRegressor(n_estimators=10, max_depth=4,
@@ -822,7 +854,7 @@ def onnx_cases():
     onnx_sklearn_case("onnx_gb_regressor", GradientBoostingRegressor(n_estimators=20, max_depth=3,
                                                                       random_state=0),
                       yr, "regression", seed=9)
-    onnx_sklearn_case("onnx_hgb_regressor", HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=7,
+    with_skl2onnx_bool_fix(onnx_sklearn_case, "onnx_hgb_regressor", HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=7,
                                                                           random_state=0),
                       yr, "regression", seed=10)
 
@@ -942,9 +974,15 @@ def main():
         lines += [f"- {name}: {why}" for name, why in skipped]
     else:
         lines.append("None.")
+    if worked_around:
+        lines += ["", "# Cases written around a converter bug", ""]
+        lines += [f"- {name}: unpatched, {why}; written with the flags cast to int"
+                  for name, why in worked_around]
     (OUT / "SKIPPED.md").write_text("\n".join(lines) + "\n")
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"wrote {len(written)} cases to {OUT} ({size / 1e6:.2f} MB) and {EXAMPLE_MODEL}")
+    for name, why in worked_around:
+        print(f"worked around: {name}: {why}")
     print("skipped:" if skipped else "skipped: none")
     for name, why in skipped:
         print(f"  {name}: {why}")
