@@ -309,6 +309,18 @@ fn the_compiled_ensemble_equals_its_definition() {
     }
 }
 
+/// A float64 column of a batch, by name.
+fn f64_column(batch: &RecordBatch, name: &str) -> Vec<f64> {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
 const CHURN_LGB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/churn/models/churn_lightgbm.txt"
@@ -407,16 +419,7 @@ fn an_imported_lightgbm_model_is_shown_pinned_and_scored() {
             &Path::new(crate::util::FIXTURES).join(format!("features/dt=2026-11-01/{part}")),
         );
         let want = model.score_batch(&input).unwrap().prediction;
-        let col = |name: &str| {
-            scores
-                .column_by_name(name)
-                .unwrap_or_else(|| panic!("no column {name}"))
-                .as_any()
-                .downcast_ref::<arrow::array::Float64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        };
+        let col = |name: &str| f64_column(&scores, name);
         let (p0, p1, score) = (col("proba_0"), col("proba_1"), col("score"));
         assert_eq!(score, want.score);
         assert_eq!(p1, want.score);
@@ -569,16 +572,7 @@ fn a_trained_classifier_writes_every_class_probability_too() {
     env.write("jobs/churn.toml", &job);
     env.ok(&["run", "churn", "--date", "2026-11-01"]);
     let scores = read_parquet(&env.path("out/scores/churn/dt=2026-11-01/part-00000.parquet"));
-    let col = |name: &str| {
-        scores
-            .column_by_name(name)
-            .unwrap_or_else(|| panic!("no column {name}"))
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .unwrap()
-            .values()
-            .to_vec()
-    };
+    let col = |name: &str| f64_column(&scores, name);
     let (p0, p1, score) = (col("proba_0"), col("proba_1"), col("score"));
     assert!(!score.is_empty());
     assert_eq!(p1, score);

@@ -248,30 +248,9 @@ impl Flat {
                         *a = self.step(row, *a);
                     }
                 }
-                if output == u32::MAX {
-                    for (r, &a) in at.iter().enumerate() {
-                        let o = self.nodes[a as usize].threshold.to_bits() as usize;
-                        for (s, &v) in acc[r * k..(r + 1) * k]
-                            .iter_mut()
-                            .zip(&self.values[o..o + k])
-                        {
-                            *s += A::from_f64(v);
-                        }
-                    }
-                } else {
-                    let o = output as usize;
-                    for (r, &a) in at.iter().enumerate() {
-                        acc[r * k + o] += A::from_f64(self.nodes[a as usize].threshold);
-                    }
-                }
+                self.add_leaves(at, output, acc, k);
             }
-            for (r, row) in acc.chunks_exact(k).enumerate() {
-                let raw = &mut out[(start + r) * k..(start + r + 1) * k];
-                for (o, &s) in raw.iter_mut().zip(row) {
-                    *o = s.to_f64();
-                }
-                e.finish(raw);
-            }
+            finish_block(e, acc, &mut out[start * k..(start + b) * k]);
         }
         out
     }
@@ -392,32 +371,31 @@ impl Flat {
                         }
                     }
                 }
-                if output == u32::MAX {
-                    for (r, &a) in at.iter().enumerate() {
-                        let o = self.nodes[a as usize].threshold.to_bits() as usize;
-                        for (s, &v) in acc[r * k..(r + 1) * k]
-                            .iter_mut()
-                            .zip(&self.values[o..o + k])
-                        {
-                            *s += A::from_f64(v);
-                        }
-                    }
-                } else {
-                    let o = output as usize;
-                    for (r, &a) in at.iter().enumerate() {
-                        acc[r * k + o] += A::from_f64(self.nodes[a as usize].threshold);
-                    }
-                }
+                self.add_leaves(at, output, acc, k);
             }
-            for (r, row) in acc.chunks_exact(k).enumerate() {
-                let raw = &mut out[(start + r) * k..(start + r + 1) * k];
-                for (o, &s) in raw.iter_mut().zip(row) {
-                    *o = s.to_f64();
-                }
-                e.finish(raw);
-            }
+            finish_block(e, acc, &mut out[start * k..(start + b) * k]);
         }
         out
+    }
+
+    /// Adds the values of the leaves `at` (one per row of the block) to the rows' sums `acc`
+    /// (rows x `k`): to `output`, or to every output (`u32::MAX`, leaves of `TreeOutput::All`).
+    #[inline(always)]
+    fn add_leaves<A: Acc>(&self, at: &[u32], output: u32, acc: &mut [A], k: usize) {
+        if output == u32::MAX {
+            for (r, &a) in at.iter().enumerate() {
+                let o = self.nodes[a as usize].threshold.to_bits() as usize;
+                let row = &mut acc[r * k..(r + 1) * k];
+                for (s, &v) in row.iter_mut().zip(&self.values[o..o + k]) {
+                    *s += A::from_f64(v);
+                }
+            }
+        } else {
+            let o = output as usize;
+            for (r, &a) in at.iter().enumerate() {
+                acc[r * k + o] += A::from_f64(self.nodes[a as usize].threshold);
+            }
+        }
     }
 
     /// One step of a walk: the node after `at` for `row` (`n_features + 1` numbers).
@@ -436,6 +414,17 @@ impl Flat {
     fn special(&self, row: &[f64], node: FlatNode) -> u32 {
         let (feature, rule) = &self.specials[(node.feature & INDEX) as usize];
         node.left + u32::from(!rule.goes_left(row[*feature as usize]))
+    }
+}
+
+/// A block's sums (rows x `k`) as the library's outputs, into `out` (the same shape).
+fn finish_block<A: Acc>(e: &Ensemble, acc: &[A], out: &mut [f64]) {
+    let k = e.n_outputs;
+    for (row, raw) in acc.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        for (o, &s) in raw.iter_mut().zip(row) {
+            *o = s.to_f64();
+        }
+        e.finish(raw);
     }
 }
 
