@@ -305,6 +305,9 @@ impl Flat {
             }
             for (t, &(root, depth, output)) in self.trees.iter().enumerate() {
                 let at = &mut at[..b];
+                // Three copies of one walk, one per step: a single generic walk taking the step
+                // as a closure was measured 25 % slower (10.4 -> 13 ns per row and tree on the
+                // 500-tree LightGBM model), so the duplication stays.
                 if q.kinds[t] == TreeKind::Masked {
                     let mut groups = cb.chunks_exact(GROUP * stride);
                     let mut ats = at.chunks_exact_mut(GROUP);
