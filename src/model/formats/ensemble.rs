@@ -61,20 +61,17 @@ pub enum Transform {
     /// The raw score itself (regression, XGBoost `binary:logitraw`).
     Identity,
     /// `1 / (1 + exp(-scale * s))` on each output (LightGBM binary `sigmoid:scale`, multiclassova,
-    /// cross_entropy; ONNX `LOGISTIC`).
+    /// cross_entropy). ONNX tree operators use `Identity` and apply onnxruntime's post-transforms
+    /// themselves (`onnx/trees.rs`), which depend on more than the raw scores.
     Sigmoid { scale: f64 },
     /// XGBoost's sigmoid in f32: `1 / (expf(min(-s, 88.7)) + 1 + 1e-16)`.
     XgbSigmoid,
     /// Softmax over the outputs, the maximum subtracted first.
     Softmax,
-    /// ONNX `SOFTMAX_ZERO`: softmax that leaves outputs of exactly 0 at 0.
-    SoftmaxZero,
     /// `exp(s)` (poisson, gamma and tweedie regression).
     Exp,
     /// `sign(s) * s^2` (LightGBM regression with `sqrt`).
     SignSquare,
-    /// ONNX `PROBIT`: the inverse of the standard normal CDF... applied as onnxruntime does.
-    Probit,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -438,18 +435,13 @@ impl Transform {
                     *s = (1.0f32 / ((-x).min(88.7f32).exp() + 1.0f32 + 1e-16f32)) as f64;
                 }
             }
-            Transform::Softmax | Transform::SoftmaxZero => {
-                let zero = matches!(self, Transform::SoftmaxZero);
+            Transform::Softmax => {
                 let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 if f32s {
                     let max = max as f32;
                     let mut sum = 0.0f64;
                     for s in raw.iter_mut() {
-                        let e = if zero && *s == 0.0 {
-                            0.0
-                        } else {
-                            (*s as f32 - max).exp()
-                        };
+                        let e = (*s as f32 - max).exp();
                         *s = e as f64;
                         sum += e as f64;
                     }
@@ -459,11 +451,7 @@ impl Transform {
                 } else {
                     let mut sum = 0.0;
                     for s in raw.iter_mut() {
-                        let e = if zero && *s == 0.0 {
-                            0.0
-                        } else {
-                            (*s - max).exp()
-                        };
+                        let e = (*s - max).exp();
                         *s = e;
                         sum += e;
                     }
@@ -486,24 +474,6 @@ impl Transform {
                     *s = s.signum() * *s * *s;
                 }
             }
-            Transform::Probit => {
-                for s in raw.iter_mut() {
-                    *s = probit(*s);
-                }
-            }
         }
     }
-}
-
-/// onnxruntime's PROBIT post-transform: `sqrt(2) * erfinv(2p - 1)`, with its polynomial
-/// approximation of `erfinv`.
-fn probit(p: f64) -> f64 {
-    let x = (2.0 * p - 1.0) as f32;
-    let sgn: f32 = if x < 0.0 { -1.0 } else { 1.0 };
-    let x = (1.0 - x) * (1.0 + x);
-    let log = x.ln();
-    let v = 2.0 / (std::f32::consts::PI * 0.147) + 0.5 * log;
-    let v2 = 1.0 / 0.147 * log;
-    let v3 = -v + (v * v - v2).sqrt();
-    (sgn * v3.sqrt() * std::f32::consts::SQRT_2) as f64
 }

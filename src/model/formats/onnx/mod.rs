@@ -687,6 +687,29 @@ impl Compiler {
         self.read.contains(name)
     }
 
+    /// The output a model operator's scores go to: a classifier's second output (its
+    /// probabilities; its label output must not be read by the graph: nightshift derives the
+    /// label from the probabilities), a regressor's first.
+    pub fn scores_output(&self, node: &NodeProto, classifier: bool) -> Result<String> {
+        let (index, what) = if classifier {
+            if node
+                .output
+                .first()
+                .is_some_and(|o| !o.is_empty() && self.needed(o))
+            {
+                bail!("the graph reads the classifier's label output");
+            }
+            (1, "probabilities")
+        } else {
+            (0, "scores")
+        };
+        node.output
+            .get(index)
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .ok_or_else(|| anyhow!("{} has no {what} output", node.op_type))
+    }
+
     pub fn set_model(&mut self, task: Task, objective: String) {
         self.model = Some((task, objective));
     }

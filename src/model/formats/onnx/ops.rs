@@ -1160,7 +1160,7 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
                 }
             })?;
         }
-        "LinearClassifier" | "LinearRegressor" => linear_model(c, node, a, &output0)?,
+        "LinearClassifier" | "LinearRegressor" => linear_model(c, node, a)?,
         "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble" => {
             trees::compile(c, node, a)?
         }
@@ -1264,7 +1264,7 @@ fn label_encoder(a: &Attrs, input: Elem) -> Result<(Keys, LabelValues, Elem)> {
     Ok((keys, values, elem))
 }
 
-fn linear_model(c: &mut Compiler, node: &NodeProto, a: &Attrs, output0: &str) -> Result<()> {
+fn linear_model(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<()> {
     let classifier = node.op_type == "LinearClassifier";
     let x = c.value(node.input.first().map(|s| s.as_str()).unwrap_or(""))?;
     if x.elem == Elem::Str || x.dims.len() > 1 {
@@ -1318,22 +1318,7 @@ fn linear_model(c: &mut Compiler, node: &NodeProto, a: &Attrs, output0: &str) ->
         );
     }
     let width = if add_second_class { 2 } else { n_targets };
-    let out_name = if classifier {
-        if node
-            .output
-            .first()
-            .is_some_and(|o| !o.is_empty() && c.needed(o))
-        {
-            bail!("the graph reads the classifier's label output");
-        }
-        node.output
-            .get(1)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| anyhow!("LinearClassifier has no scores output"))?
-            .clone()
-    } else {
-        output0.to_string()
-    };
+    let out_name = c.scores_output(node, classifier)?;
     let input = x.slot;
     c.emit(&out_name, Elem::F32, vec![width], |output| Step::Linear {
         input,

@@ -263,26 +263,7 @@ pub(crate) fn compile(c: &mut Compiler, node: &NodeProto, a: &Attrs) -> Result<(
         };
         objective.push_str(&format!(" aggregate_function={name}"));
     }
-    let out_name = if classifier {
-        if node
-            .output
-            .first()
-            .is_some_and(|o| !o.is_empty() && c.needed(o))
-        {
-            bail!("the graph reads the classifier's label output");
-        }
-        node.output
-            .get(1)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| anyhow!("no probabilities output"))?
-            .clone()
-    } else {
-        node.output
-            .first()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| anyhow!("no output"))?
-            .clone()
-    };
+    let out_name = c.scores_output(node, classifier)?;
     let step = TreeStep {
         input: x.slot,
         output: 0,
