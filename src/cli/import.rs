@@ -78,7 +78,7 @@ pub(super) fn execute(args: &ImportArgs) -> Result<ExitCode> {
             metrics_line(&m)
         ),
         None => eprintln!(
-            "no drift reference: runs will say so in their drift report; add one with --reference"
+            "no drift reference: runs write no drift report and say so in their summary; add one with --reference"
         ),
     }
     println!("{}@{}", m.name, m.version);
