@@ -42,17 +42,21 @@ $(NIGHTSHIFT_RELEASE): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 build:
 	$(CARGO) build --locked --all-targets
 
-# The linters (rustfmt, clippy), then the whole suite, S3 tests included, against a real S3-compatible server on 127.0.0.1 that
-# this target installs (if missing), starts and stops. Set NIGHTSHIFT_TEST_S3_ENDPOINT (and
-# AWS_* credentials) to run against another server, such as MinIO, instead.
+# The linters (rustfmt, clippy), then the whole suite, S3 and MLflow tests included, against
+# a real S3-compatible server (s3s-fs) and two real MLflow servers on 127.0.0.1 that this
+# target installs (if missing), starts and stops (Makefile.s3, Makefile.mlflow). Set
+# NIGHTSHIFT_TEST_S3_ENDPOINT (and AWS_* credentials) to run against another S3 server, such
+# as MinIO, and NIGHTSHIFT_TEST_MLFLOW (and the others Makefile.mlflow prints) for MLflow.
 test: lint
-	@if [ -n "$$NIGHTSHIFT_TEST_S3_ENDPOINT" ]; then \
-		$(CARGO) test --locked --all-targets; \
-	else \
-		$(MAKE) --no-print-directory s3-server && \
-		status=0; $(S3_ENV) $(CARGO) test --locked --all-targets || status=$$?; \
-		$(MAKE) --no-print-directory s3-server-stop; exit $$status; \
-	fi
+	@if [ -n "$$NIGHTSHIFT_TEST_S3_ENDPOINT" ]; then s3=; else \
+		$(MAKE) --no-print-directory s3-server || exit 1; s3="$(S3_ENV)"; fi; \
+	if [ -n "$$NIGHTSHIFT_TEST_MLFLOW" ]; then mlflow=; else \
+		$(MAKE) --no-print-directory mlflow-server || { $(MAKE) --no-print-directory s3-server-stop; exit 1; }; \
+		mlflow="$(MLFLOW_ENV)"; fi; \
+	status=0; env $$s3 $$mlflow $(CARGO) test --locked --all-targets || status=$$?; \
+	[ -z "$$s3" ] || $(MAKE) --no-print-directory s3-server-stop; \
+	[ -z "$$mlflow" ] || $(MAKE) --no-print-directory mlflow-server-stop; \
+	exit $$status
 
 # Performance: nightshift and the peer pipelines of ../shared/bench side by side, one run,
 # medians and ratios, and every target of issue 11 checked (docs/benchmarks.md). Installs the
@@ -93,3 +97,4 @@ clean:
 	rm -rf out
 
 include Makefile.s3
+include Makefile.mlflow

@@ -9,16 +9,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::config::{JobSpec, Settings};
+use crate::model::ModelSource;
 use crate::read::{list_data_files, ParquetObject};
 use crate::record::{
     InputFingerprint, RunHistory, RunManifest, RunRecord, RunStatus, SUCCESS_MARKER,
 };
 use crate::run::{run_job, RunFailed, RunOptions};
+use crate::schema::ModelRef;
 use crate::storage::{ErrorKind, Location, Stores};
 
 /// Which dates of the range run again.
@@ -79,6 +81,15 @@ pub fn plan(
     estimate: bool,
 ) -> Result<Vec<DatePlan>> {
     let history = RunHistory::new(stores.locate(&settings.state)?);
+    // The version the job means now, once for the whole range: an alias asks MLflow.
+    let pinned = match reprocess {
+        Reprocess::Stale => Some(
+            ModelSource::for_job(job, settings, stores)?
+                .resolve(&job.model)
+                .with_context(|| format!("resolving the model of job '{}'", job.name))?,
+        ),
+        _ => None,
+    };
     let mut plans = Vec::with_capacity(range.len());
     for &date in range {
         let input = stores.locate(&job.input.uri(&job.name, date)?)?;
@@ -92,6 +103,7 @@ pub fn plan(
         let last = history.latest_of_date(&job.name, date)?;
         let mut action = decide(
             job,
+            pinned.as_ref(),
             reprocess,
             manifest.as_ref(),
             last.as_ref(),
@@ -122,6 +134,7 @@ pub fn plan(
 
 fn decide(
     job: &JobSpec,
+    pinned: Option<&ModelRef>,
     reprocess: Reprocess,
     manifest: Option<&RunManifest>,
     last: Option<&RunRecord>,
@@ -135,11 +148,21 @@ fn decide(
         if reprocess != Reprocess::Stale {
             return Action::Skip(format!("committed by run {}", m.run_id));
         }
-        let pinned = &job.model;
-        if m.model_name != pinned.name || m.model_version != pinned.version {
+        let Some(pinned) = pinned else {
             return Action::Run(format!(
-                "stale: scored by {}@{}, the job pins {pinned}",
-                m.model_name, m.model_version
+                "stale: the job's model {} is not resolved",
+                job.model
+            ));
+        };
+        if m.model_name != pinned.name || m.model_version != pinned.version {
+            let means = if job.model.version().as_ref() == Some(pinned) {
+                String::new()
+            } else {
+                format!(" (now {pinned})")
+            };
+            return Action::Run(format!(
+                "stale: scored by {}@{}, the job pins {}{means}",
+                m.model_name, m.model_version, job.model
             ));
         }
         let then: BTreeMap<&str, &InputFingerprint> = m

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod failpoint;
 pub mod lease;
 pub mod metric;
+pub mod mlflow;
 pub mod model;
 pub mod performance;
 pub mod plan;

@@ -80,6 +80,10 @@ pub struct RunManifest {
     /// For a date scored by a sharded run: how many shards, and their run key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<ShardSet>,
+    /// For a model from MLflow: the server, name, version (an alias resolved), run and
+    /// `model_uuid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<crate::mlflow::Provenance>,
 }
 
 /// Its name in run records, logs and metric labels: serde and strum spell it the same way.
@@ -150,6 +154,20 @@ pub struct RunRecord {
     /// The shard this run scored, for a sharded run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// For a model from MLflow: where the version came from (as in `_SUCCESS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<crate::mlflow::Provenance>,
+    /// For a job with `[mlflow]`: whether the committed run was logged there. Not stored:
+    /// logging comes after the record is written, and the daemon counts failures.
+    #[serde(skip)]
+    pub mlflow_log: Option<MlflowLog>,
+}
+
+/// How logging a committed run to MLflow went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MlflowLog {
+    Logged { run_id: String },
+    Failed { error: String },
 }
 
 impl RunRecord {

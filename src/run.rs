@@ -26,14 +26,14 @@ use crate::drift::report::{self, ReportContext};
 use crate::drift::{self, DriftSummary};
 use crate::failpoint;
 use crate::lease::{Lease, LeaseHeld, LeaseLost};
-use crate::model::{LoadedModel, Registry};
+use crate::model::{LoadedModel, ModelSource};
 use crate::performance;
 use crate::plan::PartitionPlan;
 use crate::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::read::{check_schema, is_data_file, FetchAhead, ParquetObject, RowGroupChunks};
 use crate::record::{
-    DateState, InputFingerprint, OutputFile, RunHistory, RunManifest, RunRecord, RunStatus,
-    StoredObject, SUCCESS_MARKER,
+    DateState, InputFingerprint, MlflowLog, OutputFile, RunHistory, RunManifest, RunRecord,
+    RunStatus, StoredObject, SUCCESS_MARKER,
 };
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
 use crate::shard::{self, Shard};
@@ -142,10 +142,13 @@ pub fn run_job(
         date_state: Some(DateState::Untouched),
         leftovers_removed: 0,
         shard: opts.shard.clone(),
+        mlflow: None,
+        mlflow_log: None,
     };
     // Held until the run record is written: one writer per job and date, from the first
     // check to the last word.
     let mut lease: Option<Lease> = None;
+    let mut drift_page: Option<String> = None;
     let outcome = (|| {
         opts.check_cancelled()?;
         let state = stores.locate(&settings.state)?;
@@ -170,22 +173,25 @@ pub fn run_job(
         record.output = Some(plan.output.uri().to_string());
         record.quarantine = Some(plan.quarantine.uri().to_string());
         failpoint!("run::model");
-        let registry = Registry::new(stores.locate(job.registry(settings))?);
-        let model = Arc::new(registry.load(&job.model)?);
-        let reference = if job.drift.enabled && opts.shard.is_some() {
+        let source = ModelSource::for_job(job, settings, stores)?;
+        let sharded = opts.shard.is_some();
+        let pinned = source.load(&job.model, job.drift.enabled && !sharded)?;
+        record.model = pinned.model.manifest.model_ref().to_string();
+        record.mlflow = pinned.provenance.clone();
+        let model = Arc::new(pinned.model);
+        let reference = if job.drift.enabled && sharded {
             warn!("A sharded run writes no drift report (each shard sees only part of the date).");
             None
         } else if job.drift.enabled {
-            let profile = registry.profile(&model.manifest)?;
-            if profile.is_none() {
+            if pinned.reference.is_none() {
                 warn!(model = %job.model, "The model version has no reference profile: no drift report.");
                 record.no_drift_report = Some(format!(
-                    "model {} has no drift reference (`nightshift model import --reference` \
-                     gives an imported model one)",
+                    "model {} has no drift reference (`nightshift model import --reference`, or \
+                     [model] reference in the job file, gives it one)",
                     job.model
                 ));
             }
-            profile
+            pinned.reference
         } else {
             None
         };
@@ -194,6 +200,7 @@ pub fn run_job(
             job,
             plan: &plan,
             model,
+            provenance: record.mlflow.clone(),
             run_id: &run_id,
             started_at,
             opts,
@@ -203,9 +210,11 @@ pub fn run_job(
             leftover_age: opts.leftover_age.unwrap_or(settings.leftover_age),
             touched: AtomicBool::new(false),
             leftovers_removed: AtomicU64::new(0),
+            drift_page: Mutex::new(None),
             committed_date: AtomicBool::new(false),
         };
         let result = run.execute();
+        drift_page = run.drift_page.lock().ok().and_then(|mut p| p.take());
         record.leftovers_removed = run.leftovers_removed.load(Ordering::SeqCst);
         record.date_state = Some(match &result {
             Ok(_) if run.committed_date.load(Ordering::SeqCst) => DateState::Committed,
@@ -262,8 +271,18 @@ pub fn run_job(
                 seconds = record.seconds,
                 "Run committed."
             );
+            let mut record = record;
             if record.date_state == Some(DateState::Committed) {
-                record_estimate(job, date, &record.run_id, settings, stores);
+                let estimate = record_estimate(job, date, &record.run_id, settings, stores);
+                if let Some(tracking) = &job.mlflow {
+                    record.mlflow_log = Some(log_to_mlflow(
+                        tracking,
+                        &record,
+                        estimate.as_ref(),
+                        drift_page,
+                        stores,
+                    ));
+                }
             }
             Ok(record)
         }
@@ -300,17 +319,15 @@ fn record_estimate(
     run_id: &str,
     settings: &Settings,
     stores: &Stores,
-) {
-    if job.labels.is_none() {
-        return;
-    }
-    let estimate = || -> Result<Option<Location>> {
+) -> Option<performance::Evaluation> {
+    job.labels.as_ref()?;
+    let estimate = || -> Result<Option<(Location, performance::Evaluation)>> {
         let reports = stores.locate(&settings.reports)?;
         if !performance::is_run_of(job, stores, date, run_id)? {
             return Ok(None); // a later run committed the date: the report is its own
         }
         match performance::estimate(job, settings, stores, date) {
-            Ok(Some(e)) => Ok(Some(performance::report::write(&reports, &e)?)),
+            Ok(Some(e)) => Ok(Some((performance::report::write(&reports, &e)?, e))),
             // Nothing to estimate from (no calibration), or estimating failed: an earlier
             // report is of scores this run replaced.
             Ok(None) => {
@@ -325,7 +342,10 @@ fn record_estimate(
     };
     // A panic here must not become the run's: it has committed.
     match std::panic::catch_unwind(AssertUnwindSafe(estimate)) {
-        Ok(Ok(Some(loc))) => info!(report = %loc.uri(), "Estimated performance written."),
+        Ok(Ok(Some((loc, e)))) => {
+            info!(report = %loc.uri(), "Estimated performance written.");
+            return Some(e);
+        }
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             warn!(error = %format!("{e:#}"), "Could not estimate the date's performance.")
@@ -334,12 +354,94 @@ fn record_estimate(
             warn!(panic = %panic_message(&*panic), "Estimating the date's performance panicked.")
         }
     }
+    None
+}
+
+/// After a commit, for a job with `[mlflow]`: the run logged to the date's MLflow run. Best
+/// effort: the outputs and `_SUCCESS` are committed, so a failure is a warning (and counted by
+/// the daemon), never the run's.
+fn log_to_mlflow(
+    tracking: &crate::config::MlflowTracking,
+    record: &RunRecord,
+    estimate: Option<&performance::Evaluation>,
+    drift_page: Option<String>,
+    stores: &Stores,
+) -> MlflowLog {
+    let log = || -> Result<String> {
+        let c = &record.counts;
+        let (name, version) = record.model.rsplit_once('@').unwrap_or((&record.model, ""));
+        let mut metrics = vec![
+            ("rows_in".to_string(), c.rows_in as f64),
+            ("rows_scored".to_string(), c.rows_scored as f64),
+            ("rows_quarantined".to_string(), c.rows_quarantined as f64),
+            ("seconds".to_string(), record.seconds),
+        ];
+        if let Some(d) = &record.drift {
+            metrics.push(("drift_share".to_string(), d.share_of_drifted_columns));
+            metrics.push((
+                "drifted_columns".to_string(),
+                d.drifted_columns.len() as f64,
+            ));
+        }
+        for row in estimate.map(|e| e.metrics.as_slice()).unwrap_or_default() {
+            if let Some(v) = row.estimated {
+                metrics.push((format!("estimated_{}", row.metric), v));
+            }
+        }
+        let mut tags = vec![
+            ("nightshift.status".to_string(), record.status.to_string()),
+            ("nightshift.run_id".to_string(), record.run_id.clone()),
+            ("nightshift.model".to_string(), record.model.clone()),
+        ];
+        if let Some(output) = &record.output {
+            tags.push(("nightshift.output".to_string(), output.clone()));
+        }
+        let log = crate::mlflow::tracking::RunLog {
+            job: record.job.clone(),
+            logical_date: record.logical_date.to_string(),
+            params: vec![
+                ("job".to_string(), record.job.clone()),
+                ("logical_date".to_string(), record.logical_date.to_string()),
+                ("model_name".to_string(), name.to_string()),
+                ("model_version".to_string(), version.to_string()),
+                ("nightshift_run_id".to_string(), record.run_id.clone()),
+            ],
+            metrics,
+            tags,
+            artifacts: drift_page
+                .map(|p| ("drift.html".to_string(), Bytes::from(p)))
+                .into_iter()
+                .collect(),
+            start_ms: record.started_at.timestamp_millis(),
+            end_ms: record.finished_at.timestamp_millis(),
+        };
+        crate::mlflow::tracking::Tracker::new(&tracking.server, &tracking.experiment, stores)?
+            .log(&log)
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(log)) {
+        Ok(Ok(run_id)) => {
+            info!(mlflow_run = %run_id, server = %tracking.server, "Run logged to MLflow.");
+            MlflowLog::Logged { run_id }
+        }
+        Ok(Err(e)) => {
+            let error = format!("{e:#}");
+            warn!(server = %tracking.server, error = %error, "Could not log the run to MLflow; the run is committed.");
+            MlflowLog::Failed { error }
+        }
+        Err(panic) => {
+            let error = panic_message(&*panic);
+            warn!(panic = %error, "Logging the run to MLflow panicked; the run is committed.");
+            MlflowLog::Failed { error }
+        }
+    }
 }
 
 struct Run<'a> {
     job: &'a JobSpec,
     plan: &'a PartitionPlan,
     model: Arc<LoadedModel>,
+    /// Where the model came from, for a model from MLflow.
+    provenance: Option<crate::mlflow::Provenance>,
     run_id: &'a str,
     started_at: chrono::DateTime<Utc>,
     opts: &'a RunOptions,
@@ -353,6 +455,8 @@ struct Run<'a> {
     leftovers_removed: AtomicU64,
     /// Set when this run wrote the date's `_SUCCESS` (a shard's run may not).
     committed_date: AtomicBool,
+    /// The drift page, for a job that logs its runs to MLflow.
+    drift_page: Mutex<Option<String>>,
 }
 
 /// What the writer collected: the outputs and the counts.
@@ -420,6 +524,7 @@ impl Run<'_> {
             quarantine_prefix: plan.quarantine.uri().to_string(),
             drift,
             shards: None,
+            mlflow: self.provenance.clone(),
         };
         self.opts.check_cancelled()?;
         // A runner that stalled past its lease must not commit over its successor's work.
@@ -918,6 +1023,16 @@ impl Run<'_> {
         let mut current = current;
         for c in current.columns.iter_mut().chain(current.score.as_mut()) {
             c.sample = Vec::new();
+        }
+        if self.job.mlflow.is_some() {
+            let title = format!(
+                "Drift: {} {} (model {}@{})",
+                ctx.job, ctx.logical_date, ctx.model_name, ctx.model_version
+            );
+            let page = drift::html::render(&title, &rows, reference, &current);
+            if let Ok(mut slot) = self.drift_page.lock() {
+                *slot = Some(page);
+            }
         }
         let profile_loc = report::profile_location(&self.reports, &ctx.job, ctx.logical_date);
         profile_loc

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::{load_config, parse_date, pick_report};
 use crate::config::Config;
 use crate::drift::{history, html, render, report};
-use crate::model::Registry;
+use crate::model::ModelSource;
 use crate::storage::{Location, Stores};
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +69,8 @@ fn show(job: &str, date: Option<NaiveDate>, html: Option<&Path>, jobs: &Path) ->
     print!("{}", render::table(&report));
 
     if let Some(path) = html {
-        let registry = Registry::new(stores.locate(cfg.job(job)?.registry(&cfg.settings))?);
-        let page = html::page(&report, &registry, &reports)?;
+        let source = ModelSource::for_job(cfg.job(job)?, &cfg.settings, &stores)?;
+        let page = html::page(&report, &source, &reports)?;
         std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }

@@ -77,6 +77,7 @@ pub(super) fn evaluate(args: &EvaluateArgs) -> Result<ExitCode> {
             Ok((loc, e)) => {
                 print!("{}", render::table(&e));
                 println!("report: {}", loc.uri());
+                performance::log_to_mlflow(job, &stores, &e);
             }
             Err(e) => {
                 failed += 1;

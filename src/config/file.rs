@@ -42,6 +42,11 @@ impl<'i> Table<'i> {
         }
     }
 
+    /// Where the table is written, for a mistake that no one field holds.
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
     fn key_name(&self, key: &str) -> String {
         if self.name.is_empty() {
             key.to_string()

@@ -23,7 +23,7 @@ pub use spec::*;
 use chrono_tz::Tz;
 use file::Table;
 
-use crate::schema::{is_valid_name, FeatureKind, ModelRef};
+use crate::schema::{is_valid_name, FeatureKind};
 use diag::Reporter;
 use file::Located;
 use locations::Location;
@@ -427,6 +427,7 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
         None => DriftSpec::default(),
     };
     let scheduling = daemon::read_scheduling(rep, &mut root);
+    let mlflow = read_mlflow(rep, &mut root, name.as_ref());
     root.finish(rep);
 
     if rep.diagnostics.len() > errors_before {
@@ -457,6 +458,8 @@ fn read_job(rep: &mut Reporter, path: &Path, src: &str) -> Option<(JobSpec, JobS
             date: date?,
             input,
             model: model.model,
+            reference: model.reference,
+            mlflow: mlflow?,
             output: output.spec,
             run,
             drift,
@@ -555,10 +558,11 @@ fn read_input(rep: &mut Reporter, root: &mut Table<'_>) -> Option<(UriTemplate, 
 
 /// `[model]`, read.
 struct ModelTable {
-    model: ModelRef,
+    model: ModelPin,
     /// The job's own registry, when it does not use the shared one.
-    registry: Option<Uri>,
+    registry: Option<ModelRegistry>,
     registry_span: Option<Range<usize>>,
+    reference: Option<ReferenceSpec>,
 }
 
 fn read_model(rep: &mut Reporter, root: &mut Table<'_>) -> Option<ModelTable> {
@@ -567,34 +571,152 @@ fn read_model(rep: &mut Reporter, root: &mut Table<'_>) -> Option<ModelTable> {
         return None;
     };
     let name = t.required::<String>(rep, "name", "");
-    if let Some(n) = name.as_ref().filter(|n| !is_valid_name(&n.value)) {
-        rep.error(
-            n.span.clone(),
-            "model name must be non-empty and use only letters, digits, '_' and '-'",
-        );
-    }
     let registry: Option<Located<String>> = t.optional(rep, "registry");
     let registry_span = registry.as_ref().map(|r| r.span.clone());
-    let registry = read_uri(rep, registry);
-    let version = t.required::<u32>(
-        rep,
-        "version",
-        ": a job must pin its model version (see `nightshift model list`)",
-    );
-    if let Some(v) = &version {
-        if v.value == 0 {
-            rep.error(v.span.clone(), "model versions start at 1");
+    // Meant as MLflow even where the address is wrong: the name and pin rules follow it.
+    let mlflow = registry
+        .as_ref()
+        .is_some_and(|r| r.value.starts_with("mlflow+"));
+    let registry = match registry {
+        None => None,
+        Some(r) => {
+            match interpolate(rep, &r).map(|s| (crate::mlflow::Server::from_registry(&s), s)) {
+                None => return None,
+                Some((Some(Ok(server)), _)) => Some(ModelRegistry::Mlflow(server)),
+                Some((Some(Err(e)), _)) => {
+                    rep.error(r.span.clone(), format!("registry: {e}"));
+                    None
+                }
+                Some((None, s)) => match Uri::parse(&s) {
+                    Ok(u) => Some(ModelRegistry::Store(u)),
+                    Err(e) => {
+                        rep.error(r.span.clone(), e.to_string());
+                        None
+                    }
+                },
+            }
+        }
+    };
+    if let Some(n) = name.as_ref() {
+        // MLflow names its models as it likes (spaces, dots); nightshift's registry keeps
+        // names that are one path segment.
+        let valid = if mlflow {
+            !n.value.trim().is_empty() && !n.value.chars().any(char::is_control)
+        } else {
+            is_valid_name(&n.value)
+        };
+        if !valid {
+            rep.error(
+                n.span.clone(),
+                if mlflow {
+                    "model name must not be empty or hold control characters"
+                } else {
+                    "model name must be non-empty and use only letters, digits, '_' and '-'"
+                },
+            );
         }
     }
+    let version = t.optional::<u32>(rep, "version");
+    let alias = t.optional::<String>(rep, "alias");
+    let pin = match (version, alias) {
+        (Some(v), None) if v.value == 0 => {
+            rep.error(v.span, "model versions start at 1");
+            None
+        }
+        (Some(v), None) => Some(Pin::Version(v.value)),
+        (None, Some(a)) if !mlflow => {
+            rep.error(
+                a.span,
+                "alias needs an MLflow registry (registry = \"mlflow+http://HOST:PORT\"); \
+                 nightshift's own registry has no aliases: pin a version",
+            );
+            None
+        }
+        (None, Some(a)) if a.value.trim().is_empty() || a.value.chars().any(char::is_control) => {
+            rep.error(a.span, "alias must not be empty or hold control characters");
+            None
+        }
+        (None, Some(a)) => Some(Pin::Alias(a.value)),
+        (Some(_), Some(a)) => {
+            rep.error(
+                a.span,
+                "a job pins its model by version or by alias, not both: remove one",
+            );
+            None
+        }
+        (None, None) => {
+            rep.error(
+                t.span(),
+                "missing field 'version' in [model]: a job must pin its model version (see \
+                 `nightshift model list`), or, with an MLflow registry, name an alias",
+            );
+            None
+        }
+    };
+    let reference_uri: Option<Located<String>> = t.optional(rep, "reference");
+    let written = reference_uri.is_some();
+    let reference_uri = read_uri(rep, reference_uri);
+    let target = t.optional::<String>(rep, "reference_target");
+    let reference = match (reference_uri, target) {
+        (Some(uri), target) => Some(ReferenceSpec {
+            uri,
+            target: target.map(|t| t.value),
+        }),
+        (None, Some(t)) if !written => {
+            rep.error(
+                t.span,
+                "reference_target needs reference: the target column is read from the \
+                 reference data",
+            );
+            None
+        }
+        _ => None,
+    };
     t.finish(rep);
     Some(ModelTable {
-        model: ModelRef {
+        model: ModelPin {
             name: name?.value,
-            version: version?.value,
+            pin: pin?,
         },
         registry,
         registry_span,
+        reference,
     })
+}
+
+/// `[mlflow]`: where committed runs are logged, if anywhere.
+fn read_mlflow(
+    rep: &mut Reporter,
+    root: &mut Table<'_>,
+    job: Option<&Located<String>>,
+) -> Option<Option<MlflowTracking>> {
+    let Some(mut t) = root.table(rep, "mlflow") else {
+        return Some(None);
+    };
+    let uri = t.required::<String>(
+        rep,
+        "tracking_uri",
+        ": the MLflow server runs are logged to",
+    );
+    let server = uri.and_then(|u| {
+        let s = interpolate(rep, &u)?;
+        crate::mlflow::Server::parse(&s)
+            .map_err(|e| rep.error(u.span.clone(), format!("tracking_uri: {e}")))
+            .ok()
+    });
+    let experiment = t.optional::<String>(rep, "experiment");
+    if let Some(e) = experiment.as_ref().filter(|e| e.value.trim().is_empty()) {
+        rep.error(e.span.clone(), "experiment must not be empty");
+    }
+    t.finish(rep);
+    let experiment = match experiment {
+        Some(e) => e.value,
+        None => format!("nightshift/{}", job?.value),
+    };
+    Some(Some(MlflowTracking {
+        server: server?,
+        experiment,
+    }))
 }
 
 /// `[output]`, read, with where its locations are written.
@@ -796,17 +918,19 @@ fn check_locations(
             &job.output.quarantine,
         ),
     };
+    // An MLflow registry is no location of the job's: MLflow keeps its files.
     let registry = match (&job.registry, &spans.registry) {
-        (Some(uri), Some(span)) => Place {
+        (Some(ModelRegistry::Mlflow(_)), _) => None,
+        (Some(ModelRegistry::Store(uri)), Some(span)) => Some(Place {
             name: format!("model registry '{uri}'"),
             location: Location::of_uri(uri),
             span: Some(span.clone()),
-        },
-        _ => Place {
+        }),
+        _ => Some(Place {
             name: shared.describe("registry", &settings.registry),
             location: Location::of_uri(&settings.registry),
             span: None,
-        },
+        }),
     };
     let shared_place = |field, uri| Place {
         name: shared.describe(field, uri),
@@ -815,14 +939,18 @@ fn check_locations(
     };
     let (input, output, quarantine) = (input?, output?, quarantine?);
     // In reporting order: a mistake is reported at the later of the two.
-    let places = [
-        &shared_place("state", &settings.state),
-        &shared_place("reports", &settings.reports),
-        &input,
-        &registry,
-        &output,
-        &quarantine,
-    ];
+    let state = shared_place("state", &settings.state);
+    let reports = shared_place("reports", &settings.reports);
+    let places: Vec<&Place> = [
+        Some(&state),
+        Some(&reports),
+        Some(&input),
+        registry.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain([&output, &quarantine])
+    .collect();
     let mut reported = HashSet::new();
     for (i, place) in places.iter().enumerate() {
         let Some(span) = &place.span else { continue };

@@ -20,23 +20,108 @@ pub struct JobSpec {
     pub timezone: Tz,
     pub date: DateRule,
     pub input: UriTemplate,
-    pub model: ModelRef,
+    pub model: ModelPin,
+    /// `[model] reference`: Parquet data profiled as the drift reference (and, with a target,
+    /// for holdout metrics), instead of what the registry keeps.
+    pub reference: Option<ReferenceSpec>,
+    /// `[mlflow]`: committed runs are logged to this MLflow server.
+    pub mlflow: Option<MlflowTracking>,
     pub output: OutputSpec,
     pub run: RunSpec,
     pub drift: super::DriftSpec,
     /// Where its outcomes land, for `evaluate` (docs/model-performance.md).
     pub labels: Option<super::LabelsSpec>,
-    /// The job's own registry location, if it overrides the shared one.
-    pub registry: Option<Uri>,
+    /// The job's own registry, if it overrides the shared one.
+    pub registry: Option<ModelRegistry>,
     /// How the daemon schedules it: overlap policy, catch-up, retries.
     pub scheduling: super::Scheduling,
 }
 
 impl JobSpec {
     /// Where this job's model versions live.
-    pub fn registry<'a>(&'a self, settings: &'a Settings) -> &'a Uri {
-        self.registry.as_ref().unwrap_or(&settings.registry)
+    pub fn registry(&self, settings: &Settings) -> ModelRegistry {
+        self.registry
+            .clone()
+            .unwrap_or_else(|| ModelRegistry::Store(settings.registry.clone()))
     }
+}
+
+/// Where a job's model versions are registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelRegistry {
+    /// nightshift's own registry, in storage (`model train`, `model import`).
+    Store(Uri),
+    /// An MLflow model registry: `registry = "mlflow+http://HOST:PORT"`.
+    Mlflow(crate::mlflow::Server),
+}
+
+impl std::fmt::Display for ModelRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelRegistry::Store(uri) => write!(f, "{uri}"),
+            ModelRegistry::Mlflow(server) => write!(f, "mlflow+{server}"),
+        }
+    }
+}
+
+/// Which version of a model a job scores: a number, or (in MLflow) an alias resolved once at
+/// each run's start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Pin {
+    Version(u32),
+    Alias(String),
+}
+
+/// The model a job names: `churn@3`, or `churn@champion` (MLflow's own `models:/NAME@ALIAS`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelPin {
+    pub name: String,
+    pub pin: Pin,
+}
+
+impl ModelPin {
+    /// The version, when the job pins one by number.
+    pub fn version(&self) -> Option<ModelRef> {
+        match self.pin {
+            Pin::Version(version) => Some(ModelRef {
+                name: self.name.clone(),
+                version,
+            }),
+            Pin::Alias(_) => None,
+        }
+    }
+}
+
+impl From<ModelRef> for ModelPin {
+    fn from(m: ModelRef) -> Self {
+        ModelPin {
+            name: m.name,
+            pin: Pin::Version(m.version),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pin {
+            Pin::Version(v) => write!(f, "{}@{v}", self.name),
+            Pin::Alias(a) => write!(f, "{}@{a}", self.name),
+        }
+    }
+}
+
+/// `[model] reference` and `reference_target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceSpec {
+    pub uri: Uri,
+    pub target: Option<String>,
+}
+
+/// `[mlflow]`: the tracking server and experiment committed runs are logged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlflowTracking {
+    pub server: crate::mlflow::Server,
+    pub experiment: String,
 }
 
 /// A cron expression, parsed once at validation.

@@ -22,7 +22,7 @@ use tracing::{error, warn};
 use super::metrics::Metrics;
 use super::predict::{self, ModelCache, ModelError};
 use super::scheduler::{Accepted, Scheduler, TriggerError};
-use crate::config::Settings;
+use crate::config::{ModelRegistry, Settings};
 use crate::model::Registry;
 use crate::record::{RunHistory, RunRecord};
 use crate::schema::{is_valid_name, ModelRef};
@@ -398,14 +398,31 @@ fn pinned_registry(
     if let Some(job) = job {
         return match specs.iter().find(|j| j.name == job) {
             None => Err((StatusCode::NOT_FOUND, format!("no job named '{job}'"))),
-            Some(j) if j.model != *model => Err((
+            Some(j) if j.model.version().as_ref() != Some(model) => Err((
                 StatusCode::NOT_FOUND,
                 format!("job '{job}' pins model {}, not {model}", j.model),
             )),
-            Some(j) => Ok(j.registry(&api.settings).clone()),
+            Some(j) => match j.registry(&api.settings) {
+                ModelRegistry::Store(uri) => Ok(uri),
+                ModelRegistry::Mlflow(server) => Err((
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "job '{job}' takes its model from MLflow ({server}); online scoring serves \
+                         versions of nightshift's own registry"
+                    ),
+                )),
+            },
         };
     }
-    let pins: Vec<_> = specs.iter().filter(|j| j.model == *model).collect();
+    // Jobs that pin this version in nightshift's own registry, with that registry.
+    let pins: Vec<(&str, Uri)> = specs
+        .iter()
+        .filter(|j| j.model.version().as_ref() == Some(model))
+        .filter_map(|j| match j.registry(&api.settings) {
+            ModelRegistry::Store(uri) => Some((j.name.as_str(), uri)),
+            ModelRegistry::Mlflow(_) => None,
+        })
+        .collect();
     match pins.as_slice() {
         [] => {
             let others: Vec<String> = specs
@@ -428,12 +445,11 @@ fn pinned_registry(
                 },
             ))
         }
-        [first, rest @ ..] => {
-            let registry = first.registry(&api.settings);
-            if rest.iter().all(|j| j.registry(&api.settings) == registry) {
+        [(_, registry), rest @ ..] => {
+            if rest.iter().all(|(_, r)| r == registry) {
                 Ok(registry.clone())
             } else {
-                let names: Vec<&str> = pins.iter().map(|j| j.name.as_str()).collect();
+                let names: Vec<&str> = pins.iter().map(|(name, _)| *name).collect();
                 Err((
                     StatusCode::CONFLICT,
                     format!(

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::record::{RunRecord, RunStatus};
+use crate::record::{MlflowLog, RunRecord, RunStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
@@ -78,6 +78,7 @@ pub struct Metrics {
     scheduler_lag: Histogram,
     runs_active: Gauge,
     reloads: Family<OutcomeLabel, Counter>,
+    mlflow_log_failures: Family<JobLabel, Counter>,
     /// Registered on first use: absent until run records carry drift results.
     drift: Mutex<Option<Family<JobColumnLabels, Gauge>>>,
     /// Registered on first use: absent until a date is evaluated.
@@ -137,6 +138,12 @@ impl Metrics {
             "Ticks that started no run, by job and reason",
             ticks_skipped.clone(),
         );
+        let mlflow_log_failures = Family::<JobLabel, Counter>::default();
+        r.register(
+            "nightshift_mlflow_log_failures",
+            "Committed runs that could not be logged to MLflow ([mlflow] in the job file)",
+            mlflow_log_failures.clone(),
+        );
         let scheduler_lag = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
         r.register(
             "nightshift_scheduler_lag_seconds",
@@ -167,6 +174,7 @@ impl Metrics {
             scheduler_lag,
             runs_active,
             reloads,
+            mlflow_log_failures,
             drift: Mutex::new(None),
             performance: Mutex::new(None),
         }
@@ -188,6 +196,9 @@ impl Metrics {
             .inc();
         let job = Self::job(&r.job);
         self.run_duration.get_or_create(&job).observe(r.seconds);
+        if matches!(r.mlflow_log, Some(MlflowLog::Failed { .. })) {
+            self.mlflow_log_failures.get_or_create(&job).inc();
+        }
         if r.status == RunStatus::Succeeded {
             self.rows_scored
                 .get_or_create(&job)
@@ -419,5 +430,31 @@ mod tests {
         assert!(m
             .encode()
             .contains("nightshift_drift_detected{job=\"a\",column=\"plan\"} 1"));
+    }
+
+    #[test]
+    fn a_run_that_could_not_be_logged_to_mlflow_is_counted() {
+        let m = Metrics::new();
+        let record = |log: Option<MlflowLog>| -> RunRecord {
+            let mut r: RunRecord = serde_json::from_value(serde_json::json!({
+                "job": "a", "logical_date": "2026-11-03", "run_id": "r", "status": "succeeded",
+                "started_at": "2026-11-04T02:30:00Z", "finished_at": "2026-11-04T02:30:01Z",
+                "seconds": 1.0, "model": "churn@1", "partitions": 1,
+                "counts": { "rows_in": 1, "rows_scored": 1, "rows_quarantined": 0,
+                            "rows_skipped": 0, "unknown_categories": 0 },
+            }))
+            .unwrap();
+            r.mlflow_log = log;
+            r
+        };
+        m.run_finished(&record(None));
+        m.run_finished(&record(Some(MlflowLog::Logged { run_id: "x".into() })));
+        assert!(!m.encode().contains("nightshift_mlflow_log_failures_total{"));
+        m.run_finished(&record(Some(MlflowLog::Failed {
+            error: "down".into(),
+        })));
+        assert!(m
+            .encode()
+            .contains("nightshift_mlflow_log_failures_total{job=\"a\"} 1"));
     }
 }

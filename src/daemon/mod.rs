@@ -427,6 +427,7 @@ impl Evaluator {
                 }
                 let written = performance::evaluate(job, settings, stores, date).and_then(|e| {
                     performance::report::write(&reports, &e)?;
+                    performance::log_to_mlflow(job, stores, &e);
                     Ok(e)
                 });
                 match written {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::render::{number, percent};
 use super::report::{profile_location, Report};
 use super::{DriftRow, DATASET_ROW};
-use crate::model::Registry;
+use crate::model::ModelSource;
 use crate::profile::{ColumnProfile, DatasetProfile, SCORE_COLUMN};
 use crate::schema::ModelRef;
 use crate::storage::Location;
@@ -153,15 +153,14 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
 
 /// The page of one report read back: the model version it names gives the reference profile,
 /// and the run kept its current profile beside the report.
-pub fn page(report: &Report, registry: &Registry, reports: &Location) -> Result<String> {
+pub fn page(report: &Report, source: &ModelSource, reports: &Location) -> Result<String> {
     let ctx = &report.context;
     let model = ModelRef {
         name: ctx.model_name.clone(),
         version: ctx.model_version,
     };
-    let manifest = registry.manifest(&model)?;
-    let reference = registry
-        .profile(&manifest)?
+    let reference = source
+        .profile(&model)?
         .context("the model version has no reference profile")?;
     let loc = profile_location(reports, &ctx.job, ctx.logical_date);
     let current: DatasetProfile = serde_json::from_slice(&loc.store.get(&loc.key)?)

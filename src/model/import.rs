@@ -60,6 +60,31 @@ pub fn import(registry: &Registry, req: &ImportRequest) -> Result<ModelManifest>
     };
     let parsed = formats::parse(format, &bytes, req.features.as_deref())
         .with_context(|| format!("importing {uri} as a {format} model"))?;
+    let mut manifest = imported_manifest(&req.name, format, uri.to_string(), &parsed);
+    let profile = match &req.reference {
+        None => None,
+        Some(reference) => {
+            let estimator = Estimator::Imported(Arc::new(parsed));
+            let target = req.target.as_deref();
+            Some(apply_reference(
+                &mut manifest,
+                &estimator,
+                reference,
+                target,
+            )?)
+        }
+    };
+    registry.register_imported(manifest, Bytes::from(bytes.to_vec()), profile.as_ref())
+}
+
+/// The manifest of a model file trained elsewhere, version 0 (the registry numbers it), before
+/// any reference data: no metrics, no profile.
+pub(crate) fn imported_manifest(
+    name: &str,
+    format: Format,
+    source: String,
+    parsed: &Parsed,
+) -> ModelManifest {
     let shape = parsed.shape();
     let (label_type, classes) = match &parsed.task {
         Task::Regression => (LabelType::Float, Vec::new()),
@@ -72,15 +97,15 @@ pub fn import(registry: &Registry, req: &ImportRequest) -> Result<ModelManifest>
             labels.iter().map(Label::to_string).collect(),
         ),
     };
-    let mut manifest = ModelManifest {
-        name: req.name.clone(),
+    ModelManifest {
+        name: name.to_string(),
         version: 0,
         algorithm: Algorithm::imported(format),
-        signature: signature(&parsed),
+        signature: signature(parsed),
         preprocessing: Preprocessing {
             features: Vec::new(),
         },
-        target: req.target.clone().unwrap_or_default(),
+        target: String::new(),
         label_type,
         classes,
         hyperparameters: Hyperparameters::default(),
@@ -98,7 +123,7 @@ pub fn import(registry: &Registry, req: &ImportRequest) -> Result<ModelManifest>
         nightshift_version: env!("CARGO_PKG_VERSION").to_string(),
         import: Some(ImportInfo {
             format,
-            source: uri.to_string(),
+            source,
             producer: parsed.producer.clone(),
             objective: parsed.objective.clone(),
             features: parsed.features.clone(),
@@ -107,25 +132,30 @@ pub fn import(registry: &Registry, req: &ImportRequest) -> Result<ModelManifest>
             max_depth: shape.max_depth,
             compiled_bytes: shape.compiled_bytes,
         }),
+    }
+}
+
+/// Scores and profiles `reference` with the model (the drift reference), and with `target`
+/// measures it there (holdout metrics, calibration); writes what it found into `manifest`.
+pub(crate) fn apply_reference(
+    manifest: &mut ModelManifest,
+    estimator: &Estimator,
+    reference: &Location,
+    target: Option<&str>,
+) -> Result<crate::profile::DatasetProfile> {
+    let model = LoadedModel {
+        manifest: manifest.clone(),
+        estimator: estimator.clone(),
     };
-    let profile = match &req.reference {
-        None => None,
-        Some(reference) => {
-            let model = LoadedModel {
-                manifest: manifest.clone(),
-                estimator: Estimator::Imported(Arc::new(parsed)),
-            };
-            let profiled = profile_reference(&model, reference, req.target.as_deref())?;
-            manifest.training_data = reference.uri().to_string();
-            manifest.training_rows = profiled.rows;
-            manifest.dropped_rows = profiled.dropped;
-            manifest.holdout_rows = profiled.labelled;
-            manifest.metrics = profiled.metrics;
-            manifest.calibration = profiled.calibration;
-            Some(profiled.profile)
-        }
-    };
-    registry.register_imported(manifest, Bytes::from(bytes.to_vec()), profile.as_ref())
+    let profiled = profile_reference(&model, reference, target)?;
+    manifest.target = target.unwrap_or_default().to_string();
+    manifest.training_data = reference.uri().to_string();
+    manifest.training_rows = profiled.rows;
+    manifest.dropped_rows = profiled.dropped;
+    manifest.holdout_rows = profiled.labelled;
+    manifest.metrics = profiled.metrics;
+    manifest.calibration = profiled.calibration;
+    Ok(profiled.profile)
 }
 
 /// The columns a job must have for the model: kinds as `check_schema` reads them. A category

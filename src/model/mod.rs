@@ -5,8 +5,10 @@ mod forest;
 pub mod formats;
 mod import;
 mod kernel;
+mod mlflow;
 mod preprocess;
 mod registry;
+mod source;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +29,7 @@ pub use import::{import, ImportRequest};
 pub use kernel::BatchScores;
 pub use preprocess::{Encoded, FeatureTransform, FitOptions, Preprocessing};
 pub use registry::{ImportInfo, LabelType, LoadedModel, ModelManifest, Registry, RegistryError};
+pub use source::{ModelSource, Pinned};
 
 use crate::profile::{
     reference_edges, ColumnPlan, DatasetProfile, ProfileBuilder, RowOrigin, SCORE_COLUMN,

@@ -20,7 +20,7 @@ use chrono::{NaiveDate, Utc};
 
 use crate::config::{JobSpec, LabelsSpec, Settings};
 use crate::metric::{self, Metric, ReliabilityBin};
-use crate::model::{ModelManifest, Registry};
+use crate::model::{ModelManifest, ModelSource};
 use crate::read::{list_data_files, ParquetObject};
 use crate::record::{RunManifest, SUCCESS_MARKER};
 use crate::storage::{Location, Stores};
@@ -115,6 +115,46 @@ pub fn labels_complete_at(labels: &LabelsSpec, date: NaiveDate) -> chrono::DateT
         .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
+/// For a job with `[mlflow]`: adds an evaluation's realized (and estimated) metrics to the
+/// date's MLflow run, which the run logged when it committed. Best effort: a failure is a
+/// warning; the report is written.
+pub fn log_to_mlflow(job: &JobSpec, stores: &Stores, e: &Evaluation) {
+    let Some(tracking) = &job.mlflow else {
+        return;
+    };
+    let mut metrics = Vec::new();
+    for row in &e.metrics {
+        if let Some(v) = row.value.filter(|_| e.realized) {
+            metrics.push((format!("realized_{}", row.metric), v));
+        }
+        if let Some(v) = row.estimated {
+            metrics.push((format!("estimated_{}", row.metric), v));
+        }
+    }
+    let degraded: Vec<String> = e.degraded().iter().map(ToString::to_string).collect();
+    let tags = vec![("nightshift.degraded".to_string(), degraded.join(","))];
+    let logged =
+        crate::mlflow::tracking::Tracker::new(&tracking.server, &tracking.experiment, stores)
+            .and_then(|t| {
+                t.add_metrics(
+                    &job.name,
+                    &e.logical_date.to_string(),
+                    &metrics,
+                    &tags,
+                    chrono::Utc::now().timestamp_millis(),
+                )
+            });
+    match logged {
+        Ok(Some(run)) => tracing::info!(mlflow_run = %run, "Performance logged to MLflow."),
+        Ok(None) => {
+            tracing::warn!(job = %job.name, date = %e.logical_date, "The date has no MLflow run to add its performance to.")
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "Could not log the performance to MLflow.")
+        }
+    }
+}
+
 /// Joins the committed scores of `date` with its labels and measures them.
 pub fn evaluate(
     job: &JobSpec,
@@ -132,11 +172,11 @@ pub fn evaluate(
     let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
     let committed =
         committed_run(&output).with_context(|| format!("evaluating {} on {date}", job.name))?;
-    let registry = Registry::new(stores.locate(job.registry(settings))?);
-    let model = registry.manifest(&crate::schema::ModelRef {
-        name: committed.model_name.clone(),
-        version: committed.model_version,
-    })?;
+    let model =
+        ModelSource::for_job(job, settings, stores)?.manifest(&crate::schema::ModelRef {
+            name: committed.model_name.clone(),
+            version: committed.model_version,
+        })?;
 
     let key_columns = &labels.key;
     let scores = read_scores(&output, &committed, key_columns)?;
@@ -299,11 +339,11 @@ pub fn estimate(
 ) -> Result<Option<Evaluation>> {
     let output = stores.locate(&job.output.uri.uri(&job.name, date)?)?;
     let committed = committed_run(&output)?;
-    let registry = Registry::new(stores.locate(job.registry(settings))?);
-    let model = registry.manifest(&crate::schema::ModelRef {
-        name: committed.model_name.clone(),
-        version: committed.model_version,
-    })?;
+    let model =
+        ModelSource::for_job(job, settings, stores)?.manifest(&crate::schema::ModelRef {
+            name: committed.model_name.clone(),
+            version: committed.model_version,
+        })?;
     if !model.calibration.as_ref().is_some_and(|c| c.is_valid()) || model.classes.len() != 2 {
         return Ok(None);
     }

@@ -11,8 +11,8 @@ const LAYERS: &[&[&str]] = &[
     // test-only faults.
     &["schema", "metric", "simd", "failpoint"],
     &["storage"],
-    // Files in, files out, profiles, leases: each on storage alone.
-    &["lease", "read", "write", "profile"],
+    // Files in, files out, profiles, leases, MLflow's REST API: each on storage alone.
+    &["lease", "read", "write", "profile", "mlflow"],
     // The job files, validated.
     &["config"],
     &["model"],

@@ -142,6 +142,8 @@ fn record(job: &str, date: NaiveDate, status: RunStatus) -> RunRecord {
         date_state: None,
         leftovers_removed: 0,
         shard: None,
+        mlflow: None,
+        mlflow_log: None,
     }
 }
 
@@ -543,7 +545,7 @@ fn transient_causes_are_told_from_mistakes() {
         Path::new(&format!("{}/features/dt=2026-11-02", crate::util::FIXTURES)),
         &env.path("in/dt=2026-11-02"),
     );
-    job.model.version = 7;
+    job.model.pin = nightshift::config::Pin::Version(7);
     let failed =
         nightshift::run::run_job(&job, date("2026-11-02"), &settings, &stores, &opts).unwrap_err();
     assert!(!failed.transient, "missing model: {:#}", failed.error);

@@ -13,6 +13,7 @@ mod finite_scores;
 mod fuzz;
 mod imported;
 mod integrity;
+mod mlflow;
 mod performance;
 mod pipeline;
 mod prefetch;

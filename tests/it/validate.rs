@@ -51,7 +51,17 @@ snapshot_cases!(
     model_name_is_a_path,
     labels_key_not_passthrough,
     labels_mistakes,
+    mlflow_mistakes,
+    alias_without_mlflow,
 );
+
+/// Credentials written into an MLflow address are refused without being repeated.
+#[test]
+fn mlflow_credentials_in_a_job_file_are_not_echoed() {
+    let stdout = validate_file("mlflow_mistakes");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    assert!(stdout.contains("MLFLOW_TRACKING_PASSWORD"), "{stdout}");
+}
 
 /// A location that is no URI is reported at its value, as written: the template's text and
 /// bucket, not the text its placeholders were filled in to check it.

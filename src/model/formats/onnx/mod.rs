@@ -750,6 +750,78 @@ impl Compiler {
 }
 
 /// An input's element type and dimensions (`None` where symbolic).
+/// The external data files an ONNX model's initializers name (`onnx.save_model(...,
+/// save_as_external_data=True)`, as `mlflow.onnx` saves large models), in order, each once.
+pub fn external_files(bytes: &[u8]) -> Result<Vec<String>> {
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|e| anyhow!("not a readable ONNX model (protobuf: {e})"))?;
+    let mut files: Vec<String> = Vec::new();
+    for t in model.graph.iter().flat_map(|g| &g.initializer) {
+        let location = t.external_data.iter().find(|e| e.key == "location");
+        if let Some(l) = location.filter(|l| !files.contains(&l.value)) {
+            files.push(l.value.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// The model with each initializer's external data read into it from `files` (by the
+/// `location` it names), so that [`parse`] reads one self-contained model.
+pub fn inline_external_data(
+    bytes: &[u8],
+    files: &std::collections::BTreeMap<String, bytes::Bytes>,
+) -> Result<Vec<u8>> {
+    let mut model = proto::ModelProto::decode(bytes)
+        .map_err(|e| anyhow!("not a readable ONNX model (protobuf: {e})"))?;
+    for t in model.graph.iter_mut().flat_map(|g| &mut g.initializer) {
+        if t.external_data.is_empty() {
+            continue;
+        }
+        let field = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        let location = field("location")
+            .with_context(|| format!("initializer `{}` names no external data file", t.name))?;
+        let data = files.get(&location).with_context(|| {
+            format!(
+                "initializer `{}`: external data file '{location}' is missing",
+                t.name
+            )
+        })?;
+        let number = |key: &str| -> Result<Option<usize>> {
+            field(key)
+                .map(|v| {
+                    v.parse::<usize>().map_err(|_| {
+                        anyhow!("initializer `{}`: {key} '{v}' is not a number", t.name)
+                    })
+                })
+                .transpose()
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        let end = match number("length")? {
+            Some(length) => offset.checked_add(length),
+            None => Some(data.len()),
+        };
+        let Some(range) = end
+            .filter(|&e| offset <= e && e <= data.len())
+            .map(|e| offset..e)
+        else {
+            bail!(
+                "initializer `{}`: its data lies outside '{location}' ({} bytes)",
+                t.name,
+                data.len()
+            );
+        };
+        t.raw_data = data[range].to_vec();
+        t.external_data.clear();
+        t.data_location = 0;
+    }
+    Ok(model.encode_to_vec())
+}
+
 fn tensor_type(vi: &ValueInfoProto) -> Result<(Option<Elem>, Vec<Option<usize>>)> {
     use proto::tensor_shape_proto::dimension::Value as D;
     use proto::type_proto::Value as T;
