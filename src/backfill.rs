@@ -81,13 +81,18 @@ pub fn plan(
     estimate: bool,
 ) -> Result<Vec<DatePlan>> {
     let history = RunHistory::new(stores.locate(&settings.state)?);
-    // The version the job means now, once for the whole range: an alias asks MLflow.
-    let pinned = match reprocess {
-        Reprocess::Stale => Some(
-            ModelSource::for_job(job, settings, stores)?
+    // The version the job means now, once for the whole range (an alias asks MLflow), and
+    // the MLflow server it comes from (none: nightshift's own registry).
+    let wanted = match reprocess {
+        Reprocess::Stale => Some(Wanted {
+            model: ModelSource::for_job(job, settings, stores)?
                 .resolve(&job.model)
                 .with_context(|| format!("resolving the model of job '{}'", job.name))?,
-        ),
+            server: match job.registry(settings) {
+                crate::config::ModelRegistry::Mlflow(s) => Some(s.to_string()),
+                crate::config::ModelRegistry::Store(_) => None,
+            },
+        }),
         _ => None,
     };
     let mut plans = Vec::with_capacity(range.len());
@@ -103,7 +108,7 @@ pub fn plan(
         let last = history.latest_of_date(&job.name, date)?;
         let mut action = decide(
             job,
-            pinned.as_ref(),
+            wanted.as_ref(),
             reprocess,
             manifest.as_ref(),
             last.as_ref(),
@@ -132,9 +137,16 @@ pub fn plan(
     Ok(plans)
 }
 
+/// What `--reprocess stale` compares a date's `_SUCCESS` with.
+struct Wanted {
+    model: ModelRef,
+    /// The MLflow server the job's model comes from; `None` for nightshift's registry.
+    server: Option<String>,
+}
+
 fn decide(
     job: &JobSpec,
-    pinned: Option<&ModelRef>,
+    wanted: Option<&Wanted>,
     reprocess: Reprocess,
     manifest: Option<&RunManifest>,
     last: Option<&RunRecord>,
@@ -148,12 +160,30 @@ fn decide(
         if reprocess != Reprocess::Stale {
             return Action::Skip(format!("committed by run {}", m.run_id));
         }
-        let Some(pinned) = pinned else {
+        let Some(Wanted {
+            model: pinned,
+            server,
+        }) = wanted
+        else {
             return Action::Run(format!(
                 "stale: the job's model {} is not resolved",
                 job.model
             ));
         };
+        // The same name and number in another registry is another model.
+        let scored_in = m.mlflow.as_ref().map(|p| p.server.as_str());
+        if scored_in != server.as_deref() {
+            let place = |s: Option<&str>| {
+                s.map_or("nightshift's registry".to_string(), |s| {
+                    format!("MLflow at {s}")
+                })
+            };
+            return Action::Run(format!(
+                "stale: scored with a model from {}, the job's comes from {}",
+                place(scored_in),
+                place(server.as_deref())
+            ));
+        }
         if m.model_name != pinned.name || m.model_version != pinned.version {
             let means = if job.model.version().as_ref() == Some(pinned) {
                 String::new()

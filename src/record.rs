@@ -166,8 +166,14 @@ pub struct RunRecord {
 /// How logging a committed run to MLflow went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MlflowLog {
-    Logged { run_id: String },
-    Failed { error: String },
+    Logged {
+        run_id: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not logged: another run committed the date since, and logs it.
+    Superseded,
 }
 
 impl RunRecord {

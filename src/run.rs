@@ -275,13 +275,17 @@ pub fn run_job(
             if record.date_state == Some(DateState::Committed) {
                 let estimate = record_estimate(job, date, &record.run_id, settings, stores);
                 if let Some(tracking) = &job.mlflow {
-                    record.mlflow_log = Some(log_to_mlflow(
-                        tracking,
-                        &record,
-                        estimate.as_ref(),
-                        drift_page,
-                        stores,
-                    ));
+                    // A later run that committed the date since logs it itself.
+                    let ours = performance::is_run_of(job, stores, date, &record.run_id);
+                    record.mlflow_log = Some(match ours {
+                        Ok(true) => {
+                            log_to_mlflow(tracking, &record, estimate.as_ref(), drift_page, stores)
+                        }
+                        Ok(false) => MlflowLog::Superseded,
+                        Err(e) => MlflowLog::Failed {
+                            error: format!("{e:#}"),
+                        },
+                    });
                 }
             }
             Ok(record)

@@ -573,30 +573,32 @@ fn read_model(rep: &mut Reporter, root: &mut Table<'_>) -> Option<ModelTable> {
     let name = t.required::<String>(rep, "name", "");
     let registry: Option<Located<String>> = t.optional(rep, "registry");
     let registry_span = registry.as_ref().map(|r| r.span.clone());
+    let registry = registry.and_then(|r| interpolate(rep, &r).map(|s| (s, r.span)));
     // Meant as MLflow even where the address is wrong: the name and pin rules follow it.
     let mlflow = registry
         .as_ref()
-        .is_some_and(|r| r.value.starts_with("mlflow+"));
-    let registry = match registry {
-        None => None,
-        Some(r) => {
-            match interpolate(rep, &r).map(|s| (crate::mlflow::Server::from_registry(&s), s)) {
-                None => return None,
-                Some((Some(Ok(server)), _)) => Some(ModelRegistry::Mlflow(server)),
-                Some((Some(Err(e)), _)) => {
-                    rep.error(r.span.clone(), format!("registry: {e}"));
-                    None
-                }
-                Some((None, s)) => match Uri::parse(&s) {
-                    Ok(u) => Some(ModelRegistry::Store(u)),
-                    Err(e) => {
-                        rep.error(r.span.clone(), e.to_string());
-                        None
-                    }
-                },
-            }
+        .is_some_and(|(s, _)| s.starts_with("mlflow+"));
+    let registry = registry.and_then(|(s, span)| {
+        if crate::mlflow::has_userinfo(&s) {
+            // Before anything quotes the value: it holds a secret.
+            rep.error(
+                span,
+                format!("registry: {}", crate::mlflow::CREDENTIALS_IN_ADDRESS),
+            );
+            return None;
         }
-    };
+        match crate::mlflow::Server::from_registry(&s) {
+            Some(Ok(server)) => Some(ModelRegistry::Mlflow(server)),
+            Some(Err(e)) => {
+                rep.error(span, format!("registry: {e}"));
+                None
+            }
+            None => Uri::parse(&s)
+                .map(ModelRegistry::Store)
+                .map_err(|e| rep.error(span, e.to_string()))
+                .ok(),
+        }
+    });
     if let Some(n) = name.as_ref() {
         // MLflow names its models as it likes (spaces, dots); nightshift's registry keeps
         // names that are one path segment.

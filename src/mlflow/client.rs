@@ -16,10 +16,12 @@ use serde_json::Value;
 use super::Server;
 use crate::storage::{ErrorKind, StorageError};
 
-/// How long a connection may take to open, and a response may pause between bytes, before
-/// the call fails as transient: a stalled server must not hold a run for ever.
+/// How long a connection may take to open, a response may pause between bytes (MLflow's
+/// artifact proxy copies a file from its store before it sends the first byte), and a call may
+/// take in all, before it fails as transient: a stalled server must not hold a run for ever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One registered model version, as `model-versions/get` returns it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -114,6 +116,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
             .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the MLflow client")?;
@@ -305,7 +308,10 @@ impl Client {
             let kind = match status {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::AccessDenied,
                 StatusCode::NOT_FOUND => ErrorKind::NotFound,
-                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                s if s.is_server_error()
+                    || s == StatusCode::TOO_MANY_REQUESTS
+                    || s == StatusCode::REQUEST_TIMEOUT =>
+                {
                     ErrorKind::Transient
                 }
                 _ if code == "RESOURCE_DOES_NOT_EXIST" => ErrorKind::NotFound,

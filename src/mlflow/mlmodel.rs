@@ -143,6 +143,14 @@ impl MlModel {
         {
             return Ok(None);
         }
+        // A column spec may have no name (a signature inferred from a bare array): then the
+        // model's own input names stand.
+        if specs
+            .iter()
+            .any(|s| s.get("name").and_then(|n| n.as_str()).is_none())
+        {
+            return Ok(None);
+        }
         let columns: Vec<InputColumn> = specs
             .into_iter()
             .map(serde_json::from_value)

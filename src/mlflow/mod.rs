@@ -25,8 +25,20 @@ pub use mlmodel::{Flavor, MlModel};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Server(String);
 
-/// How a model registry in MLflow is written in a job file: `mlflow+http://HOST:PORT`.
-pub const REGISTRY_SCHEMES: [&str; 2] = ["mlflow+http://", "mlflow+https://"];
+/// What is said instead of an address that holds credentials: never the address itself.
+pub const CREDENTIALS_IN_ADDRESS: &str = "the address holds credentials: remove them and set \
+     MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the \
+     environment instead";
+
+/// Whether `s` looks like `SCHEME://USER[:PASSWORD]@...`: checked before any message quotes
+/// an address, so a password is never repeated, whatever else is wrong with it.
+pub fn has_userinfo(s: &str) -> bool {
+    let Some((_, rest)) = s.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.contains('@')
+}
 
 impl Server {
     /// A `[model] registry` value, `mlflow+http(s)://...`; `None` if it names no MLflow server
@@ -38,6 +50,9 @@ impl Server {
 
     /// A tracking URI, `http(s)://HOST[:PORT][/PATH]`.
     pub fn parse(s: &str) -> Result<Server, String> {
+        if has_userinfo(s) || s.contains('@') {
+            return Err(CREDENTIALS_IN_ADDRESS.to_string());
+        }
         let url = reqwest::Url::parse(s).map_err(|e| format!("'{s}' is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
@@ -45,11 +60,7 @@ impl Server {
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            // Said without repeating the address: it holds the secret.
-            return Err("the MLflow address holds credentials: remove them and set \
-                 MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or \
-                 MLFLOW_TRACKING_TOKEN) in the environment instead"
-                .into());
+            return Err(CREDENTIALS_IN_ADDRESS.to_string());
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!("'{s}' names no host"));
@@ -117,6 +128,19 @@ mod tests {
             .unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("MLFLOW_TRACKING_USERNAME"), "{err}");
+        // Whatever else is wrong, the password is not repeated.
+        for bad in [
+            "mlflow+https://bob:pa#ss@host:5000",
+            "mlflow+ftp://bob:secret@host",
+            "mlflow+http://bob:secret@",
+        ] {
+            let err = Server::from_registry(bad).unwrap().unwrap_err();
+            assert!(
+                !err.contains("pa#ss") && !err.contains("secret"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(has_userinfo("https://u:p@h/x") && !has_userinfo("s3://bucket/a@b"));
         assert!(Server::parse("ftp://host").is_err());
         assert!(Server::parse("http://host:5000/?x=1").is_err());
     }

@@ -28,7 +28,8 @@ pub struct RunLog {
     pub job: String,
     /// `YYYY-MM-DD`.
     pub logical_date: String,
-    /// Logged only when the MLflow run is created (params never change in MLflow).
+    /// Logged once per MLflow run (params never change in MLflow): later runs of the date add
+    /// only those it lacks.
     pub params: Vec<(String, String)>,
     pub metrics: Vec<(String, f64)>,
     pub tags: Vec<(String, String)>,
@@ -54,6 +55,19 @@ struct RunAnswer {
 #[derive(Debug, Deserialize)]
 struct RunBody {
     info: RunInfo,
+    #[serde(default)]
+    data: RunData,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RunData {
+    #[serde(default)]
+    params: Vec<KeyValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyValue {
+    key: String,
 }
 
 pub struct Tracker<'a> {
@@ -103,7 +117,7 @@ impl<'a> Tracker<'a> {
     }
 
     /// The date's MLflow run, if one was logged.
-    fn find(&self, experiment_id: &str, job: &str, date: &str) -> Result<Option<RunInfo>> {
+    fn find(&self, experiment_id: &str, job: &str, date: &str) -> Result<Option<RunBody>> {
         #[derive(Deserialize)]
         struct Found {
             #[serde(default)]
@@ -123,15 +137,15 @@ impl<'a> Tracker<'a> {
                 "order_by": ["attributes.start_time ASC"],
             }),
         )?;
-        Ok(found.runs.into_iter().next().map(|r| r.info))
+        Ok(found.runs.into_iter().next())
     }
 
     /// Logs a committed run: to the date's MLflow run if there is one, to a new one if not.
     /// Returns the MLflow run's id.
     pub fn log(&self, log: &RunLog) -> Result<String> {
         let experiment_id = self.experiment_id()?;
-        let (info, created) = match self.find(&experiment_id, &log.job, &log.logical_date)? {
-            Some(info) => (info, false),
+        let (info, logged_params) = match self.find(&experiment_id, &log.job, &log.logical_date)? {
+            Some(run) => (run.info, run.data.params),
             None => {
                 let answer: RunAnswer = self.client.post(
                     "api/2.0/mlflow/runs/create",
@@ -145,7 +159,7 @@ impl<'a> Tracker<'a> {
                         ],
                     }),
                 )?;
-                (answer.run.info, true)
+                (answer.run.info, Vec::new())
             }
         };
         let kv = |pairs: &[(String, String)]| -> Vec<Value> {
@@ -160,7 +174,15 @@ impl<'a> Tracker<'a> {
             .filter(|(_, v)| v.is_finite())
             .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": log.end_ms, "step": 0 }))
             .collect();
-        let params = if created { kv(&log.params) } else { Vec::new() };
+        // Params never change in MLflow: log those the run does not have yet (all, the first
+        // time; any a failed first attempt left out, later).
+        let missing: Vec<(String, String)> = log
+            .params
+            .iter()
+            .filter(|(k, _)| !logged_params.iter().any(|p| p.key == *k))
+            .cloned()
+            .collect();
+        let params = kv(&missing);
         let _: Value = self.client.post(
             "api/2.0/mlflow/runs/log-batch",
             &json!({
@@ -172,6 +194,19 @@ impl<'a> Tracker<'a> {
         )?;
         if !log.artifacts.is_empty() {
             let root = Root::parse(&info.artifact_uri, self.stores)?;
+            if let Root::Store(loc) = &root {
+                if !loc.uri().to_string().starts_with("s3://") {
+                    // A path of the tracking server's own, which nightshift's host may also
+                    // have: writing there would say "logged" and put it nowhere MLflow reads.
+                    anyhow::bail!(
+                        "MLflow keeps run {}'s artifacts at the path {}, which only the server \
+                         can write; serve artifacts through the server (mlflow server \
+                         --serve-artifacts) or on S3",
+                        info.run_id,
+                        info.artifact_uri
+                    );
+                }
+            }
             for (name, bytes) in &log.artifacts {
                 root.put(&self.client, name, bytes.clone())
                     .with_context(|| format!("uploading {name} to MLflow run {}", info.run_id))?;
@@ -194,7 +229,7 @@ impl<'a> Tracker<'a> {
         at_ms: i64,
     ) -> Result<Option<String>> {
         let experiment_id = self.experiment_id()?;
-        let Some(info) = self.find(&experiment_id, job, date)? else {
+        let Some(info) = self.find(&experiment_id, job, date)?.map(|r| r.info) else {
             return Ok(None);
         };
         let _: Value = self.client.post(

@@ -25,7 +25,7 @@ use crate::config::{ModelPin, Pin};
 use crate::mlflow::artifacts::Root;
 use crate::mlflow::{mlmodel, Client, MlModel, ModelVersion, Provenance, Server};
 use crate::schema::{FeatureKind, ModelRef};
-use crate::storage::{ErrorKind, Location, Stores};
+use crate::storage::{ErrorKind, Location, StorageError, Stores};
 
 /// What the cache keeps of a downloaded version, beside its files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,20 +93,41 @@ impl<'a> MlflowRegistry<'a> {
             Pin::Version(v) => self.client.model_version(&pin.name, *v),
             Pin::Alias(a) => self.client.alias(&pin.name, a),
         };
-        let (version, entry) = match answer {
+        let (entry, files) = match answer {
             Ok(answer) => {
                 let version = version_number(&answer).with_context(|| what.clone())?;
-                if !answer.status.is_empty() && answer.status != "READY" {
-                    bail!("{what}: version {version} is {}, not READY", answer.status);
+                match answer.status.as_str() {
+                    "" | "READY" => {}
+                    // Still being registered: tomorrow's retry finds it ready.
+                    "PENDING_REGISTRATION" => {
+                        return Err(anyhow::Error::new(StorageError::new(
+                            ErrorKind::Transient,
+                            format!("{what}: version {version} is still PENDING_REGISTRATION"),
+                        )))
+                    }
+                    status => bail!("{what}: version {version} is {status}, not READY"),
                 }
-                let cached = self.cached(&pin.name, version)?;
-                let entry = match cached {
-                    Some(e) if e.run_id == answer.run_id && e.source == answer.source => e,
-                    _ => self
-                        .download(&pin.name, version, &answer)
-                        .with_context(|| what.clone())?,
-                };
-                (version, entry)
+                let cached = self
+                    .cached(&pin.name, version)?
+                    .filter(|e| e.run_id == answer.run_id && e.source == answer.source)
+                    .and_then(|e| match self.cached_files(&e) {
+                        Ok(files) => Some((e, files)),
+                        Err(err) => {
+                            // The server is there: download the version again.
+                            warn!(model = %pin, error = %format!("{err:#}"), "The cached copy is damaged; downloading it again.");
+                            None
+                        }
+                    });
+                match cached {
+                    Some(hit) => hit,
+                    None => {
+                        let entry = self
+                            .download(&pin.name, version, &answer)
+                            .with_context(|| what.clone())?;
+                        let files = self.cached_files(&entry)?;
+                        (entry, files)
+                    }
+                }
             }
             Err(e) => {
                 let cached = match (&pin.pin, ErrorKind::of(&e)) {
@@ -120,16 +141,42 @@ impl<'a> MlflowRegistry<'a> {
                     model = %pin, server = %self.server, error = %format!("{e:#}"),
                     "The MLflow server did not answer: scoring the cached copy of the pinned version."
                 );
-                (entry.version, entry)
+                let files = self.cached_files(&entry)?;
+                (entry, files)
             }
         };
-        let files = self.cached_files(&entry)?;
-        let model = compile(&pin.name, version, &files, &entry.source)
-            .with_context(|| format!("{what}: version {version}"))?;
-        let provenance = Provenance {
+        let model = self.compile_entry(&entry, &files, pin)?;
+        Ok((model, self.provenance(&entry, pin)))
+    }
+
+    /// A version a committed date was scored with, for reading its scores back (`evaluate`,
+    /// the drift page): from the cache first, so that a version since deleted in MLflow, or a
+    /// server that is down, does not make old dates unreadable.
+    pub fn load_committed(&self, model: &ModelRef) -> Result<LoadedModel> {
+        let pin = ModelPin::from(model.clone());
+        if let Some(entry) = self.cached(&model.name, model.version)? {
+            if let Ok(files) = self.cached_files(&entry) {
+                return self.compile_entry(&entry, &files, &pin);
+            }
+        }
+        Ok(self.load(&pin)?.0)
+    }
+
+    fn compile_entry(
+        &self,
+        entry: &Entry,
+        files: &BTreeMap<String, Bytes>,
+        pin: &ModelPin,
+    ) -> Result<LoadedModel> {
+        compile(&entry.name, entry.version, files, &entry.source)
+            .with_context(|| format!("{}: version {}", self.what(pin), entry.version))
+    }
+
+    fn provenance(&self, entry: &Entry, pin: &ModelPin) -> Provenance {
+        Provenance {
             server: self.server.to_string(),
-            name: pin.name.clone(),
-            version,
+            name: entry.name.clone(),
+            version: entry.version,
             alias: match &pin.pin {
                 Pin::Alias(a) => Some(a.clone()),
                 Pin::Version(_) => None,
@@ -137,8 +184,7 @@ impl<'a> MlflowRegistry<'a> {
             run_id: entry.run_id.clone(),
             model_uuid: entry.model_uuid.clone(),
             source: entry.source.clone(),
-        };
-        Ok((model, provenance))
+        }
     }
 
     /// The cache folder of a version.

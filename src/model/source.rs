@@ -76,7 +76,7 @@ impl<'a> ModelSource<'a> {
 
     /// Loads the pinned version, with its drift reference if `reference` (and there is one).
     pub fn load(&self, pin: &ModelPin, reference: bool) -> Result<Pinned> {
-        let (mut model, provenance) = match &self.backend {
+        let (model, provenance) = match &self.backend {
             Backend::Store(registry) => {
                 let Some(version) = pin.version() else {
                     bail!("model {pin}: nightshift's own registry has no aliases");
@@ -88,6 +88,16 @@ impl<'a> ModelSource<'a> {
                 (model, Some(provenance))
             }
         };
+        self.with_reference(model, provenance, reference)
+    }
+
+    /// The loaded model with the job's reference applied, and its profile if `reference`.
+    fn with_reference(
+        &self,
+        mut model: LoadedModel,
+        provenance: Option<Provenance>,
+        reference: bool,
+    ) -> Result<Pinned> {
         let profile = match (&self.reference, &self.backend) {
             (Some(spec), _) => {
                 let profile = self.apply_reference(&mut model, spec)?;
@@ -108,16 +118,22 @@ impl<'a> ModelSource<'a> {
     pub fn manifest(&self, model: &ModelRef) -> Result<ModelManifest> {
         match (&self.backend, &self.reference) {
             (Backend::Store(registry), None) => registry.manifest(model),
-            _ => Ok(self
-                .load(&ModelPin::from(model.clone()), false)?
-                .model
-                .manifest),
+            _ => Ok(self.load_committed(model, false)?.model.manifest),
         }
     }
 
     /// The drift reference of a version (for the drift page).
     pub fn profile(&self, model: &ModelRef) -> Result<Option<DatasetProfile>> {
-        Ok(self.load(&ModelPin::from(model.clone()), true)?.reference)
+        Ok(self.load_committed(model, true)?.reference)
+    }
+
+    /// A version a committed date was scored with: as [`ModelSource::load`], but a version
+    /// from MLflow is read from the cache first (it may be gone from the server since).
+    fn load_committed(&self, model: &ModelRef, reference: bool) -> Result<Pinned> {
+        match &self.backend {
+            Backend::Store(_) => self.load(&ModelPin::from(model.clone()), reference),
+            Backend::Mlflow(m) => self.with_reference(m.load_committed(model)?, None, reference),
+        }
     }
 
     /// Profiles the job's reference data with the model (once per model version, reference
@@ -211,6 +227,15 @@ fn fingerprint(
     h.update(m.model_ref().to_string().as_bytes());
     h.update([0]);
     h.update(m.artifact_sha256.as_bytes());
+    // Where the file came from: MLflow's `models:/m-...` differs for a model logged again,
+    // even with the same graph (an ONNX model's external weights are not in its sha256).
+    h.update([0]);
+    h.update(
+        m.import
+            .as_ref()
+            .map_or("", |i| i.source.as_str())
+            .as_bytes(),
+    );
     h.update([0]);
     h.update(spec.target.as_deref().unwrap_or("").as_bytes());
     for f in files {

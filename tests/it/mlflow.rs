@@ -222,6 +222,10 @@ struct Gate {
     upstream: String,
     downloads: Arc<AtomicUsize>,
     cut_after: Arc<AtomicUsize>,
+    /// Bytes per second each response is passed on at (0: as fast as they come).
+    throttle: Arc<AtomicUsize>,
+    /// Response bytes passed on, in all.
+    relayed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accepting: Option<thread::JoinHandle<()>>,
 }
@@ -233,6 +237,8 @@ impl Gate {
             upstream: upstream.trim_start_matches("http://").to_string(),
             downloads: Arc::default(),
             cut_after: Arc::new(AtomicUsize::new(usize::MAX)),
+            throttle: Arc::default(),
+            relayed: Arc::default(),
             stop: Arc::default(),
             accepting: None,
         };
@@ -251,6 +257,7 @@ impl Gate {
         self.stop.store(false, Ordering::SeqCst);
         let (stop, upstream) = (self.stop.clone(), self.upstream.clone());
         let (downloads, cut_after) = (self.downloads.clone(), self.cut_after.clone());
+        let (throttle, relayed) = (self.throttle.clone(), self.relayed.clone());
         self.accepting = Some(thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
@@ -285,7 +292,8 @@ impl Gate {
                     let _ = to_server.shutdown(Shutdown::Write);
                 });
                 let keep = cut_after.load(Ordering::SeqCst);
-                thread::spawn(move || relay(server, client, keep));
+                let (throttle, relayed) = (throttle.clone(), relayed.clone());
+                thread::spawn(move || relay(server, client, keep, &throttle, &relayed));
             }
             // Dropping the listener frees the port: connections are refused from here on.
         }));
@@ -309,8 +317,15 @@ impl Drop for Gate {
     }
 }
 
-/// Passes the server's bytes on to the client, at most `keep` of them, then hangs up on both.
-fn relay(mut server: TcpStream, mut client: TcpStream, keep: usize) {
+/// Passes the server's bytes on to the client, at most `keep` of them (at `throttle` bytes a
+/// second, if set), then hangs up on both.
+fn relay(
+    mut server: TcpStream,
+    mut client: TcpStream,
+    keep: usize,
+    throttle: &AtomicUsize,
+    relayed: &AtomicUsize,
+) {
     let mut passed = 0;
     let mut buf = vec![0; 16 * 1024];
     loop {
@@ -320,6 +335,11 @@ fn relay(mut server: TcpStream, mut client: TcpStream, keep: usize) {
         };
         if client.write_all(&buf[..n]).is_err() {
             break;
+        }
+        relayed.fetch_add(n, Ordering::SeqCst);
+        let rate = throttle.load(Ordering::SeqCst);
+        if rate > 0 {
+            thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
         }
         passed += n;
         if passed == keep {
@@ -721,6 +741,164 @@ fn a_download_cut_midway_leaves_nothing_cached_nor_written_and_the_next_run_comp
     gate.open();
     run_ok(&env, "cut", &[]);
     assert_scores_as_library(&env, "cut", "lightgbm_binary");
+}
+
+/// An `mlflow server` of one test's own (SQLite and artifacts in a folder of its own), which
+/// the test can kill (the whole process group, SIGKILL) and start again on the same port with
+/// the same data.
+struct PrivateServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateServer {
+    fn start() -> PrivateServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = PrivateServer {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        s.launch();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let python = PathBuf::from(var("NIGHTSHIFT_TEST_MLFLOW_PYTHON"));
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = Command::new(python.parent().unwrap().join("mlflow"))
+            .args(["server", "--host", "127.0.0.1", "--workers", "1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let up = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &format!("{}/health", self.url())])
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "the private mlflow server did not start: {}",
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL to the server and its workers: no goodbye.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let killed = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !killed {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The server killed (SIGKILL) while it sends a model's files, then started again: the run
+/// that was downloading fails as transient and leaves no cached version and no output; the
+/// next run downloads the version whole and scores it.
+#[test]
+fn the_server_killed_mid_download_then_restarted() {
+    let mut private = PrivateServer::start();
+    let env = Env::new();
+    // The ONNX model with 24 MB more in its external data file (after the tensors, which
+    // keep their offsets): a download long enough to kill the server in the middle of.
+    let model = env.path("big-onnx");
+    crate::util::copy_dir(&Path::new(SAVED).join("onnx"), &model);
+    let mut data = std::fs::read(model.join("model.onnx.data")).unwrap();
+    data.resize(data.len() + 24 * 1024 * 1024, 0);
+    std::fs::write(model.join("model.onnx.data"), &data).unwrap();
+    let name = unique("killed");
+    register(&private.url(), &model, &name, None, &[], &[]);
+
+    let gate = Gate::start(&private.url());
+    job(
+        &env,
+        "killed",
+        "onnx_rf_classifier",
+        &format!(
+            "registry = \"mlflow+{}\"\nname = \"{name}\"\nversion = 1",
+            gate.url()
+        ),
+        "",
+    );
+    gate.throttle.store(2 * 1024 * 1024, Ordering::SeqCst);
+    let run = Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["run", "killed", "--date", DATE])
+        .current_dir(env.dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("NIGHTSHIFT_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gate.relayed.load(Ordering::SeqCst) < 4 * 1024 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download did not start"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    private.kill();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        gate.relayed.load(Ordering::SeqCst) < data.len(),
+        "the server died before it sent the whole file"
+    );
+    let error = record(&env, "killed")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("model.onnx.data"), "{error}");
+    let entries: Vec<String> = files_under(&env.path("out/state/mlflow"))
+        .into_iter()
+        .filter(|f| f.ends_with("entry.json"))
+        .collect();
+    assert!(entries.is_empty(), "no version is cached half: {entries:?}");
+    assert!(files_under(&env.path("out/scores")).is_empty());
+
+    private.launch();
+    gate.throttle.store(0, Ordering::SeqCst);
+    run_ok(&env, "killed", &[]);
+    assert_scores_as_library(&env, "killed", "onnx_rf_classifier");
 }
 
 #[test]

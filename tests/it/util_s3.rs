@@ -312,6 +312,7 @@ impl TestBucket {
         // bytes under the old checksum. MinIO and AWS never do; read again.
         // A GET racing that replacement can also fail outright (s3s-fs answers from a file
         // being rewritten): only NoSuchKey means the object is not there.
+        let mut last = String::new();
         for _ in 0..60 {
             let body = a.runtime.block_on(async {
                 let out = match a
@@ -326,22 +327,28 @@ impl TestBucket {
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                         return None
                     }
-                    Err(_) => return Some(Err(())),
+                    Err(e) => return Some(Err(format!("{}", DisplayErrorContext(e)))),
                 };
                 Some(
                     out.body
                         .collect()
                         .await
                         .map(|b| b.into_bytes())
-                        .map_err(|_| ()),
+                        .map_err(|e| format!("reading the body: {}", DisplayErrorContext(e))),
                 )
             })?;
             match body {
                 Ok(bytes) => return Some(bytes),
-                Err(()) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(e) => {
+                    last = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
             }
         }
-        panic!("s3://{}/{key} kept changing while it was read", self.name)
+        panic!(
+            "s3://{}/{key} kept changing while it was read (last: {last})",
+            self.name
+        )
     }
 }
 

@@ -749,7 +749,6 @@ impl Compiler {
     }
 }
 
-/// An input's element type and dimensions (`None` where symbolic).
 /// The external data files an ONNX model's initializers name (`onnx.save_model(...,
 /// save_as_external_data=True)`, as `mlflow.onnx` saves large models), in order, each once.
 pub fn external_files(bytes: &[u8]) -> Result<Vec<String>> {
@@ -822,6 +821,7 @@ pub fn inline_external_data(
     Ok(model.encode_to_vec())
 }
 
+/// An input's element type and dimensions (`None` where symbolic).
 fn tensor_type(vi: &ValueInfoProto) -> Result<(Option<Elem>, Vec<Option<usize>>)> {
     use proto::tensor_shape_proto::dimension::Value as D;
     use proto::type_proto::Value as T;
