@@ -347,3 +347,25 @@ fn one_line(text: &str, max: usize) -> String {
         None => flat,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon retries what is transient: a server that is not there is.
+    #[test]
+    fn an_unreachable_server_is_transient() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Server::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = Client::new(&server)
+            .unwrap()
+            .alias("churn", "champion")
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&err), Some(ErrorKind::Transient), "{err:#}");
+        assert!(format!("{err:#}").contains("could not connect"), "{err:#}");
+    }
+}

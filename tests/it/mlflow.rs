@@ -226,6 +226,8 @@ struct Gate {
     throttle: Arc<AtomicUsize>,
     /// Response bytes passed on, in all.
     relayed: Arc<AtomicUsize>,
+    /// Every request's bytes, as the client sent them.
+    requests: Arc<std::sync::Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     accepting: Option<thread::JoinHandle<()>>,
 }
@@ -239,6 +241,7 @@ impl Gate {
             cut_after: Arc::new(AtomicUsize::new(usize::MAX)),
             throttle: Arc::default(),
             relayed: Arc::default(),
+            requests: Arc::default(),
             stop: Arc::default(),
             accepting: None,
         };
@@ -258,6 +261,7 @@ impl Gate {
         let (stop, upstream) = (self.stop.clone(), self.upstream.clone());
         let (downloads, cut_after) = (self.downloads.clone(), self.cut_after.clone());
         let (throttle, relayed) = (self.throttle.clone(), self.relayed.clone());
+        let requests = self.requests.clone();
         self.accepting = Some(thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
@@ -274,12 +278,14 @@ impl Gate {
                 let (mut from_client, mut to_server) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let downloads = downloads.clone();
+                let requests = requests.clone();
                 thread::spawn(move || {
                     let mut buf = vec![0; 16 * 1024];
                     while let Ok(n) = from_client.read(&mut buf) {
                         if n == 0 {
                             break;
                         }
+                        requests.lock().unwrap().extend_from_slice(&buf[..n]);
                         let text = String::from_utf8_lossy(&buf[..n]);
                         let gets = text
                             .matches("GET /api/2.0/mlflow-artifacts/artifacts/")
@@ -308,6 +314,11 @@ impl Gate {
 
     fn downloads(&self) -> usize {
         self.downloads.load(Ordering::SeqCst)
+    }
+
+    /// What the clients sent, lowercased (header names are case-insensitive).
+    fn requests(&self) -> String {
+        String::from_utf8_lossy(&self.requests.lock().unwrap()).to_lowercase()
     }
 }
 
@@ -689,6 +700,92 @@ fn basic_auth_takes_the_right_password_refuses_a_wrong_one_and_never_shows_eithe
         for s in secrets {
             assert!(!text.contains(s), "{file} holds a secret");
         }
+    }
+}
+
+/// MLflow's clients send MLFLOW_TRACKING_TOKEN as a bearer token: so does nightshift (seen on
+/// the wire, in front of the open server, which takes any).
+#[test]
+fn a_token_is_sent_as_a_bearer_token() {
+    let server = server();
+    let gate = Gate::start(&server);
+    let env = Env::new();
+    let name = unique("token");
+    register(
+        &server,
+        &Path::new(SAVED).join("lightgbm"),
+        &name,
+        None,
+        &[],
+        &[],
+    );
+    let model = format!(
+        "registry = \"mlflow+{}\"\nname = \"{name}\"\nversion = 1",
+        gate.url()
+    );
+    job(&env, "token", "lightgbm_binary", &model, "");
+    run_ok(
+        &env,
+        "token",
+        &[("MLFLOW_TRACKING_TOKEN", "t0ken-for-the-wire")],
+    );
+    let sent = gate.requests();
+    let calls = sent.matches("get /api/2.0/").count();
+    assert!(calls >= 3, "{sent}");
+    assert_eq!(
+        sent.matches("authorization: bearer t0ken-for-the-wire")
+            .count(),
+        calls,
+        "every call carries the token"
+    );
+}
+
+/// The signature names the inputs and types them: a job whose files lack a column it names,
+/// or a signature that calls a numeric input a string, is refused before any output.
+#[test]
+fn the_signature_checks_the_input_before_any_output() {
+    let server = server();
+    let env = Env::new();
+    let mlmodel = std::fs::read_to_string(Path::new(SAVED).join("lightgbm/MLmodel")).unwrap();
+    for (case, from, to, says) in [
+        (
+            "renamed",
+            "\"name\": \"data_gb\"",
+            "\"name\": \"data_gigabytes\"",
+            "data_gigabytes",
+        ),
+        (
+            "retyped",
+            "{\"type\": \"double\", \"name\": \"tenure_months\"",
+            "{\"type\": \"string\", \"name\": \"tenure_months\"",
+            "gives input 'tenure_months' the type string",
+        ),
+    ] {
+        // MLflow wraps the signature's JSON over lines: match it unwrapped.
+        let (start, end) = (
+            mlmodel.find("  inputs: '").unwrap(),
+            mlmodel.find("\n  outputs:").unwrap(),
+        );
+        let flat = format!(
+            "{}{}{}",
+            &mlmodel[..start],
+            mlmodel[start..end].replace("\n    ", " "),
+            &mlmodel[end..]
+        );
+        assert!(flat.contains(from), "{case}: {flat}");
+        let dir = env.path(case);
+        crate::util::copy_dir(&Path::new(SAVED).join("lightgbm"), &dir);
+        std::fs::write(dir.join("MLmodel"), flat.replace(from, to)).unwrap();
+        let name = unique(case);
+        register(&server, &dir, &name, None, &[], &[]);
+        let model = format!("registry = \"mlflow+{server}\"\nname = \"{name}\"\nversion = 1");
+        job(&env, case, "lightgbm_binary", &model, "");
+        let out = run(&env, case, &[]);
+        assert_ne!(out.code, 0, "{case}: {}", out.stdout);
+        let rec = record(&env, case);
+        let error = rec["error"].as_str().unwrap();
+        assert!(error.contains(says), "{case}: {error}");
+        assert_eq!(rec["date_state"], "untouched", "{case}");
     }
 }
 
