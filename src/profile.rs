@@ -712,6 +712,112 @@ impl ProfileBuilder {
     }
 }
 
+/// A builder's counts and samples, as one process stores them for another to merge: a
+/// sharded run's shards each store theirs, and the shard that completes the date merges them
+/// into the date's profile, exactly the profile one process would have built (see
+/// [`ProfileBuilder::to_partial`]). Floats are kept as their bits (JSON has no infinities).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialProfile {
+    rows: u64,
+    sample_below: u64,
+    columns: Vec<PartialColumn>,
+    score: Option<PartialColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PartialColumn {
+    name: String,
+    count: u64,
+    nulls: u64,
+    /// `f64` bits: sum, sum of squares, min, max.
+    moments: [u64; 4],
+    hist: Vec<u64>,
+    values: ValueCounts,
+    /// Numeric value counts by bit pattern.
+    numbers: Vec<(u64, u64)>,
+    /// The bottom-k sample's `(priority, value bits)` pairs.
+    sample: Vec<(u64, u64)>,
+}
+
+impl ColumnBuilder {
+    fn to_partial(&self) -> PartialColumn {
+        PartialColumn {
+            name: self.plan.name.clone(),
+            count: self.count,
+            nulls: self.nulls,
+            moments: [self.sum, self.sum_sq, self.min, self.max].map(f64::to_bits),
+            hist: self.hist.clone(),
+            values: self.values.clone(),
+            numbers: self.numbers.iter().map(|(&k, &c)| (k, c)).collect(),
+            sample: self.sample.items.clone(),
+        }
+    }
+
+    /// A builder with this one's plan holding a stored part's counts.
+    fn with_partial(&self, p: PartialColumn) -> Result<ColumnBuilder> {
+        if p.name != self.plan.name || p.hist.len() != self.hist.len() {
+            anyhow::bail!(
+                "the stored profile's column '{}' is not this profile's '{}'",
+                p.name,
+                self.plan.name
+            );
+        }
+        let mut c = ColumnBuilder::new(self.plan.clone());
+        let [sum, sum_sq, min, max] = p.moments.map(f64::from_bits);
+        c.count = p.count;
+        c.nulls = p.nulls;
+        (c.sum, c.sum_sq, c.min, c.max) = (sum, sum_sq, min, max);
+        c.hist = p.hist;
+        c.values = p.values;
+        c.numbers = p.numbers.into_iter().collect();
+        for item in p.sample {
+            c.sample.push(item);
+        }
+        Ok(c)
+    }
+}
+
+impl ProfileBuilder {
+    /// This builder's state, to store and merge elsewhere with [`Self::merge_partial`].
+    pub fn to_partial(&self) -> PartialProfile {
+        PartialProfile {
+            rows: self.rows,
+            sample_below: self.sample_below,
+            columns: self.columns.iter().map(ColumnBuilder::to_partial).collect(),
+            score: self.score.as_ref().map(ColumnBuilder::to_partial),
+        }
+    }
+
+    /// Merges a stored part, built with the same plans and cut-off (checked), as
+    /// [`Self::merge`] merges a builder.
+    pub fn merge_partial(&mut self, p: PartialProfile) -> Result<()> {
+        if p.sample_below != self.sample_below
+            || p.columns.len() != self.columns.len()
+            || p.score.is_some() != self.score.is_some()
+        {
+            anyhow::bail!("the stored profile was built for other columns or another row count");
+        }
+        let columns = self
+            .columns
+            .iter()
+            .zip(p.columns)
+            .map(|(c, pc)| c.with_partial(pc))
+            .collect::<Result<Vec<_>>>()?;
+        let score = match (&self.score, p.score) {
+            (Some(c), Some(pc)) => Some(c.with_partial(pc)?),
+            _ => None,
+        };
+        self.merge(ProfileBuilder {
+            rows: p.rows,
+            columns,
+            score,
+            kept: Vec::new(),
+            sample_below: p.sample_below,
+        });
+        Ok(())
+    }
+}
+
 /// Fixed bin edges for a reference column: Sturges' rule for the bin count (as numpy's
 /// `bins="sturges"`), uniform over the reference's range.
 pub fn reference_edges(min: f64, max: f64, n: u64) -> Vec<f64> {
@@ -1155,7 +1261,25 @@ mod tests {
         }
         let [mut w0, w1] = workers;
         w0.merge(w1);
-        for other in [merged.finish(), w0.finish()] {
+        // Three processes (a sharded run's shards), each storing its part as JSON, merged by
+        // a fourth into a blank builder.
+        let mut stored = ProfileBuilder::new(plan(), None).expecting_rows(rows);
+        for shard in 0..3 {
+            let mut b = ProfileBuilder::new(plan(), None).expecting_rows(rows);
+            for from in (0..x.len()).step_by(1000).skip(shard).step_by(3) {
+                add(&mut b, from, (from + 1000).min(x.len()));
+            }
+            let json = serde_json::to_vec(&b.to_partial()).unwrap();
+            stored
+                .merge_partial(serde_json::from_slice(&json).unwrap())
+                .unwrap();
+        }
+        let other_rows = ProfileBuilder::new(plan(), None).expecting_rows(rows / 2);
+        assert!(ProfileBuilder::new(plan(), None)
+            .expecting_rows(rows)
+            .merge_partial(other_rows.to_partial())
+            .is_err());
+        for other in [merged.finish(), w0.finish(), stored.finish()] {
             for (a, b) in whole.columns.iter().zip(&other.columns) {
                 assert_eq!(a.sample, b.sample, "{}", a.name);
                 assert_eq!(a.sample.len(), SAMPLE_SIZE);

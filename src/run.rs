@@ -164,6 +164,8 @@ pub fn run_job(
         )?);
         failpoint!("run::plan");
         let mut plan = PartitionPlan::resolve(job, date, stores)?;
+        // The whole date's objects: a shard's drift sample cut-off is the date's.
+        let date_objects = plan.objects.clone();
         if let Some(s) = &opts.shard {
             let input = plan.input.clone();
             plan.objects
@@ -174,15 +176,11 @@ pub fn run_job(
         record.quarantine = Some(plan.quarantine.uri().to_string());
         failpoint!("run::model");
         let source = ModelSource::for_job(job, settings, stores)?;
-        let sharded = opts.shard.is_some();
-        let pinned = source.load(&job.model, job.drift.enabled && !sharded)?;
+        let pinned = source.load(&job.model, job.drift.enabled)?;
         record.model = pinned.model.manifest.model_ref().to_string();
         record.mlflow = pinned.provenance.clone();
         let model = Arc::new(pinned.model);
-        let reference = if job.drift.enabled && sharded {
-            warn!("A sharded run writes no drift report (each shard sees only part of the date).");
-            None
-        } else if job.drift.enabled {
+        let reference = if job.drift.enabled {
             if pinned.reference.is_none() {
                 warn!(model = %job.model, "The model version has no reference profile: no drift report.");
                 record.no_drift_report = Some(format!(
@@ -195,10 +193,22 @@ pub fn run_job(
         } else {
             None
         };
+        // A shard profiles its part of the date for the shard that completes it: every shard
+        // samples with the cut-off of the date's row count, as one unsharded run would.
+        let date_rows = match (&opts.shard, &reference) {
+            (Some(_), Some(_)) => Some(
+                ParquetObject::open_all(&plan.input, &date_objects)?
+                    .iter()
+                    .map(ParquetObject::num_rows)
+                    .sum(),
+            ),
+            _ => None,
+        };
         let reports = stores.locate(&settings.reports)?;
         let run = Run {
             job,
             plan: &plan,
+            date_rows,
             model,
             provenance: record.mlflow.clone(),
             run_id: &run_id,
@@ -443,6 +453,9 @@ fn log_to_mlflow(
 struct Run<'a> {
     job: &'a JobSpec,
     plan: &'a PartitionPlan,
+    /// A shard's: the row count of the whole date (all shards' objects), for the drift
+    /// sample's cut-off.
+    date_rows: Option<u64>,
     model: Arc<LoadedModel>,
     /// Where the model came from, for a model from MLflow.
     provenance: Option<crate::mlflow::Provenance>,
@@ -505,8 +518,17 @@ impl Run<'_> {
         self.check_bad_rows(&counts)?;
 
         failpoint!("run::drift");
-        let drift = match (&self.reference, profile) {
-            (Some(reference), Some(current)) => {
+        let drift = match (&self.reference, profile, &self.opts.shard) {
+            // The shard that completes the date reports its drift from every shard's part.
+            (Some(_), Some(current), Some(s)) => {
+                let loc = s.profile(&self.plan.output);
+                loc.store.put(
+                    &loc.key,
+                    Bytes::from(serde_json::to_vec(&current.to_partial())?),
+                )?;
+                None
+            }
+            (Some(reference), Some(current), None) => {
                 Some(self.report_drift(reference, current.finish())?)
             }
             _ => None,
@@ -674,7 +696,7 @@ impl Run<'_> {
         let blank_profile = self
             .reference
             .as_ref()
-            .map(|r| drift::current_profile(r, &self.job.drift, rows));
+            .map(|r| drift::current_profile(r, &self.job.drift, self.date_rows.unwrap_or(rows)));
         let span = tracing::Span::current();
 
         let written = std::thread::scope(|scope| -> Result<Written> {
@@ -885,9 +907,12 @@ impl Run<'_> {
                     relative(&plan.quarantine, &stored_data_files(&plan.quarantine)?),
                 ))
             },
+            || self.merged_drift(s),
             || self.lease.ensure_held(),
         )?;
+        let mut manifest = manifest;
         if let Some(date) = &date {
+            manifest.drift = date.drift.clone();
             info!(
                 shards = s.count,
                 files = date.files.len(),
@@ -900,6 +925,32 @@ impl Run<'_> {
             info!(shard = %s.label(), "Shard committed; the date waits for the other shards.");
         }
         Ok(manifest)
+    }
+
+    /// The shard that completes a date: every shard's stored profile merged into the date's,
+    /// compared with the reference and reported, as one unsharded run would have.
+    fn merged_drift(&self, s: &Shard) -> Result<Option<DriftSummary>> {
+        let Some(reference) = &self.reference else {
+            return Ok(None);
+        };
+        failpoint!("run::shard-drift");
+        let rows = self.date_rows.unwrap_or_default();
+        let mut merged = drift::current_profile(reference, &self.job.drift, rows);
+        for index in 0..s.count {
+            let other = Shard { index, ..s.clone() };
+            let loc = other.profile(&self.plan.output);
+            let part = loc
+                .store
+                .get(&loc.key)
+                .with_context(|| format!("reading shard {}'s profile", other.label()))?;
+            merged
+                .merge_partial(
+                    serde_json::from_slice(&part)
+                        .with_context(|| format!("reading {}", loc.uri()))?,
+                )
+                .with_context(|| format!("merging {}", loc.uri()))?;
+        }
+        Ok(Some(self.report_drift(reference, merged.finish())?))
     }
 
     /// Removes what crashed runs left in the date's prefixes (temp files, open multipart

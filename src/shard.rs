@@ -52,6 +52,13 @@ impl Shard {
     pub fn manifest(&self, output: &Location) -> Location {
         self.dir(output).join(&format!("{}.json", self.label()))
     }
+
+    /// Where this shard keeps its part of the date's drift profile, beside its manifest
+    /// (written before it: a shard with a manifest has stored its part).
+    pub fn profile(&self, output: &Location) -> Location {
+        self.dir(output)
+            .join(&format!("{}.profile.json", self.label()))
+    }
 }
 
 /// The shard of `count` that owns a name: the first 8 bytes of its SHA-256, modulo `count`.
@@ -65,9 +72,13 @@ pub fn shard_of(name: &str, count: u32) -> u32 {
 /// changes any output: until it writes one again, its run cannot be complete.
 pub fn forget(shard: &Shard, output: &Location) -> Result<()> {
     let root = output.join("_shards");
-    let mine = format!("{}.json", shard.label());
+    let mine = [
+        format!("{}.json", shard.label()),
+        format!("{}.profile.json", shard.label()),
+    ];
     for o in root.store.list(&root.key)? {
-        if root.relative(&o.key).rsplit('/').next() == Some(mine.as_str()) {
+        let name = root.relative(&o.key).rsplit('/').next().unwrap_or("");
+        if mine.iter().any(|m| m == name) {
             root.store.delete(&o.key)?;
         }
     }
@@ -77,14 +88,16 @@ pub fn forget(shard: &Shard, output: &Location) -> Result<()> {
 /// Data objects of a prefix by name relative to it: (size, ETag).
 pub type Listing = BTreeMap<String, (u64, String)>;
 
-/// Called by a shard after it wrote its manifest: if every shard of the run has, writes the
-/// date's `_SUCCESS` (once, whichever shard gets there first) and returns it.
+/// Called by a shard after it wrote its manifest: if every shard of the run has, reports the
+/// date's drift (`drift`, from every shard's stored profile) and writes the date's `_SUCCESS`
+/// (once, whichever shard gets there first) and returns it.
 pub fn complete(
     shard: &Shard,
     output: &Location,
     quarantine: &Location,
     mut date_manifest: RunManifest,
     list: impl FnOnce() -> Result<(Listing, Listing)>,
+    drift: impl FnOnce() -> Result<Option<crate::drift::DriftSummary>>,
     before_commit: impl FnOnce() -> Result<()>,
 ) -> Result<Option<RunManifest>> {
     let mut manifests = Vec::with_capacity(shard.count as usize);
@@ -143,6 +156,7 @@ pub fn complete(
     }
     date_manifest.files = files;
     date_manifest.counts = counts;
+    date_manifest.drift = drift()?;
     date_manifest.shards = Some(ShardSet {
         count: shard.count,
         run: shard.run.clone(),

@@ -120,6 +120,124 @@ fn a_sharded_date_commits_exactly_once_on_s3() {
     sharded_date_commits_exactly_once(&Site::s3("shards"));
 }
 
+/// The date's drift report, as a reader finds it: each column's statistics, row by row.
+fn drift_rows(site: &Site) -> Vec<String> {
+    let bytes = site
+        .get(&format!("reports/job=churn/dt={DATE}/drift.parquet"))
+        .expect("a drift report");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let columns = [
+        "column",
+        "column_type",
+        "method",
+        "statistic",
+        "p_value",
+        "threshold",
+        "drift_detected",
+        "reference_count",
+        "current_count",
+        "reference_null_rate",
+        "current_null_rate",
+    ];
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for i in 0..batch.num_rows() {
+            let row: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let col = batch
+                        .column_by_name(c)
+                        .unwrap_or_else(|| panic!("no column {c}"));
+                    arrow::util::display::array_value_to_string(col, i).unwrap()
+                })
+                .collect();
+            rows.push(row.join(" | "));
+        }
+    }
+    rows
+}
+
+/// A sharded date gets the drift report the same date gets unsharded: every statistic equal,
+/// the samples too (bottom-k merged by priority), for 1, 3 and 7 shards. Forty objects, so that
+/// the samples' cut-off (a share of the date's rows) is in play.
+fn a_sharded_dates_drift_report_is_the_unsharded_one(site: &Site) {
+    for i in 0..40 {
+        let from = format!("{FIXTURES}/{INPUT}part-0000{}.parquet", i % 2);
+        site.put(
+            &format!("{INPUT}part-{i:05}.parquet"),
+            Bytes::from(std::fs::read(from).unwrap()),
+        );
+    }
+    let out = site.ok();
+    assert!(out.stdout.contains("drift"), "{}", out.stdout);
+    let unsharded = drift_rows(site);
+    assert!(unsharded.len() > 6, "{unsharded:?}");
+    let success = |site: &Site| -> Value {
+        serde_json::from_slice(&site.get(&format!("{OUT}_SUCCESS")).unwrap()).unwrap()
+    };
+    let drift = success(site)["drift"].clone();
+    assert!(drift.is_object(), "{drift}");
+    for n in [1, 3, 7] {
+        let outs = run_shards(site, n, &format!("drift-{n}"), None);
+        for o in &outs {
+            assert_eq!(o.code, 0, "{n} shards: {}\n{}", o.stdout, o.stderr);
+        }
+        assert!(site.assert_success_is_the_truth(&format!("{n} shards")));
+        let m = success(site);
+        assert_eq!(m["shards"]["count"], n);
+        assert_eq!(m["drift"], drift, "{n} shards: the verdict in _SUCCESS");
+        assert_eq!(drift_rows(site), unsharded, "{n} shards: the report");
+        let last = site
+            .records()
+            .into_iter()
+            .filter(|r| r["date_state"] == "committed")
+            .max_by_key(|r| r["started_at"].as_str().unwrap_or("").to_string())
+            .unwrap();
+        assert_eq!(last["drift"], drift, "{n} shards: the last shard's record");
+    }
+}
+
+#[test]
+fn a_sharded_dates_drift_report_is_the_unsharded_one_locally() {
+    let site = Site::local();
+    a_sharded_dates_drift_report_is_the_unsharded_one(&site);
+    let unsharded = drift_rows(&site);
+
+    // The shard that completes the date fails while it merges the profiles: no _SUCCESS;
+    // that shard run again merges the same parts into the same report.
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            shard_cmd(&site, i, 3, "drift-fails", "run::shard-drift=return")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
+        .collect();
+    let failed: Vec<usize> = (0..3).filter(|&i| codes[i] != 0).collect();
+    assert_eq!(failed.len(), 1, "only the last shard merges: {codes:?}");
+    assert!(site.get(&format!("{OUT}_SUCCESS")).is_none());
+    std::thread::sleep(LEASE_TTL);
+    let out = run_bounded(
+        shard_cmd(&site, failed[0], 3, "drift-fails", ""),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(site.assert_success_is_the_truth("the merging shard run again"));
+    assert_eq!(drift_rows(&site), unsharded);
+}
+
+#[test]
+fn a_sharded_dates_drift_report_is_the_unsharded_one_on_s3() {
+    a_sharded_dates_drift_report_is_the_unsharded_one(&Site::s3("shard-drift"));
+}
+
 /// A backfill over N pods: each date is run by exactly one of them.
 #[test]
 fn a_sharded_backfill_runs_each_date_once() {
