@@ -50,14 +50,19 @@ struct LeaseBody {
     acquired_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     released: bool,
+    /// `None` for a run of the whole date; `Some(KEY)` for the shards of sharded run KEY, who
+    /// share the date's lease (each also holds its own part's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sharded_run: Option<String>,
 }
 
 /// Another runner holds the lease of this job and date.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{job} {date} is already being run by {host} (pid {pid}, run {run_id}) since {since}; \
+    "{job} {date} is already being run by {host} (pid {pid}, run {run_id}{part}) since {since}; \
      its lease expires at {expires_at} unless renewed",
     host = holder.host, pid = holder.pid, run_id = holder.run_id,
+    part = sharded_run.as_ref().map(|k| format!(", a shard of sharded run {k}")).unwrap_or_default(),
     since = acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
     expires_at = expires_at.format("%Y-%m-%d %H:%M:%S UTC")
 )]
@@ -67,6 +72,8 @@ pub struct LeaseHeld {
     pub holder: Holder,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The sharded run whose shards hold the date, if that is who holds it.
+    pub sharded_run: Option<String>,
 }
 
 impl LeaseHeld {
@@ -93,6 +100,8 @@ pub struct LeaseLost {
 pub struct Lease {
     inner: Arc<Inner>,
     renewer: Option<JoinHandle<()>>,
+    /// A shard's: the date's lease, which the shards of its sharded run share.
+    date: Option<Box<Lease>>,
 }
 
 struct Inner {
@@ -136,25 +145,133 @@ fn this_host() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+/// Who is taking a lease, and for how long.
+struct Who<'a> {
+    job: &'a str,
+    date: NaiveDate,
+    run_id: &'a str,
+    ttl: Duration,
+}
+
+/// What a lease object is.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// The date, for a run of the whole date.
+    Whole,
+    /// One shard's part of the date (`DATE/LABEL/`), for sharded run KEY.
+    Part(&'a str),
+    /// The date, claimed for the shards of sharded run KEY.
+    Claim(&'a str),
+}
+
+/// Who holds a date, as a refused runner is told.
+struct Held {
+    holder: Holder,
+    acquired_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    sharded_run: Option<String>,
+}
+
+/// Whether the newest lease object `body` of a date (in `dir`) holds it: unreleased and
+/// unexpired; or, for a sharded run's claim, unreleased while any part lease of that run is
+/// live (then named as the holder).
+fn live_holder(dir: &Location, body: &LeaseBody) -> Result<Option<Held>> {
+    if body.released {
+        return Ok(None);
+    }
+    let held = |b: &LeaseBody| Held {
+        holder: b.holder.clone(),
+        acquired_at: b.acquired_at,
+        expires_at: b.expires_at,
+        sharded_run: b.sharded_run.clone(),
+    };
+    let now = Utc::now();
+    if body.expires_at > now {
+        return Ok(Some(held(body)));
+    }
+    let Some(key) = &body.sharded_run else {
+        return Ok(None);
+    };
+    // The newest part lease of each shard, by label.
+    let mut parts: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    for o in dir.store.list(&dir.key)? {
+        let rel = dir.relative(&o.key);
+        let Some((label, file)) = rel.split_once('/') else {
+            continue;
+        };
+        let Some(g) = file
+            .strip_suffix(".json")
+            .and_then(|f| f.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let e = parts.entry(label.to_string()).or_insert((g, o.key.clone()));
+        if g > e.0 {
+            *e = (g, o.key);
+        }
+    }
+    for (_, (_, part_key)) in parts {
+        let Ok(bytes) = dir.store.get(&part_key) else {
+            continue; // tidied or being rewritten: the part's next look decides
+        };
+        if let Ok(part) = serde_json::from_slice::<LeaseBody>(&bytes) {
+            if part.sharded_run.as_ref() == Some(key) && !part.released && part.expires_at > now {
+                return Ok(Some(held(&part)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 impl Lease {
     /// Takes the lease of `job` and `date`, or says who holds it ([`LeaseHeld`] in the chain).
+    ///
+    /// `shard` is `(label, run key)` for a shard of a sharded run. The shard takes its own
+    /// part's lease (`DATE/LABEL/`, renewed as any lease, naming its run key), so two copies of
+    /// one shard keep each other out; then it claims the date for its sharded run, or joins
+    /// the claim another shard of the run made. A claim is never renewed (each lease object
+    /// has one writer): it holds the date while it is younger than the ttl, or while any part
+    /// lease of its run is live, until the shard that commits the date releases it. A run of
+    /// the whole date, or a sharded run with another key, is refused while the claim holds,
+    /// and the shards are refused while a whole-date run holds the date.
     pub fn acquire(
         state: &Location,
         job: &str,
         date: NaiveDate,
-        scope: Option<&str>,
+        shard: Option<(&str, &str)>,
         run_id: &str,
         ttl: Duration,
     ) -> Result<Lease> {
-        // A shard of a sharded run leases its own part of the date.
-        let mut dir = state.join("leases").join(job).join(&date.to_string());
-        if let Some(scope) = scope {
-            dir = dir.join(scope);
+        let dir = state.join("leases").join(job).join(&date.to_string());
+        let who = Who {
+            job,
+            date,
+            run_id,
+            ttl,
+        };
+        match shard {
+            None => Self::take(dir, &who, Kind::Whole),
+            Some((label, key)) => {
+                let mut own = Self::take(dir.join(label), &who, Kind::Part(key))?;
+                // Refused: `own` is dropped, and with it this shard's part lease.
+                let claim = Self::take(dir, &who, Kind::Claim(key))?;
+                own.date = Some(Box::new(claim));
+                Ok(own)
+            }
         }
-        let ttl_chrono = chrono::Duration::from_std(ttl).context("lease ttl")?;
-        // Each round either creates the next generation or finds a live holder; a lost race
-        // means someone else created it, and the next round names them.
-        for _ in 0..8 {
+    }
+
+    /// Takes the next generation in `dir` (or, for a claim, joins the live claim of the same
+    /// sharded run).
+    fn take(dir: Location, who: &Who<'_>, kind: Kind<'_>) -> Result<Lease> {
+        let ttl_chrono = chrono::Duration::from_std(who.ttl).context("lease ttl")?;
+        // Each round either creates the next generation, joins a live claim of the same
+        // sharded run, or finds a live holder; a lost race means someone else created it, and
+        // the next round names them. A read that fails transiently (some S3-compatible servers
+        // rewrite an object in place, and a read can race a renewal) is tried again.
+        let (mut rounds, mut rereads) = (0, 0);
+        while rounds < 8 {
+            rounds += 1;
             let next = match newest(&dir)? {
                 None => 1,
                 Some((generation, key)) => match dir.store.get(&key) {
@@ -168,15 +285,25 @@ impl Lease {
                                 None
                             }
                         };
-                        if let Some(body) =
-                            body.filter(|b| !b.released && b.expires_at > Utc::now())
-                        {
+                        let held = match &body {
+                            Some(b) => live_holder(&dir, b)?,
+                            None => None,
+                        };
+                        if let (Some(body), Some(held)) = (body, held) {
+                            if let Kind::Claim(k) = kind {
+                                if body.sharded_run.as_deref() == Some(k) {
+                                    debug!(lease = %dir.store.uri(&key), "Joined the sharded run's claim on the date.");
+                                    let loc = dir.join(&generation_name(generation));
+                                    return Self::held(dir, loc, generation, body, who.ttl, false);
+                                }
+                            }
                             return Err(LeaseHeld {
-                                job: job.to_string(),
-                                date,
-                                holder: body.holder,
-                                acquired_at: body.acquired_at,
-                                expires_at: body.expires_at,
+                                job: who.job.to_string(),
+                                date: who.date,
+                                holder: held.holder,
+                                acquired_at: held.acquired_at,
+                                expires_at: held.expires_at,
+                                sharded_run: held.sharded_run,
                             }
                             .into());
                         }
@@ -184,21 +311,32 @@ impl Lease {
                     }
                     // Tidied by a new holder between the listing and the read: look again.
                     Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => continue,
+                    Err(e) if ErrorKind::of(&e) == Some(ErrorKind::Transient) && rereads < 20 => {
+                        debug!(error = %format!("{e:#}"), "Reading a lease failed; reading it again.");
+                        rereads += 1;
+                        rounds -= 1;
+                        std::thread::sleep(Duration::from_millis(25));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 },
             };
             let now = Utc::now();
             let body = LeaseBody {
-                job: job.to_string(),
-                logical_date: date,
+                job: who.job.to_string(),
+                logical_date: who.date,
                 holder: Holder {
                     host: this_host(),
                     pid: std::process::id(),
-                    run_id: run_id.to_string(),
+                    run_id: who.run_id.to_string(),
                 },
                 acquired_at: now,
                 expires_at: now + ttl_chrono,
                 released: false,
+                sharded_run: match kind {
+                    Kind::Whole => None,
+                    Kind::Part(k) | Kind::Claim(k) => Some(k.to_string()),
+                },
             };
             let loc = dir.join(&generation_name(next));
             if loc
@@ -213,34 +351,69 @@ impl Lease {
                         let _ = dir.store.delete(&o.key);
                     }
                 }
-                let inner = Arc::new(Inner {
-                    dir,
-                    loc,
-                    generation: next,
-                    body: Mutex::new(body),
-                    ttl,
-                    lost: AtomicBool::new(false),
-                    stop: (Mutex::new(false), Condvar::new()),
-                });
-                let renewer = {
-                    let inner = Arc::clone(&inner);
-                    std::thread::Builder::new()
-                        .name("nightshift-lease".into())
-                        .spawn(move || inner.renew_until_stopped())
-                        .context("starting the lease renewer")?
-                };
-                return Ok(Lease {
-                    inner,
-                    renewer: Some(renewer),
-                });
+                let renewed = !matches!(kind, Kind::Claim(_));
+                return Self::held(dir, loc, next, body, who.ttl, renewed);
             }
         }
-        anyhow::bail!("could not take the lease of {job} {date}: too many racing runners")
+        anyhow::bail!(
+            "could not take the lease of {} {}: too many racing runners",
+            who.job,
+            who.date
+        )
+    }
+
+    /// A lease held from now on; renewed in the background unless it is a claim.
+    fn held(
+        dir: Location,
+        loc: Location,
+        generation: u64,
+        body: LeaseBody,
+        ttl: Duration,
+        renewed: bool,
+    ) -> Result<Lease> {
+        let inner = Arc::new(Inner {
+            dir,
+            loc,
+            generation,
+            body: Mutex::new(body),
+            ttl,
+            lost: AtomicBool::new(false),
+            stop: (Mutex::new(false), Condvar::new()),
+        });
+        let renewer = if renewed {
+            let inner = Arc::clone(&inner);
+            Some(
+                std::thread::Builder::new()
+                    .name("nightshift-lease".into())
+                    .spawn(move || inner.renew_until_stopped())
+                    .context("starting the lease renewer")?,
+            )
+        } else {
+            None
+        };
+        Ok(Lease {
+            inner,
+            renewer,
+            date: None,
+        })
+    }
+
+    /// The shard that committed its date: the sharded run is over, so its claim on the date
+    /// is released now rather than when its last part lease ends.
+    pub fn release_date(&mut self) {
+        if let Some(date) = self.date.take() {
+            if let Err(e) = date.inner.mark_released() {
+                warn!(lease = %date.inner.loc.uri(), error = %format!("{e:#}"), "Could not release the sharded run's claim; it ends by itself.");
+            }
+        }
     }
 
     /// Fails with [`LeaseLost`] unless this runner still holds the lease, looking at the
     /// store now (not only at what the renewer saw).
     pub fn ensure_held(&self) -> Result<()> {
+        if let Some(date) = &self.date {
+            date.inner.check_newest()?;
+        }
         let inner = &self.inner;
         if !inner.lost.load(Ordering::SeqCst) {
             // Renewing checks that the newest generation is still ours, and keeps it from
@@ -256,6 +429,10 @@ impl Lease {
     /// hot path, such as before each output's commit; a runner that stalled past that point
     /// asks the store.
     pub fn ensure_held_cheaply(&self) -> Result<()> {
+        if let Some(date) = &self.date {
+            // A claim has no expiry of its own to trust: look at the store.
+            date.inner.check_newest()?;
+        }
         let inner = &self.inner;
         if inner.lost.load(Ordering::SeqCst) {
             return Err(inner.lost_error().into());
@@ -270,7 +447,7 @@ impl Lease {
 
     /// True once the renewer saw the lease taken over.
     pub fn is_lost(&self) -> bool {
-        self.inner.lost.load(Ordering::SeqCst)
+        self.inner.lost.load(Ordering::SeqCst) || self.date.as_ref().is_some_and(|d| d.is_lost())
     }
 
     /// Gives the date up: stops renewing and marks the lease released (kept, so that its
@@ -330,6 +507,16 @@ impl Inner {
             date: body.logical_date,
             ttl_secs: self.ttl.as_secs(),
         }
+    }
+
+    /// Fails with [`LeaseLost`] if a newer generation than ours exists (for a claim: another
+    /// runner took the date over, after every part lease of the run had ended).
+    fn check_newest(&self) -> Result<()> {
+        if newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation) {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(self.lost_error().into());
+        }
+        Ok(())
     }
 
     /// Rewrites the lease with a new expiry, unless a newer generation exists.

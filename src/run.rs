@@ -153,14 +153,12 @@ pub fn run_job(
         opts.check_cancelled()?;
         let state = stores.locate(&settings.state)?;
         let ttl = opts.lease_ttl.unwrap_or(settings.lease_ttl);
-        let scope = opts.shard.as_ref().map(Shard::label);
+        let label = opts.shard.as_ref().map(Shard::label);
+        let shard = label
+            .as_deref()
+            .zip(opts.shard.as_ref().map(|s| s.run.as_str()));
         let lease = &*lease.insert(Lease::acquire(
-            &state,
-            &job.name,
-            date,
-            scope.as_deref(),
-            &run_id,
-            ttl,
+            &state, &job.name, date, shard, &run_id, ttl,
         )?);
         failpoint!("run::plan");
         let mut plan = PartitionPlan::resolve(job, date, stores)?;
@@ -266,7 +264,11 @@ pub fn run_job(
     }
     let history = stores.locate(&settings.state).map(RunHistory::new);
     let recorded = history.and_then(|h| h.write(&record));
-    if let Some(lease) = lease {
+    if let Some(mut lease) = lease {
+        if record.date_state == Some(DateState::Committed) {
+            // The shard that committed the date: the sharded run is over.
+            lease.release_date();
+        }
         if let Err(e) = lease.release() {
             warn!(error = %format!("{e:#}"), "Could not release the lease; it expires by itself.");
         }

@@ -41,9 +41,12 @@ const LEASE_TTL: Duration = Duration::from_millis(3200);
 fn lease_states(site: &Site) -> Vec<bool> {
     site.list(LEASES)
         .keys()
-        .map(|k| {
-            let body: Value =
-                serde_json::from_slice(&site.get(&format!("{LEASES}{k}")).unwrap()).unwrap();
+        // Generations only: a shard's part leases live in folders below.
+        .filter(|k| !k.contains('/'))
+        // A generation listed, then tidied by a new taker before it was read, is gone.
+        .filter_map(|k| site.get(&format!("{LEASES}{k}")))
+        .map(|bytes| {
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
             body["released"].as_bool().unwrap()
         })
         .collect()

@@ -120,6 +120,94 @@ fn a_sharded_date_commits_exactly_once_on_s3() {
     sharded_date_commits_exactly_once(&Site::s3("shards"));
 }
 
+/// Shards of a sharded run and a run of the whole date, started together: the date's lease
+/// knows its mode, so either the shards (sharing it) or the whole-date run has the date, never
+/// both. A shard refused because the date was taken is run again, as Kubernetes retries an
+/// index, until the date is committed; then `_SUCCESS` is the truth, every input object is
+/// scored once, and nothing is left over.
+fn mixed_modes(site: &Site, rounds: usize) {
+    twelve_objects(site);
+    let whole = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+        cmd.args(["run", "churn", "--date", DATE, "--threads", "1"])
+            .current_dir(site.dir().path(""))
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let refused = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stderr).contains("is already being run by")
+    };
+    let (mut whole_won, mut shards_won) = (0, 0);
+    for round in 0..rounds {
+        let key = format!("mixed-{round}");
+        let mut children: Vec<_> = (0..3)
+            .map(|i| shard_cmd(site, i, 3, &key, "").spawn().unwrap())
+            .collect();
+        children.insert(round % 4, whole().spawn().unwrap());
+        let outs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let context = format!("mixed round {round}");
+        let whole_out = &outs[round % 4];
+        let shard_outs: Vec<_> = (0..4)
+            .filter(|&i| i != round % 4)
+            .map(|i| &outs[i])
+            .collect();
+        for o in &outs {
+            assert!(
+                o.status.success() || refused(o),
+                "{context}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let shards_ran = shard_outs.iter().any(|o| o.status.success());
+        if whole_out.status.success() {
+            whole_won += 1;
+        } else {
+            assert!(shards_ran, "{context}: someone has the date");
+            let held = String::from_utf8_lossy(&whole_out.stderr).into_owned();
+            assert!(
+                held.contains(&format!("a shard of sharded run {key}")),
+                "{context}: {held}"
+            );
+            shards_won += 1;
+        }
+        // Shards refused while the whole-date run had the date are retried (it is done now).
+        for (i, o) in shard_outs.iter().enumerate() {
+            if !o.status.success() && shards_ran {
+                let out = run_bounded(shard_cmd(site, i, 3, &key, ""), Duration::from_secs(120));
+                assert_eq!(out.code, 0, "{context}: shard {i} again: {}", out.stderr);
+            }
+        }
+        assert!(
+            site.assert_success_is_the_truth(&context),
+            "{context}: committed"
+        );
+        assert_eq!(
+            committed_rows(site).len(),
+            PARTS / 2 * 1994,
+            "{context}: every input scored once"
+        );
+        assert_eq!(site.leftovers(), Vec::<String>::new(), "{context}");
+    }
+    eprintln!(
+        "mixed modes: {rounds} rounds, the whole-date run won {whole_won}, the shards {shards_won}"
+    );
+}
+
+#[test]
+fn shards_and_a_whole_date_run_never_write_one_date_together_locally() {
+    mixed_modes(&Site::local(), 20);
+}
+
+#[test]
+fn shards_and_a_whole_date_run_never_write_one_date_together_on_s3() {
+    mixed_modes(&Site::s3("mixed-modes"), 20);
+}
+
 /// The date's drift report, as a reader finds it: each column's statistics, row by row.
 fn drift_rows(site: &Site) -> Vec<String> {
     let bytes = site
@@ -220,15 +308,21 @@ fn a_sharded_dates_drift_report_is_the_unsharded_one_locally() {
         .into_iter()
         .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
         .collect();
+    // Only a shard that found every manifest merges: one, or two that finished together.
     let failed: Vec<usize> = (0..3).filter(|&i| codes[i] != 0).collect();
-    assert_eq!(failed.len(), 1, "only the last shard merges: {codes:?}");
+    assert!(
+        !failed.is_empty() && failed.len() < 3,
+        "the last shard merges: {codes:?}"
+    );
     assert!(site.get(&format!("{OUT}_SUCCESS")).is_none());
     std::thread::sleep(LEASE_TTL);
-    let out = run_bounded(
-        shard_cmd(&site, failed[0], 3, "drift-fails", ""),
-        Duration::from_secs(120),
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    for &i in &failed {
+        let out = run_bounded(
+            shard_cmd(&site, i, 3, "drift-fails", ""),
+            Duration::from_secs(120),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
     assert!(site.assert_success_is_the_truth("the merging shard run again"));
     assert_eq!(drift_rows(&site), unsharded);
 }
