@@ -1,6 +1,6 @@
 # Developer entry points. CI (.ci/run) runs `make lint test`: the linters, then the suite (`make test` runs the linters first too).
 
-.PHONY: demo test build lint fixtures bench bench-kernels clean fuzz
+.PHONY: demo test build lint fixtures bench bench-kernels clean fuzz soak
 
 CARGO ?= cargo
 # `make demo` runs the development build, the one `make test` builds too: a fresh clone compiles
@@ -84,6 +84,15 @@ fuzz:
 			$(CARGO) test --locked --test it -- --exact fuzz::$$target --nocapture \
 			|| status=1; \
 	done; exit $$status
+
+# The daemon for SOAK_MINUTES (default 30) at real speed with 100 every-minute jobs, while a
+# script edits job files, triggers runs over HTTP and scrapes /metrics; checks RSS, fds and
+# threads growth, fire delay, committed runs, leftovers and /jobs latency (tests/soak.py,
+# docs/reliability.md). Its figures land in target/soak/figures.json.
+SOAK_MINUTES ?= 30
+soak:
+	$(CARGO) build --locked --bin nightshift
+	python3 tests/soak.py --binary $(NIGHTSHIFT) --minutes $(SOAK_MINUTES)
 
 lint:
 	$(CARGO) fmt --all -- --check
