@@ -106,8 +106,10 @@ pub struct Lease {
 
 struct Inner {
     dir: Location,
-    loc: Location,
-    generation: u64,
+    /// The generation held, and its object. A claim may move to a newer generation of its own
+    /// sharded run (see [`Inner::check_newest`]); other leases keep theirs.
+    generation: std::sync::atomic::AtomicU64,
+    loc: Mutex<Location>,
     body: Mutex<LeaseBody>,
     ttl: Duration,
     lost: AtomicBool,
@@ -143,6 +145,26 @@ fn this_host() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// How long a sharded run's claim holds the date by itself, in lease ttls, while none of its
+/// shards runs: Kubernetes may leave minutes between one index's end and the next one's start
+/// (a retry's backoff, a pod waiting for room), and a whole-date run must not slip in there.
+const CLAIM_TTLS: u32 = 10;
+
+/// Reads a lease object, again (a few times) if the read failed transiently: some
+/// S3-compatible servers rewrite an object in place, and a read can race a renewal.
+fn read_again_if_torn(dir: &Location, key: &str) -> Result<Bytes> {
+    let mut tries = 0;
+    loop {
+        match dir.store.get(key) {
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::Transient) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Who is taking a lease, and for how long.
@@ -211,8 +233,12 @@ fn live_holder(dir: &Location, body: &LeaseBody) -> Result<Option<Held>> {
         }
     }
     for (_, (_, part_key)) in parts {
-        let Ok(bytes) = dir.store.get(&part_key) else {
-            continue; // tidied or being rewritten: the part's next look decides
+        let bytes = match read_again_if_torn(dir, &part_key) {
+            Ok(b) => b,
+            // Tidied by its shard's next taker: not live.
+            Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => continue,
+            // Unreadable for now: the date may be held; say so rather than take it.
+            Err(e) => return Err(e.context("reading a shard's lease of the date")),
         };
         if let Ok(part) = serde_json::from_slice::<LeaseBody>(&bytes) {
             if part.sharded_run.as_ref() == Some(key) && !part.released && part.expires_at > now {
@@ -264,7 +290,6 @@ impl Lease {
     /// Takes the next generation in `dir` (or, for a claim, joins the live claim of the same
     /// sharded run).
     fn take(dir: Location, who: &Who<'_>, kind: Kind<'_>) -> Result<Lease> {
-        let ttl_chrono = chrono::Duration::from_std(who.ttl).context("lease ttl")?;
         // Each round either creates the next generation, joins a live claim of the same
         // sharded run, or finds a live holder; a lost race means someone else created it, and
         // the next round names them. A read that fails transiently (some S3-compatible servers
@@ -291,6 +316,18 @@ impl Lease {
                         };
                         if let (Some(body), Some(held)) = (body, held) {
                             if let Kind::Claim(k) = kind {
+                                // A claim past its own expiry (held only by its shards' part
+                                // leases) is not joined but renewed by a new generation of the
+                                // same run, raced for as any generation: a runner deciding to
+                                // take the date over at this instant races for the same one.
+                                let fresh = body.expires_at > Utc::now();
+                                if body.sharded_run.as_deref() == Some(k) && !fresh {
+                                    let next = generation + 1;
+                                    if let Some(lease) = Self::create(&dir, who, kind, next)? {
+                                        return Ok(lease);
+                                    }
+                                    continue;
+                                }
                                 if body.sharded_run.as_deref() == Some(k) {
                                     debug!(lease = %dir.store.uri(&key), "Joined the sharded run's claim on the date.");
                                     let loc = dir.join(&generation_name(generation));
@@ -321,38 +358,8 @@ impl Lease {
                     Err(e) => return Err(e),
                 },
             };
-            let now = Utc::now();
-            let body = LeaseBody {
-                job: who.job.to_string(),
-                logical_date: who.date,
-                holder: Holder {
-                    host: this_host(),
-                    pid: std::process::id(),
-                    run_id: who.run_id.to_string(),
-                },
-                acquired_at: now,
-                expires_at: now + ttl_chrono,
-                released: false,
-                sharded_run: match kind {
-                    Kind::Whole => None,
-                    Kind::Part(k) | Kind::Claim(k) => Some(k.to_string()),
-                },
-            };
-            let loc = dir.join(&generation_name(next));
-            if loc
-                .store
-                .put_if_absent(&loc.key, Bytes::from(serde_json::to_vec_pretty(&body)?))?
-            {
-                debug!(lease = %loc.uri(), "Lease taken.");
-                // Older generations are dead (expired or released): tidy them. Ours, the
-                // newest, stays until the next taker tidies it.
-                for o in dir.store.list(&dir.key)? {
-                    if generation_of(&dir, &o.key).is_some_and(|g| g < next) {
-                        let _ = dir.store.delete(&o.key);
-                    }
-                }
-                let renewed = !matches!(kind, Kind::Claim(_));
-                return Self::held(dir, loc, next, body, who.ttl, renewed);
+            if let Some(lease) = Self::create(&dir, who, kind, next)? {
+                return Ok(lease);
             }
         }
         anyhow::bail!(
@@ -360,6 +367,48 @@ impl Lease {
             who.job,
             who.date
         )
+    }
+
+    /// Creates generation `next` if nobody has (a conditional create); `None` if someone did.
+    fn create(dir: &Location, who: &Who<'_>, kind: Kind<'_>, next: u64) -> Result<Option<Lease>> {
+        let ttl = match kind {
+            Kind::Claim(_) => who.ttl * CLAIM_TTLS,
+            Kind::Whole | Kind::Part(_) => who.ttl,
+        };
+        let now = Utc::now();
+        let body = LeaseBody {
+            job: who.job.to_string(),
+            logical_date: who.date,
+            holder: Holder {
+                host: this_host(),
+                pid: std::process::id(),
+                run_id: who.run_id.to_string(),
+            },
+            acquired_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).context("lease ttl")?,
+            released: false,
+            sharded_run: match kind {
+                Kind::Whole => None,
+                Kind::Part(k) | Kind::Claim(k) => Some(k.to_string()),
+            },
+        };
+        let loc = dir.join(&generation_name(next));
+        if !loc
+            .store
+            .put_if_absent(&loc.key, Bytes::from(serde_json::to_vec_pretty(&body)?))?
+        {
+            return Ok(None);
+        }
+        debug!(lease = %loc.uri(), "Lease taken.");
+        // Older generations are dead (expired or released, or an older claim of the same
+        // run): tidy them. Ours, the newest, stays until the next taker tidies it.
+        for o in dir.store.list(&dir.key)? {
+            if generation_of(dir, &o.key).is_some_and(|g| g < next) {
+                let _ = dir.store.delete(&o.key);
+            }
+        }
+        let renewed = !matches!(kind, Kind::Claim(_));
+        Self::held(dir.clone(), loc, next, body, who.ttl, renewed).map(Some)
     }
 
     /// A lease held from now on; renewed in the background unless it is a claim.
@@ -373,8 +422,8 @@ impl Lease {
     ) -> Result<Lease> {
         let inner = Arc::new(Inner {
             dir,
-            loc,
-            generation,
+            loc: Mutex::new(loc),
+            generation: std::sync::atomic::AtomicU64::new(generation),
             body: Mutex::new(body),
             ttl,
             lost: AtomicBool::new(false),
@@ -403,7 +452,7 @@ impl Lease {
     pub fn release_date(&mut self) {
         if let Some(date) = self.date.take() {
             if let Err(e) = date.inner.mark_released() {
-                warn!(lease = %date.inner.loc.uri(), error = %format!("{e:#}"), "Could not release the sharded run's claim; it ends by itself.");
+                warn!(lease = %date.inner.loc().uri(), error = %format!("{e:#}"), "Could not release the sharded run's claim; it ends by itself.");
             }
         }
     }
@@ -474,7 +523,7 @@ impl Drop for Lease {
         if self.renewer.is_some() {
             self.stop_renewer();
             if let Err(e) = self.inner.mark_released() {
-                let loc = &self.inner.loc;
+                let loc = self.inner.loc();
                 warn!(lease = %loc.uri(), error = %format!("{e:#}"), "Could not release a lease; it expires by itself.");
             }
         }
@@ -485,7 +534,7 @@ impl Inner {
     /// Marks the lease released, unless another runner has taken the date since.
     fn mark_released(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst)
-            || newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation)
+            || newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation())
         {
             return Ok(()); // someone else's now
         }
@@ -494,10 +543,10 @@ impl Inner {
             body.released = true;
             serde_json::to_vec_pretty(&*body)?
         };
-        self.loc
-            .store
-            .put(&self.loc.key, Bytes::from(bytes))
-            .with_context(|| format!("releasing lease {}", self.loc.uri()))
+        let loc = self.loc();
+        loc.store
+            .put(&loc.key, Bytes::from(bytes))
+            .with_context(|| format!("releasing lease {}", loc.uri()))
     }
 
     fn lost_error(&self) -> LeaseLost {
@@ -512,18 +561,53 @@ impl Inner {
     /// Fails with [`LeaseLost`] if a newer generation than ours exists (for a claim: another
     /// runner took the date over, after every part lease of the run had ended).
     fn check_newest(&self) -> Result<()> {
-        if newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation) {
+        let ours = self.generation();
+        let lost = || {
             self.lost.store(true, Ordering::SeqCst);
-            return Err(self.lost_error().into());
+            Err(self.lost_error().into())
+        };
+        match newest(&self.dir)? {
+            Some((g, _)) if g == ours => Ok(()),
+            // A newer claim of our own sharded run (a shard renewed the run's hold after the
+            // old claim expired): it is ours too.
+            Some((g, key)) if g > ours => {
+                let run = self
+                    .body
+                    .lock()
+                    .expect("lease body lock")
+                    .sharded_run
+                    .clone();
+                let body: Option<LeaseBody> = read_again_if_torn(&self.dir, &key)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                match body {
+                    Some(b) if run.is_some() && b.sharded_run == run && !b.released => {
+                        self.generation.store(g, Ordering::SeqCst);
+                        *self.loc.lock().expect("lease loc lock") =
+                            self.dir.join(&generation_name(g));
+                        *self.body.lock().expect("lease body lock") = b;
+                        Ok(())
+                    }
+                    _ => lost(),
+                }
+            }
+            _ => lost(),
         }
-        Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn loc(&self) -> Location {
+        self.loc.lock().expect("lease loc lock").clone()
     }
 
     /// Rewrites the lease with a new expiry, unless a newer generation exists.
     fn renew(&self) -> Result<()> {
         // Our object is only ever removed by a runner that took a newer generation (and may
         // since have released it): either way the date is no longer ours.
-        if newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation) {
+        if newest(&self.dir)?.map(|(g, _)| g) != Some(self.generation()) {
             self.lost.store(true, Ordering::SeqCst);
             return Err(self.lost_error().into());
         }
@@ -532,10 +616,10 @@ impl Inner {
             body.expires_at = Utc::now() + chrono::Duration::from_std(self.ttl)?;
             serde_json::to_vec_pretty(&*body)?
         };
-        self.loc
-            .store
-            .put(&self.loc.key, Bytes::from(bytes))
-            .with_context(|| format!("renewing lease {}", self.loc.uri()))
+        let loc = self.loc();
+        loc.store
+            .put(&loc.key, Bytes::from(bytes))
+            .with_context(|| format!("renewing lease {}", loc.uri()))
     }
 
     fn renew_until_stopped(&self) {
@@ -552,11 +636,11 @@ impl Inner {
             }
             if let Err(e) = self.renew() {
                 if self.lost.load(Ordering::SeqCst) {
-                    warn!(lease = %self.loc.uri(), "Lease lost to another runner.");
+                    warn!(lease = %self.loc().uri(), "Lease lost to another runner.");
                     return;
                 }
                 // A transient failure: the next period tries again, well within the ttl.
-                warn!(lease = %self.loc.uri(), error = %format!("{e:#}"), "Could not renew the lease.");
+                warn!(lease = %self.loc().uri(), error = %format!("{e:#}"), "Could not renew the lease.");
             }
         }
     }
@@ -577,4 +661,62 @@ pub fn holder(state: &Location, job: &str, date: NaiveDate) -> Result<Option<Hol
         Err(e) => return Err(e),
     };
     Ok((!body.released && body.expires_at > Utc::now()).then_some(body.holder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Stores, Uri};
+
+    fn state(dir: &std::path::Path) -> Location {
+        Stores::default()
+            .locate(&Uri::Local(dir.to_path_buf()))
+            .unwrap()
+    }
+
+    fn held(r: Result<Lease>) -> LeaseHeld {
+        match r {
+            Ok(_) => panic!("the lease was taken"),
+            Err(e) => e.downcast::<LeaseHeld>().expect("refused by a holder"),
+        }
+    }
+
+    /// Found in review: a shard must not join a claim past its own expiry (a runner deciding
+    /// to take the date over at that instant would not see it); it renews the run's hold with
+    /// a new generation instead, which the shards already running adopt. Meanwhile a
+    /// whole-date run and another sharded run stay refused, and after the commit the date is
+    /// free at once.
+    #[test]
+    fn a_sharded_runs_claim_is_renewed_by_its_shards_and_keeps_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let date = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        let ttl = Duration::from_millis(60);
+        let take = |shard: Option<(&str, &str)>, run: &str| {
+            Lease::acquire(&state, "churn", date, shard, run, ttl)
+        };
+        let mut a = take(Some(("0000-of-0002", "k")), "a").unwrap();
+        let whole = held(take(None, "w"));
+        assert_eq!(whole.sharded_run.as_deref(), Some("k"));
+        held(take(Some(("0001-of-0002", "other")), "o"));
+        // Past the claim's own expiry (10 ttls); shard a's part lease keeps it held.
+        std::thread::sleep(ttl * 12);
+        held(take(None, "w"));
+        let b = take(Some(("0001-of-0002", "k")), "b").unwrap();
+        assert_eq!(
+            newest(&state.join("leases/churn/2026-11-02"))
+                .unwrap()
+                .unwrap()
+                .0,
+            2
+        );
+        a.ensure_held().expect("a adopts its run's newer claim");
+        b.ensure_held().unwrap();
+        held(take(None, "w"));
+        // The shard that commits releases the claim; the parts end with their shards.
+        a.release_date();
+        a.release().unwrap();
+        b.release().unwrap();
+        take(None, "w").expect("the date is free once the run committed");
+    }
 }

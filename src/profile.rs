@@ -425,23 +425,24 @@ impl ColumnBuilder {
     }
 
     fn merge(&mut self, o: ColumnBuilder) {
-        self.count += o.count;
-        self.nulls += o.nulls;
+        // Saturating: a stored part (another process's) may claim any count.
+        self.count = self.count.saturating_add(o.count);
+        self.nulls = self.nulls.saturating_add(o.nulls);
         self.sum += o.sum;
         self.sum_sq += o.sum_sq;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
         for (h, x) in self.hist.iter_mut().zip(&o.hist) {
-            *h += x;
+            *h = h.saturating_add(*x);
         }
         for (k, c) in o.values.counts {
             if c == 0 {
                 continue;
             }
             match self.values.counts.get_mut(&k) {
-                Some(n) => *n += c,
+                Some(n) => *n = n.saturating_add(c),
                 None => {
-                    self.values.other += c;
+                    self.values.other = self.values.other.saturating_add(c);
                     self.values.overflowed |= self.plan.known_values.is_none();
                 }
             }
@@ -453,17 +454,17 @@ impl ColumnBuilder {
             let room =
                 self.plan.known_values.is_none() && self.numbers.len() < MAX_DISTINCT_NUMBERS;
             match self.numbers.get_mut(&k) {
-                Some(n) => *n += c,
+                Some(n) => *n = n.saturating_add(c),
                 None if room => {
                     self.numbers.insert(k, c);
                 }
                 None => {
-                    self.values.other += c;
+                    self.values.other = self.values.other.saturating_add(c);
                     self.values.overflowed |= self.plan.known_values.is_none();
                 }
             }
         }
-        self.values.other += o.values.other;
+        self.values.other = self.values.other.saturating_add(o.values.other);
         self.values.overflowed |= o.values.overflowed;
         self.sample.merge(o.sample);
     }
@@ -690,7 +691,7 @@ impl ProfileBuilder {
             self.sample_below, other.sample_below,
             "merged samples must share a cut-off"
         );
-        self.rows += other.rows;
+        self.rows = self.rows.saturating_add(other.rows);
         for (a, b) in self.columns.iter_mut().zip(other.columns) {
             a.merge(b);
         }

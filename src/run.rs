@@ -197,8 +197,7 @@ pub fn run_job(
             (Some(_), Some(_)) => Some(
                 ParquetObject::open_all(&plan.input, &date_objects)?
                     .iter()
-                    .map(ParquetObject::num_rows)
-                    .sum(),
+                    .fold(0u64, |n, o| n.saturating_add(o.num_rows())),
             ),
             _ => None,
         };
@@ -220,6 +219,7 @@ pub fn run_job(
             leftovers_removed: AtomicU64::new(0),
             drift_page: Mutex::new(None),
             committed_date: AtomicBool::new(false),
+            part_recorded: AtomicBool::new(false),
         };
         let result = run.execute();
         drift_page = run.drift_page.lock().ok().and_then(|mut p| p.take());
@@ -229,6 +229,10 @@ pub fn run_job(
             Ok(_) => DateState::ShardDone,
             // The date is another runner's now: what is there is its work, not ours to clear.
             Err(e) if e.chain().any(|c| c.is::<LeaseLost>()) => DateState::HandedOver,
+            // A shard that failed after recording its part (while completing the date): its
+            // outputs are what its manifest lists, and a peer finishing at the same instant
+            // may be committing them; the date is left as it is.
+            Err(_) if run.part_recorded.load(Ordering::SeqCst) => DateState::ShardDone,
             Err(_) if run.touched.load(Ordering::SeqCst) => run.clean_up(),
             Err(_) => DateState::Untouched,
         });
@@ -474,8 +478,20 @@ struct Run<'a> {
     leftovers_removed: AtomicU64,
     /// Set when this run wrote the date's `_SUCCESS` (a shard's run may not).
     committed_date: AtomicBool,
+    /// A shard's: set once its manifest is written (its part of the date is recorded).
+    part_recorded: AtomicBool,
     /// The drift page, for a job that logs its runs to MLflow.
     drift_page: Mutex<Option<String>>,
+}
+
+/// A shard's part of its date's drift profile, as stored beside its manifest, with what it
+/// was made with: the parts of one date merge only if these agree.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPart {
+    model: String,
+    /// The date's row count the samples' cut-off was set for.
+    date_rows: u64,
+    profile: crate::profile::PartialProfile,
 }
 
 /// What the writer collected: the outputs and the counts.
@@ -524,10 +540,13 @@ impl Run<'_> {
             // The shard that completes the date reports its drift from every shard's part.
             (Some(_), Some(current), Some(s)) => {
                 let loc = s.profile(&self.plan.output);
-                loc.store.put(
-                    &loc.key,
-                    Bytes::from(serde_json::to_vec(&current.to_partial())?),
-                )?;
+                let part = StoredPart {
+                    model: self.part_origin(),
+                    date_rows: self.date_rows.unwrap_or_default(),
+                    profile: current.to_partial(),
+                };
+                loc.store
+                    .put(&loc.key, Bytes::from(serde_json::to_vec(&part)?))?;
                 None
             }
             (Some(reference), Some(current), None) => {
@@ -887,6 +906,7 @@ impl Run<'_> {
         loc.store
             .put(&loc.key, Bytes::from(serde_json::to_vec_pretty(&manifest)?))
             .with_context(|| format!("writing shard manifest {}", loc.uri()))?;
+        self.part_recorded.store(true, Ordering::SeqCst);
         let relative = |prefix: &Location, m: &HashMap<String, ObjectMeta>| {
             m.values()
                 .map(|o| {
@@ -929,6 +949,12 @@ impl Run<'_> {
         Ok(manifest)
     }
 
+    /// What a shard's stored profile was made with: the model version and its artifact.
+    fn part_origin(&self) -> String {
+        let m = &self.model.manifest;
+        format!("{} ({})", m.model_ref(), m.artifact_sha256)
+    }
+
     /// The shard that completes a date: every shard's stored profile merged into the date's,
     /// compared with the reference and reported, as one unsharded run would have.
     fn merged_drift(&self, s: &Shard) -> Result<Option<DriftSummary>> {
@@ -945,11 +971,21 @@ impl Run<'_> {
                 .store
                 .get(&loc.key)
                 .with_context(|| format!("reading shard {}'s profile", other.label()))?;
+            let part: StoredPart =
+                serde_json::from_slice(&part).with_context(|| format!("reading {}", loc.uri()))?;
+            if part.model != self.part_origin() || part.date_rows != rows {
+                bail!(
+                    "shard {} profiled {} rows with model {}, this shard {} rows with {}: the \
+                     shards of one run must score the same date with the same model",
+                    other.label(),
+                    part.date_rows,
+                    part.model,
+                    rows,
+                    self.part_origin()
+                );
+            }
             merged
-                .merge_partial(
-                    serde_json::from_slice(&part)
-                        .with_context(|| format!("reading {}", loc.uri()))?,
-                )
+                .merge_partial(part.profile)
                 .with_context(|| format!("merging {}", loc.uri()))?;
         }
         Ok(Some(self.report_drift(reference, merged.finish())?))

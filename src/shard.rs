@@ -98,7 +98,7 @@ pub fn complete(
     mut date_manifest: RunManifest,
     list: impl FnOnce() -> Result<(Listing, Listing)>,
     drift: impl FnOnce() -> Result<Option<crate::drift::DriftSummary>>,
-    before_commit: impl FnOnce() -> Result<()>,
+    before_commit: impl Fn() -> Result<()>,
 ) -> Result<Option<RunManifest>> {
     let mut manifests = Vec::with_capacity(shard.count as usize);
     for i in 0..shard.count {
@@ -156,6 +156,8 @@ pub fn complete(
     }
     date_manifest.files = files;
     date_manifest.counts = counts;
+    // The lease first: a shard that lost the date must not write its drift report either.
+    before_commit()?;
     date_manifest.drift = drift()?;
     date_manifest.shards = Some(ShardSet {
         count: shard.count,
