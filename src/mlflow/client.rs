@@ -40,16 +40,6 @@ pub struct ModelVersion {
     pub creation_timestamp: i64,
 }
 
-/// A file or folder of an artifact listing.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ArtifactFile {
-    pub path: String,
-    #[serde(default)]
-    pub is_dir: bool,
-    #[serde(default)]
-    pub file_size: Option<u64>,
-}
-
 /// The API's error body: `{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "..."}`.
 #[derive(Debug, Deserialize)]
 struct ApiError {
@@ -132,10 +122,6 @@ impl Client {
         })
     }
 
-    pub fn server(&self) -> &Server {
-        &self.server
-    }
-
     /// `GET api/2.0/mlflow/model-versions/get`.
     pub fn model_version(&self, name: &str, version: u32) -> Result<ModelVersion> {
         #[derive(Deserialize)]
@@ -176,17 +162,6 @@ impl Client {
             &[("name", name), ("version", &v)],
         )?;
         Ok(a.artifact_uri)
-    }
-
-    /// The files directly under `path` of the server's artifact proxy.
-    pub fn list_artifacts(&self, path: &str) -> Result<Vec<ArtifactFile>> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            files: Vec<ArtifactFile>,
-        }
-        let a: Answer = self.get("api/2.0/mlflow-artifacts/artifacts", &[("path", path)])?;
-        Ok(a.files)
     }
 
     /// One file of the server's artifact proxy, whole.
