@@ -29,4 +29,6 @@ pub mod score;
 pub mod shard;
 mod simd;
 pub mod storage;
+pub mod timetable;
+pub mod ui;
 pub mod write;

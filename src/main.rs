@@ -11,8 +11,8 @@ fn main() -> ExitCode {
     nightshift::failpoint::setup_from_env();
     let cli = Cli::parse();
     // Commands print what users need on stdout, so they log only warnings unless asked; the
-    // daemon's log is its output.
-    let daemon = matches!(cli.command, Command::Daemon(_));
+    // daemon's log (and the pages server's) is its output.
+    let daemon = matches!(cli.command, Command::Daemon(_) | Command::Ui(_));
     let default_level = match cli.verbose {
         0 if !daemon => "warn",
         0 | 1 => "warn,nightshift=info",

@@ -161,6 +161,46 @@ pub struct RunRecord {
     /// logging comes after the record is written, and the daemon counts failures.
     #[serde(skip)]
     pub mlflow_log: Option<MlflowLog>,
+    /// How long each stage took, in order (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageTime>,
+}
+
+/// One stage of a run and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+/// Times a run's stages as it goes: each lap is the time since the previous one (or since
+/// the start), so the stages add up to the run.
+#[derive(Debug)]
+pub struct Stages(std::sync::Mutex<(std::time::Instant, Vec<StageTime>)>);
+
+impl Stages {
+    pub fn start() -> Self {
+        Self(std::sync::Mutex::new((
+            std::time::Instant::now(),
+            Vec::new(),
+        )))
+    }
+
+    /// Ends the stage called `stage` now.
+    pub fn lap(&self, stage: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let seconds = now.duration_since(g.0).as_secs_f64();
+        g.0 = now;
+        g.1.push(StageTime {
+            stage: stage.to_string(),
+            seconds,
+        });
+    }
+
+    pub fn times(&self) -> Vec<StageTime> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
 }
 
 /// How logging a committed run to MLflow went.
@@ -203,10 +243,48 @@ pub struct RunHistory {
 
 /// A record known from the listing, not read yet.
 #[derive(Debug, Clone)]
-struct RecordKey {
-    key: String,
-    date: NaiveDate,
-    run_id: String,
+pub(crate) struct RecordKey {
+    pub key: String,
+    pub date: NaiveDate,
+    pub run_id: String,
+    /// What the listing said of the object: a cached copy is used only while it matches.
+    pub version: Version,
+}
+
+/// An object's size, modification time and ETag, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub etag: String,
+}
+
+impl Version {
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            size: meta.size,
+            last_modified: meta.last_modified,
+            etag: meta.etag.clone(),
+        }
+    }
+}
+
+/// Parsed run records kept between calls of [`RunHistory::latest_cached`], so that a caller
+/// asking again and again (the daemon's `/jobs`) reads and parses only the records written
+/// since. An entry is used only while the listing shows the object unchanged (size, time and
+/// ETag), and each job keeps only the entries its last call used: the cache holds at most
+/// `2 n` records per job.
+#[derive(Debug, Default)]
+pub struct RecordCache {
+    jobs: std::sync::Mutex<std::collections::HashMap<String, Vec<(RecordKey, RunRecord)>>>,
+}
+
+impl RecordCache {
+    /// Forgets the jobs not named (removed from the daemon's job files).
+    pub fn keep_jobs(&self, names: &[String]) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.retain(|job, _| names.contains(job));
+    }
 }
 
 /// Records read past the newest ones at most, looking for the last succeeded run (for the
@@ -267,14 +345,14 @@ impl RunHistory {
     /// The job's records as the listing shows them, newest first (by run id, which starts
     /// with the start time). Objects not laid out as `DATE/RUN_ID.json` are not records
     /// (temporary files of a write in progress among them).
-    fn keys(&self, job: &str) -> Result<Vec<RecordKey>> {
+    pub(crate) fn keys(&self, job: &str) -> Result<Vec<RecordKey>> {
         let mut keys = listed(&self.root.join(job), ".json")?;
         keys.sort_by(|a, b| (&b.run_id, &b.key).cmp(&(&a.run_id, &a.key)));
         Ok(keys)
     }
 
     /// Reads one record; an unreadable one is logged (naming it) and skipped.
-    fn read(&self, k: &RecordKey) -> Option<RunRecord> {
+    pub(crate) fn read(&self, k: &RecordKey) -> Option<RunRecord> {
         let parsed = self.root.store.get(&k.key).and_then(|bytes| {
             serde_json::from_slice::<RunRecord>(&bytes).map_err(anyhow::Error::from)
         });
@@ -329,13 +407,41 @@ impl RunHistory {
     /// records however many there are; unreadable ones are skipped (and replaced by older
     /// ones, up to `n` more reads).
     pub fn latest(&self, job: &str, n: usize) -> Result<Vec<RunRecord>> {
+        self.latest_cached(job, n, &RecordCache::default())
+    }
+
+    /// [`RunHistory::latest`], reading only the records that `cache` does not hold as listed.
+    pub fn latest_cached(
+        &self,
+        job: &str,
+        n: usize,
+        cache: &RecordCache,
+    ) -> Result<Vec<RunRecord>> {
+        let keys = self.keys(job)?;
+        let before = {
+            let mut jobs = cache.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.remove(job).unwrap_or_default()
+        };
+        let mut used: Vec<(RecordKey, RunRecord)> = Vec::with_capacity(n.min(1024));
         let mut out = Vec::with_capacity(n.min(1024));
-        for k in self.keys(job)?.iter().take(2 * n) {
+        for k in keys.iter().take(2 * n) {
             if out.len() == n {
                 break;
             }
-            out.extend(self.read(k));
+            let cached = before
+                .iter()
+                .find(|(c, _)| c.key == k.key && c.version == k.version)
+                .map(|(_, r)| r.clone());
+            if let Some(r) = cached.or_else(|| self.read(k)) {
+                used.push((k.clone(), r.clone()));
+                out.push(r);
+            }
         }
+        cache
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.to_string(), used);
         out.sort_by_key(|r| r.started_at);
         Ok(out)
     }
@@ -443,6 +549,7 @@ fn listed(dir: &Location, suffix: &str) -> Result<Vec<RecordKey>> {
             Some(RecordKey {
                 run_id: run_id.to_string(),
                 date,
+                version: Version::of(&o),
                 key: o.key,
             })
         })

@@ -33,7 +33,7 @@ use crate::profile::{DatasetProfile, ProfileBuilder, RowOrigin};
 use crate::read::{check_schema, is_data_file, FetchAhead, ParquetObject, RowGroupChunks};
 use crate::record::{
     DateState, InputFingerprint, MlflowLog, OutputFile, RunHistory, RunManifest, RunRecord,
-    RunStatus, StoredObject, SUCCESS_MARKER,
+    RunStatus, Stages, StoredObject, SUCCESS_MARKER,
 };
 use crate::score::{BatchOrigin, Counts, ScoredBatch, Scorer};
 use crate::shard::{self, Shard};
@@ -144,7 +144,9 @@ pub fn run_job(
         shard: opts.shard.clone(),
         mlflow: None,
         mlflow_log: None,
+        stages: Vec::new(),
     };
+    let stages = Stages::start();
     // Held until the run record is written: one writer per job and date, from the first
     // check to the last word.
     let mut lease: Option<Lease> = None;
@@ -160,6 +162,7 @@ pub fn run_job(
         let lease = &*lease.insert(Lease::acquire(
             &state, &job.name, date, shard, &run_id, ttl,
         )?);
+        stages.lap("lease");
         failpoint!("run::plan");
         let mut plan = PartitionPlan::resolve(job, date, stores)?;
         // The whole date's objects: a shard's drift sample cut-off is the date's.
@@ -172,6 +175,7 @@ pub fn run_job(
         record.partitions = plan.objects.len();
         record.output = Some(plan.output.uri().to_string());
         record.quarantine = Some(plan.quarantine.uri().to_string());
+        stages.lap("plan");
         failpoint!("run::model");
         let source = ModelSource::for_job(job, settings, stores)?;
         let pinned = source.load(&job.model, job.drift.enabled)?;
@@ -202,7 +206,9 @@ pub fn run_job(
             _ => None,
         };
         let reports = stores.locate(&settings.reports)?;
+        stages.lap("model");
         let run = Run {
+            stages: &stages,
             job,
             plan: &plan,
             date_rows,
@@ -238,8 +244,14 @@ pub fn run_job(
         });
         result
     })();
+    stages.lap(if outcome.is_ok() {
+        "commit"
+    } else {
+        "failure and clean-up"
+    });
     record.finished_at = Utc::now();
     record.seconds = clock.elapsed().as_secs_f64();
+    record.stages = stages.times();
     let error = match outcome {
         Ok(manifest) => {
             record.status = RunStatus::Succeeded;
@@ -458,6 +470,8 @@ fn log_to_mlflow(
 
 struct Run<'a> {
     job: &'a JobSpec,
+    /// The stage clock of the run record.
+    stages: &'a Stages,
     plan: &'a PartitionPlan,
     /// A shard's: the row count of the whole date (all shards' objects), for the drift
     /// sample's cut-off.
@@ -531,9 +545,11 @@ impl Run<'_> {
     /// at any stage leaves no `_SUCCESS` over a partial set (see `run_job` for the clean-up).
     fn execute(&self) -> Result<RunManifest> {
         let prepared = self.prepare()?;
+        self.stages.lap("check");
         let marker = self.open_date()?;
         let (Written { mut files, counts }, profile) = self.score_all(&prepared)?;
         self.check_bad_rows(&counts)?;
+        self.stages.lap("score");
 
         failpoint!("run::drift");
         let drift = match (&self.reference, profile, &self.opts.shard) {
@@ -554,7 +570,9 @@ impl Run<'_> {
             }
             _ => None,
         };
+        self.stages.lap("drift");
         self.settle_outputs(&mut files)?;
+        self.stages.lap("settle");
 
         let plan = self.plan;
         let manifest = RunManifest {

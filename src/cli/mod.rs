@@ -12,6 +12,7 @@ mod run;
 mod runs;
 mod signals;
 mod train;
+mod ui;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use performance::{EvaluateArgs, PerformanceCommand};
 pub use run::{print_summary, RunArgs};
 pub use runs::{FormatArg, RunsCommand, StatusArg};
 pub use train::TrainArgs;
+pub use ui::UiArgs;
 
 /// Scheduled batch scoring of machine-learning models over Parquet.
 #[derive(Debug, Parser)]
@@ -82,6 +84,8 @@ pub enum Command {
     Performance(PerformanceCommand),
     /// Run every job on its schedule, with an HTTP API for health, metrics, runs and scores.
     Daemon(DaemonArgs),
+    /// Serve the daemon's web pages read-only, from the job files alone (no scheduling).
+    Ui(UiArgs),
 }
 
 /// Splitting work over processes (Kubernetes Indexed Jobs, AWS Batch array jobs).
@@ -128,6 +132,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Evaluate(args) => performance::evaluate(&args),
         Command::Performance(command) => performance::execute(command),
         Command::Daemon(args) => daemon::execute(args),
+        Command::Ui(args) => ui::execute(args),
     }
 }
 

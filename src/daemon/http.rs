@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 
@@ -24,9 +23,10 @@ use super::predict::{self, ModelCache, ModelError};
 use super::scheduler::{Accepted, Scheduler, TriggerError};
 use crate::config::{ModelRegistry, Settings};
 use crate::model::Registry;
-use crate::record::{RunHistory, RunRecord};
+use crate::record::{RecordCache, RunHistory, RunRecord};
 use crate::schema::{is_valid_name, ModelRef};
 use crate::storage::{Stores, Uri};
+pub use crate::ui::auth::{bearer_token, token_digest};
 
 /// Bodies of requests other than predictions.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -45,6 +45,8 @@ pub struct Api {
     pub models: Arc<ModelCache>,
     /// SHA-256 of the API token; `None` turns triggering off.
     pub token_sha256: Option<[u8; 32]>,
+    /// The run records `/jobs` showed last, so that it reads only the new ones.
+    pub records: Arc<RecordCache>,
 }
 
 impl Api {
@@ -53,22 +55,6 @@ impl Api {
     pub fn token_from_env(var: &str) -> Option<[u8; 32]> {
         std::env::var(var).ok().as_deref().and_then(token_digest)
     }
-}
-
-/// The digest a token is compared by, trimmed; `None` for an empty one.
-pub fn token_digest(token: &str) -> Option<[u8; 32]> {
-    let t = token.trim();
-    (!t.is_empty()).then(|| Sha256::digest(t.as_bytes()).into())
-}
-
-/// The token of an `Authorization` header value with the `Bearer` scheme, matched without
-/// regard to case (RFC 6750 section 2.1, RFC 9110 section 11.1).
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 pub fn router(api: Api) -> Router {
@@ -190,11 +176,12 @@ async fn describe(api: &Api, names: Vec<String>) -> Result<Vec<Value>, Response>
     let stores = api.stores.clone();
     let state = api.settings.state.clone();
     let job_names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+    let cache = api.records.clone();
     let histories = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<RunRecord>>> {
         let history = RunHistory::new(stores.locate(&state)?);
         job_names
             .iter()
-            .map(|n| history.latest(n, LAST_RUNS))
+            .map(|n| history.latest_cached(n, LAST_RUNS, &cache))
             .collect()
     })
     .await
@@ -224,6 +211,7 @@ async fn describe(api: &Api, names: Vec<String>) -> Result<Vec<Value>, Response>
 
 async fn jobs(State(api): State<Api>) -> Response {
     let names = api.scheduler.job_names();
+    api.records.keep_jobs(&names);
     match describe(&api, names).await {
         Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
         Err(r) => r,
@@ -326,24 +314,39 @@ async fn trigger(
             }
         },
     };
-    match api.scheduler.trigger(&name, date) {
-        Ok(accepted) => (
+    let accepted = api.scheduler.trigger(&name, date);
+    let status = accepted.as_ref().ok().copied();
+    match trigger_outcome(accepted, &name, date) {
+        Ok(message) => (
             StatusCode::ACCEPTED,
             Json(json!({
                 "job": name,
                 "date": date,
-                "status": accepted,
-                "message": match accepted {
-                    Accepted::Started => "the run started",
-                    Accepted::Waiting => "the run waits for a free slot (max_concurrent_runs) or for the job's previous run",
-                },
+                "status": status,
+                "message": message,
             })),
         )
             .into_response(),
-        Err(e @ TriggerError::UnknownJob(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ TriggerError::Conflict(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// What a trigger did, in words, or the status and message of its refusal: the API's and the
+/// web page's answer alike.
+pub fn trigger_outcome(
+    accepted: Result<Accepted, TriggerError>,
+    job: &str,
+    date: NaiveDate,
+) -> Result<String, (StatusCode, String)> {
+    match accepted {
+        Ok(Accepted::Started) => Ok(format!("the run of {job} {date} started")),
+        Ok(Accepted::Waiting) => Ok(format!(
+            "the run of {job} {date} waits for a free slot (max_concurrent_runs) or for the job's previous run"
+        )),
+        Err(e @ TriggerError::UnknownJob(_)) => Err((StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ TriggerError::Conflict(_)) => Err((StatusCode::CONFLICT, e.to_string())),
         Err(e @ TriggerError::ShuttingDown) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         }
     }
 }

@@ -19,7 +19,6 @@ pub mod metrics;
 pub mod predict;
 pub mod reload;
 pub mod scheduler;
-pub mod timetable;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +37,7 @@ use crate::performance;
 use crate::record::{RunHistory, RunRecord, RunStatus};
 use crate::run::{run_job, RunFailed, RunOptions};
 use crate::storage::Stores;
+use crate::timetable;
 use clock::SystemClock;
 use metrics::Metrics;
 use reload::JobsFolder;
@@ -82,6 +82,38 @@ impl Runner for JobRunner {
             ..Default::default()
         };
         run_job(job, date, &self.settings, &self.stores, &opts)
+    }
+}
+
+/// The web pages' view of the daemon: its jobs, their runs and their triggers, from the
+/// scheduler.
+struct SchedulerActivity(Scheduler);
+
+impl crate::ui::Activity for SchedulerActivity {
+    fn jobs(&self) -> Vec<Arc<JobSpec>> {
+        self.0.specs()
+    }
+
+    fn active(&self, job: &str) -> std::collections::BTreeSet<NaiveDate> {
+        self.0
+            .view(job)
+            .map(|v| {
+                let running = v.running.iter().map(|a| a.date);
+                running.chain(v.waiting.iter().map(|p| p.date)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn next_run(&self, job: &JobSpec) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.view(&job.name).and_then(|v| v.next_run)
+    }
+
+    fn trigger(
+        &self,
+        job: &str,
+        date: NaiveDate,
+    ) -> Option<Result<String, (axum::http::StatusCode, String)>> {
+        Some(http::trigger_outcome(self.0.trigger(job, date), job, date))
     }
 }
 
@@ -155,15 +187,23 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         stores: stores.clone(),
         models: Arc::new(predict::ModelCache::default()),
         token_sha256: http::Api::token_from_env(TOKEN_VAR),
+        records: Default::default(),
     };
     let triggers = if api.token_sha256.is_some() {
         "on"
     } else {
         "off"
     };
+    let pages = crate::ui::Ui {
+        activity: Arc::new(SchedulerActivity(scheduler.clone())),
+        settings: settings.clone(),
+        stores: stores.clone(),
+        caches: Default::default(),
+        token_sha256: api.token_sha256,
+    };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(api))
+        axum::serve(listener, http::router(api).merge(crate::ui::router(pages)))
             .with_graceful_shutdown(async {
                 let _ = http_stopped.await;
             })

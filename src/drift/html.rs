@@ -1,9 +1,8 @@
 //! A self-contained HTML page for one drift report: the verdicts as a table, and per column
 //! the reference and current distributions overlaid (inline SVG, no scripts, no downloads).
 
-use std::fmt::Write;
-
 use anyhow::{Context, Result};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::render::{number, percent};
 use super::report::{profile_location, Report};
@@ -15,13 +14,6 @@ use crate::storage::Location;
 
 const REFERENCE_COLOUR: &str = "#4C78A8";
 const CURRENT_COLOUR: &str = "#F58518";
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// The bars of one column.
 struct Bars {
@@ -84,7 +76,7 @@ fn distributions(r: &ColumnProfile, c: &ColumnProfile) -> Bars {
     }
 }
 
-fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
+fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> Markup {
     let (w, h, pad) = (560.0, 180.0, 24.0);
     let n = labels.len().max(1) as f64;
     let max = reference
@@ -94,66 +86,65 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> String {
         .fold(0.0_f64, f64::max)
         .max(1e-12);
     let bw = (w - 2.0 * pad) / n;
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#,
-        h + 30.0
-    );
-    for (i, label) in labels.iter().enumerate() {
-        let x = pad + i as f64 * bw;
-        for (share, colour, dx) in [
-            (reference[i], REFERENCE_COLOUR, 0.0),
-            (current[i], CURRENT_COLOUR, bw * 0.15),
-        ] {
-            let bh = share / max * (h - pad);
-            let _ = write!(
-                s,
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{colour}" fill-opacity="0.6"><title>{}: {:.1}%</title></rect>"#,
-                x + dx,
-                h - bh,
-                bw * 0.8,
-                esc(label),
-                share * 100.0
-            );
+    let named = labels.len() <= 12 && !labels.first().is_some_and(|l| l.contains(" to "));
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(w) height=(h + 30.0) role="img" {
+            @for (i, label) in labels.iter().enumerate() {
+                @for (share, colour, dx) in [(reference[i], REFERENCE_COLOUR, 0.0), (current[i], CURRENT_COLOUR, bw * 0.15)] {
+                    @let bh = share / max * (h - pad);
+                    rect x=(f1(pad + i as f64 * bw + dx)) y=(f1(h - bh)) width=(f1(bw * 0.8)) height=(f1(bh))
+                        fill=(colour) fill-opacity="0.6" {
+                        title { (label) ": " (format!("{:.1}", share * 100.0)) "%" }
+                    }
+                }
+            }
+            line x1=(pad) y1=(h) x2=(w - pad) y2=(h) stroke="#888" {}
+            @if named {
+                // Categories: every bar gets its name.
+                @for (i, label) in labels.iter().enumerate() {
+                    text x=(f1(pad + (i as f64 + 0.5) * bw)) y=(h + 16.0) font-size="11" fill="#555" text-anchor="middle" { (label) }
+                }
+            } @else if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
+                text x=(pad) y=(h + 16.0) font-size="11" fill="#555" { (first) }
+                text x=(w - pad) y=(h + 16.0) font-size="11" fill="#555" text-anchor="end" { (last) }
+            }
         }
     }
-    let _ = write!(
-        s,
-        r##"<line x1="{pad}" y1="{h}" x2="{}" y2="{h}" stroke="#888"/>"##,
-        w - pad
-    );
-    if labels.len() <= 12 && !labels[0].contains(" to ") {
-        // Categories: every bar gets its name.
-        for (i, label) in labels.iter().enumerate() {
-            let x = pad + (i as f64 + 0.5) * bw;
-            let _ = write!(
-                s,
-                r##"<text x="{x:.1}" y="{}" font-size="11" fill="#555" text-anchor="middle">{}</text>"##,
-                h + 16.0,
-                esc(label)
-            );
-        }
-    } else if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
-        let _ = write!(
-            s,
-            r##"<text x="{pad}" y="{}" font-size="11" fill="#555">{}</text>"##,
-            h + 16.0,
-            esc(first)
-        );
-        let _ = write!(
-            s,
-            r##"<text x="{}" y="{}" font-size="11" fill="#555" text-anchor="end">{}</text>"##,
-            w - pad,
-            h + 16.0,
-            esc(last)
-        );
-    }
-    s.push_str("</svg>");
-    s
+}
+
+fn f1(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 /// The page of one report read back: the model version it names gives the reference profile,
 /// and the run kept its current profile beside the report.
 pub fn page(report: &Report, source: &ModelSource, reports: &Location) -> Result<String> {
+    let ctx = &report.context;
+    let title = format!(
+        "Drift: {} {} (model {}@{})",
+        ctx.job, ctx.logical_date, ctx.model_name, ctx.model_version
+    );
+    let (reference, current) = profiles(report, source, reports)?;
+    Ok(render(&title, &report.rows, &reference, &current))
+}
+
+/// [`body`] of one report read back, for the web UI: without the histograms (and saying
+/// why) when the profiles cannot be read.
+pub fn body_of(report: &Report, source: &ModelSource, reports: &Location) -> Markup {
+    match profiles(report, source, reports) {
+        Ok((reference, current)) => body(&report.rows, Some((&reference, &current))),
+        Err(e) => html! {
+            (body(&report.rows, None))
+            p.muted { "No histograms: " (format!("{e:#}")) }
+        },
+    }
+}
+
+fn profiles(
+    report: &Report,
+    source: &ModelSource,
+    reports: &Location,
+) -> Result<(DatasetProfile, DatasetProfile)> {
     let ctx = &report.context;
     let model = ModelRef {
         name: ctx.model_name.clone(),
@@ -165,9 +156,16 @@ pub fn page(report: &Report, source: &ModelSource, reports: &Location) -> Result
     let loc = profile_location(reports, &ctx.job, ctx.logical_date);
     let current: DatasetProfile = serde_json::from_slice(&loc.store.get(&loc.key)?)
         .with_context(|| format!("reading {}", loc.uri()))?;
-    let title = format!("Drift: {} {} (model {model})", ctx.job, ctx.logical_date);
-    Ok(render(&title, &report.rows, &reference, &current))
+    Ok((reference, current))
 }
+
+/// The page's styles, for the standalone page (the web UI has its own).
+pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:1rem 0}td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}
+td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
+.drift{color:#b00020;font-weight:600}.ok{color:#2e7d32}
+.cards{display:flex;flex-wrap:wrap;gap:1rem}.card{border:1px solid #ddd;border-radius:6px;padding:.8rem}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}";
 
 /// Renders the page. `title` names the job, date and run.
 pub fn render(
@@ -176,96 +174,72 @@ pub fn render(
     reference: &DatasetProfile,
     current: &DatasetProfile,
 ) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title><style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}}
-table{{border-collapse:collapse;margin:1rem 0}}td,th{{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}}
-td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){{text-align:left}}
-.drift{{color:#b00020;font-weight:600}}.ok{{color:#2e7d32}}
-.cards{{display:flex;flex-wrap:wrap;gap:1rem}}.card{{border:1px solid #ddd;border-radius:6px;padding:.8rem}}
-.legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}}
-</style></head><body><h1>{t}</h1>"#,
-        t = esc(title)
-    );
-    if let Some(d) = rows.iter().find(|r| r.column == DATASET_ROW) {
-        let _ = write!(
-            s,
-            r#"<p class="{}">Dataset drift: {} ({} of columns drifted; threshold {}). Reference rows: {}, current rows: {}.</p>"#,
-            if d.drift_detected { "drift" } else { "ok" },
-            if d.drift_detected {
-                "detected"
-            } else {
-                "not detected"
-            },
-            percent(d.statistic, 0),
-            percent(d.threshold, 0),
-            d.reference_count,
-            d.current_count
-        );
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { (title) } style { (PreEscaped(STYLE)) } }
+            body { h1 { (title) } (body(rows, Some((reference, current)))) }
+        }
+    };
+    page.into_string() + "\n"
+}
+
+/// The verdicts as a table, then per column the reference and current distributions (when the
+/// profiles are given).
+pub fn body(rows: &[DriftRow], profiles: Option<(&DatasetProfile, &DatasetProfile)>) -> Markup {
+    let pairs: Vec<_> = match profiles {
+        Some((reference, current)) => reference
+            .columns
+            .iter()
+            .filter_map(|r| current.column(&r.name).map(|c| (r, c)))
+            .chain(reference.score.iter().zip(current.score.iter()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let verdict = |d: bool| if d { "drift" } else { "ok" };
+    html! {
+        @if let Some(d) = rows.iter().find(|r| r.column == DATASET_ROW) {
+            p class=(verdict(d.drift_detected)) {
+                "Dataset drift: " (if d.drift_detected { "detected" } else { "not detected" })
+                " (" (percent(d.statistic, 0)) " of columns drifted; threshold " (percent(d.threshold, 0))
+                "). Reference rows: " (d.reference_count) ", current rows: " (d.current_count) "."
+            }
+        }
+        table {
+            tr { th { "column" } th { "type" } th { "method" } th { "statistic" } th { "p-value" } th { "threshold" } th { "drift" } th { "null rate (ref / cur)" } }
+            @for r in rows.iter().filter(|r| r.column != DATASET_ROW) {
+                tr {
+                    td { (r.column) } td { (r.column_type) } td { (r.method) }
+                    td { (number(Some(r.statistic))) } td { (number(r.p_value)) } td { (number(Some(r.threshold))) }
+                    td class=(verdict(r.drift_detected)) { (if r.drift_detected { "drift" } else { "no drift" }) }
+                    td { (percent(r.reference_null_rate, 2)) " / " (percent(r.current_null_rate, 2)) }
+                }
+            }
+        }
+        @if !pairs.is_empty() {
+            p.legend {
+                span style={"background:" (REFERENCE_COLOUR)} {} "reference (training data)"
+                span style={"background:" (CURRENT_COLOUR)} {} "current (this run)"
+            }
+        }
+        div.cards {
+            @for (r, c) in pairs {
+                @let bars = distributions(r, c);
+                div.card {
+                    h3 {
+                        (if r.name == SCORE_COLUMN { "score (model output)" } else { &r.name })
+                        @if let Some(v) = rows.iter().find(|row| row.column == r.name) {
+                            " " small class=(verdict(v.drift_detected)) { (v.method) " " (number(Some(v.statistic))) }
+                        }
+                    }
+                    @if let Some(n) = bars.sampled {
+                        p { small { "current bars: a uniform sample of " (n) " of " (c.count) " rows" } }
+                    }
+                    (svg(&bars.labels, &bars.reference, &bars.current))
+                }
+            }
+        }
     }
-    s.push_str("<table><tr><th>column</th><th>type</th><th>method</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drift</th><th>null rate (ref / cur)</th></tr>");
-    for r in rows.iter().filter(|r| r.column != DATASET_ROW) {
-        let _ = write!(
-            s,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{} / {}</td></tr>"#,
-            esc(&r.column),
-            r.column_type,
-            r.method,
-            number(Some(r.statistic)),
-            number(r.p_value),
-            number(Some(r.threshold)),
-            if r.drift_detected { "drift" } else { "ok" },
-            if r.drift_detected {
-                "drift"
-            } else {
-                "no drift"
-            },
-            percent(r.reference_null_rate, 2),
-            percent(r.current_null_rate, 2)
-        );
-    }
-    s.push_str("</table>");
-    let _ = write!(
-        s,
-        r#"<p class="legend"><span style="background:{REFERENCE_COLOUR}"></span>reference (training data)<span style="background:{CURRENT_COLOUR}"></span>current (this run)</p><div class="cards">"#
-    );
-    let pairs = reference
-        .columns
-        .iter()
-        .filter_map(|r| current.column(&r.name).map(|c| (r, c)))
-        .chain(reference.score.iter().zip(current.score.iter()));
-    for (r, c) in pairs {
-        let bars = distributions(r, c);
-        let verdict = rows.iter().find(|row| row.column == r.name);
-        let sampled = bars.sampled.map_or(String::new(), |n| {
-            format!(
-                "<p><small>current bars: a uniform sample of {n} of {} rows</small></p>",
-                c.count
-            )
-        });
-        let _ = write!(
-            s,
-            r#"<div class="card"><h3>{}{}</h3>{}{sampled}</div>"#,
-            esc(if r.name == SCORE_COLUMN {
-                "score (model output)"
-            } else {
-                &r.name
-            }),
-            verdict
-                .map(|v| format!(
-                    r#" <small class="{}">{} {}</small>"#,
-                    if v.drift_detected { "drift" } else { "ok" },
-                    v.method,
-                    number(Some(v.statistic))
-                ))
-                .unwrap_or_default(),
-            svg(&bars.labels, &bars.reference, &bars.current)
-        );
-    }
-    s.push_str("</div></body></html>\n");
-    s
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
 use super::Evaluation;
 use crate::drift::render::{number, percent};
 use crate::metric::Metric;
@@ -149,105 +151,74 @@ pub fn history_table(job: &str, all: &[Evaluation]) -> String {
     s
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The page's styles, for the standalone page (the web UI has its own).
+pub const STYLE: &str =
+    "body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}\
+td:first-child,th:first-child{text-align:left}tr.bad{background:#fdd}";
+
+/// A self-contained page: the metrics table and the reliability diagram.
+pub fn page(e: &Evaluation) -> String {
+    let title = format!("{} {}", e.job, e.logical_date);
+    let page = html! {
+        (DOCTYPE)
+        html {
+            head { meta charset="utf-8"; title { "performance " (title) } style { (PreEscaped(STYLE)) } }
+            body { h1 { (title) } (body(e)) }
+        }
+    };
+    page.into_string() + "\n"
 }
 
-/// A self-contained page: the metrics table and the reliability diagram (mean score against
-/// positive rate per bin, the diagonal is perfect calibration).
-pub fn page(e: &Evaluation) -> String {
-    let mut rows = String::new();
-    for m in &e.metrics {
-        let change = m.value.zip(m.holdout).map(|(v, h)| v - h);
-        let _ = writeln!(
-            rows,
-            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if m.degraded { " class=\"bad\"" } else { "" },
-            m.metric,
-            number(m.value),
-            number(m.estimated),
-            number(m.holdout),
-            number(change),
-            number(m.tolerance),
-            if m.degraded { "yes" } else { "no" }
-        );
-    }
-    let mut svg = String::new();
-    if !e.reliability.is_empty() {
-        let (w, h, pad) = (320.0, 320.0, 30.0);
-        let x = |v: f64| pad + v * (w - 2.0 * pad);
-        let y = |v: f64| h - pad - v * (h - 2.0 * pad);
-        let _ = write!(
-            svg,
-            "<svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"reliability diagram\">\
-             <line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4\"/>",
-            x(0.0),
-            y(0.0),
-            x(1.0),
-            y(1.0)
-        );
-        let points: Vec<String> = e
-            .reliability
-            .iter()
-            .map(|b| format!("{:.1},{:.1}", x(b.mean_score), y(b.positive_rate)))
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f5fa8\" stroke-width=\"2\"/>",
-            points.join(" ")
-        );
-        for b in &e.reliability {
-            let _ = write!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f5fa8\"><title>{:.1}-{:.1}: {} rows, mean score {}, positive rate {}</title></circle>",
-                x(b.mean_score),
-                y(b.positive_rate),
-                b.lower,
-                b.upper,
-                b.rows,
-                number(Some(b.mean_score)),
-                number(Some(b.positive_rate))
-            );
-        }
-        let _ = write!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"11\">mean score</text>\
-             <text x=\"4\" y=\"{}\" font-size=\"11\">positive rate</text></svg>",
-            w / 2.0 - 25.0,
-            h - 8.0,
-            pad - 10.0
-        );
-    }
+/// The metrics table and the reliability diagram (mean score against positive rate per bin;
+/// the diagonal is perfect calibration).
+pub fn body(e: &Evaluation) -> Markup {
     let c = &e.coverage;
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>performance {job} {date}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>\
-         <h1>{job} {date}</h1><p>Scores of run {run}, model {model}@{version}. {matched} of {scored} scored rows \
-         labeled; {unmatched} labels with no scored row; {nulls} null labels.{incomplete}</p>\
-         <table><tr><th>metric</th><th>realized</th><th>estimated</th><th>holdout</th><th>change</th><th>tolerance</th>\
-         <th>degraded</th></tr>{rows}</table>{svg}{notes}</body></html>\n",
-        job = escape(&e.job),
-        date = e.logical_date,
-        run = escape(&e.run_id),
-        model = escape(&e.model_name),
-        version = e.model_version,
-        matched = c.matched_rows,
-        scored = c.scored_rows,
-        unmatched = c.unmatched_labels,
-        nulls = c.null_labels,
-        incomplete = if e.labels_complete {
-            ""
-        } else {
-            " The labels' delay has not passed: they may be incomplete."
-        },
-        notes = e
-            .notes
-            .iter()
-            .map(|n| format!("<p>note: {}</p>", escape(n)))
-            .collect::<String>(),
-    )
+    html! {
+        p {
+            "Scores of run " (e.run_id) ", model " (e.model_name) "@" (e.model_version) ". "
+            (c.matched_rows) " of " (c.scored_rows) " scored rows labeled; " (c.unmatched_labels)
+            " labels with no scored row; " (c.null_labels) " null labels."
+            @if !e.labels_complete { " The labels' delay has not passed: they may be incomplete." }
+        }
+        table {
+            tr { th { "metric" } th { "realized" } th { "estimated" } th { "holdout" } th { "change" } th { "tolerance" } th { "degraded" } }
+            @for m in &e.metrics {
+                tr class=[m.degraded.then_some("bad")] {
+                    td { (m.metric) } td { (number(m.value)) } td { (number(m.estimated)) } td { (number(m.holdout)) }
+                    td { (number(m.value.zip(m.holdout).map(|(v, h)| v - h))) } td { (number(m.tolerance)) }
+                    td { (if m.degraded { "yes" } else { "no" }) }
+                }
+            }
+        }
+        @if !e.reliability.is_empty() { (reliability(e)) }
+        @for n in &e.notes { p { "note: " (n) } }
+    }
+}
+
+fn reliability(e: &Evaluation) -> Markup {
+    let (w, h, pad) = (320.0, 320.0, 30.0);
+    let x = |v: f64| pad + v * (w - 2.0 * pad);
+    let y = |v: f64| h - pad - v * (h - 2.0 * pad);
+    let f = |v: f64| format!("{v:.1}");
+    let points: Vec<String> = e
+        .reliability
+        .iter()
+        .map(|b| format!("{:.1},{:.1}", x(b.mean_score), y(b.positive_rate)))
+        .collect();
+    html! {
+        svg width=(w) height=(h) role="img" aria-label="reliability diagram" {
+            line x1=(x(0.0)) y1=(y(0.0)) x2=(x(1.0)) y2=(y(1.0)) stroke="#999" stroke-dasharray="4" {}
+            polyline points=(points.join(" ")) fill="none" stroke="#1f5fa8" stroke-width="2" {}
+            @for b in &e.reliability {
+                circle cx=(f(x(b.mean_score))) cy=(f(y(b.positive_rate))) r="3" fill="#1f5fa8" {
+                    title {
+                        (format!("{:.1}-{:.1}", b.lower, b.upper)) ": " (b.rows) " rows, mean score "
+                        (number(Some(b.mean_score))) ", positive rate " (number(Some(b.positive_rate)))
+                    }
+                }
+            }
+            text x=(w / 2.0 - 25.0) y=(h - 8.0) font-size="11" { "mean score" }
+            text x="4" y=(pad - 10.0) font-size="11" { "positive rate" }
+        }
+    }
 }

@@ -19,9 +19,12 @@ const LAYERS: &[&[&str]] = &[
     // The stages of a run that use a model or a job.
     &["plan", "score", "drift"],
     &["record"],
-    // Beside each other: sharded runs, and evaluating committed dates against their labels.
-    &["shard", "performance"],
+    // Beside each other: sharded runs, evaluating committed dates against their labels, and
+    // when a job's schedule fires (pure functions).
+    &["shard", "performance", "timetable"],
     &["run"],
+    // The web pages: over records and reports; whoever serves them says what is running.
+    &["ui"],
     &["backfill", "daemon"],
     &["cli"],
 ];

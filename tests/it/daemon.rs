@@ -144,6 +144,7 @@ fn record(job: &str, date: NaiveDate, status: RunStatus) -> RunRecord {
         shard: None,
         mlflow: None,
         mlflow_log: None,
+        stages: Vec::new(),
     }
 }
 
@@ -558,9 +559,51 @@ fn history(dir: &Path) -> RunHistory {
     RunHistory::new(loc)
 }
 
+/// `/jobs` keeps the records it showed: one is read again only when the listing shows it
+/// changed (size, time or ETag), and a new one is read.
+#[test]
+fn cached_history_reads_only_records_the_listing_shows_changed() {
+    use nightshift::record::RecordCache;
+    let dir = tempfile::tempdir().unwrap();
+    let h = history(dir.path());
+    let day = date("2026-03-01");
+    let first = h.write(&record("j", day, RunStatus::Succeeded)).unwrap();
+    let cache = RecordCache::default();
+    let seen = h.latest_cached("j", 10, &cache).unwrap();
+    assert_eq!(seen.len(), 1);
+    // The same bytes' length and time, other content: the cache answers, so nothing is read.
+    let path = std::path::PathBuf::from(&first.key);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![b' '; len]).unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let again = h.latest_cached("j", 10, &cache).unwrap();
+    assert_eq!(again.len(), 1, "served from the cache");
+    assert_eq!(again[0].run_id, seen[0].run_id);
+    assert!(
+        h.latest("j", 10).unwrap().is_empty(),
+        "read afresh, the blank record is skipped"
+    );
+    // A changed time: read again (and skipped, being blank); a new record: read.
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(mtime + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    h.write(&record("j", day, RunStatus::Failed)).unwrap();
+    let now = h.latest_cached("j", 10, &cache).unwrap();
+    let statuses: Vec<_> = now.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![RunStatus::Failed]);
+    // A job no longer configured is forgotten; asking again reads it afresh.
+    cache.keep_jobs(&[]);
+    assert_eq!(h.latest_cached("j", 10, &cache).unwrap().len(), 1);
+}
+
 #[test]
 fn catch_up_runs_exactly_the_missed_dates_up_to_the_limit() {
-    use nightshift::daemon::timetable::missed_dates;
+    use nightshift::timetable::missed_dates;
     let dir = tempfile::tempdir().unwrap();
     let h = history(dir.path());
     // Daily at 02:30 Berlin for yesterday; the last run was for 2026-03-01 (the tick of
@@ -744,6 +787,10 @@ impl Daemon {
         Daemon::spawn(cmd)
     }
 
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Starts a daemon command (with `--log-format json` and `--listen 127.0.0.1:0`), keeps
     /// everything it prints on stdout and stderr, and waits for the address it listens on.
     pub(crate) fn spawn(mut cmd: Command) -> Daemon {
@@ -869,13 +916,29 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`], with the response's head (status line and headers) too. A body is sent as JSON
+/// unless `headers` name another Content-Type.
+pub(crate) fn http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !body.is_empty() {
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         req.push_str("Content-Type: application/json\r\n");
     }
     for (k, v) in headers {
@@ -901,7 +964,7 @@ pub(crate) fn http(
     } else {
         rest.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {

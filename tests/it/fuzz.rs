@@ -41,13 +41,13 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use nightshift::config::{BadRowPolicy, Diagnostics};
-use nightshift::daemon::timetable;
 use nightshift::model::formats::{self, Format, InputColumn, InputKind, Parsed};
 use nightshift::model::{LoadedModel, Registry};
 use nightshift::read::{check_schema, ParquetObject};
 use nightshift::schema::ModelRef;
 use nightshift::score::{BatchOrigin, Scorer};
 use nightshift::storage::{Stores, Uri};
+use nightshift::timetable;
 
 use crate::util::{files_under, read_parquet, Env, FIXTURES};
 

@@ -20,6 +20,7 @@ mod prefetch;
 mod s3;
 mod security;
 mod storage_integrity;
+mod ui;
 mod util;
 mod util_s3;
 mod validate;

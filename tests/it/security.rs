@@ -19,13 +19,13 @@ use nightshift::daemon::http::{bearer_token, token_digest};
 use nightshift::daemon::metrics::Metrics;
 use nightshift::daemon::predict::{self, ModelCache};
 use nightshift::daemon::scheduler::{Runner, Scheduler};
-use nightshift::daemon::timetable::missed_dates;
 use nightshift::model::Registry;
 use nightshift::record::{RunHistory, RunRecord, RunStatus};
 use nightshift::run::RunFailed;
 use nightshift::schema::ModelRef;
 use nightshift::score::Counts;
 use nightshift::storage::{LocalStorage, Location, ObjectMeta, ObjectSink, Storage, Stores, Uri};
+use nightshift::timetable::missed_dates;
 use serde_json::{json, Value};
 
 use crate::daemon::Daemon;

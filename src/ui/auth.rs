@@ -1,0 +1,127 @@
+//! Who may see the pages: with an API token set (`NIGHTSHIFT_API_TOKEN`), every page needs it,
+//! as HTTP Basic (any user name, the token as password), as a bearer token, or as the cookie
+//! that the login form sets (HttpOnly, SameSite=Strict). The cookie and the CSRF token are
+//! derived from the token's digest, so neither gives the token away, and changing the token
+//! ends every session. Without a token the pages are open, and the one action is off.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{html, pages, Ui};
+
+pub const COOKIE: &str = "nightshift_session";
+
+/// The digest a token is compared by, trimmed; `None` for an empty one.
+pub fn token_digest(token: &str) -> Option<[u8; 32]> {
+    let t = token.trim();
+    (!t.is_empty()).then(|| Sha256::digest(t.as_bytes()).into())
+}
+
+/// The token of an `Authorization` header value with the `Bearer` scheme, matched without
+/// regard to case (RFC 6750 section 2.1, RFC 9110 section 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A value derived from the token's digest for one purpose.
+fn derive(token_sha256: &[u8; 32], purpose: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"nightshift-ui\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(token_sha256);
+    hex::encode(h.finalize())
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    bool::from(a.ct_eq(&b))
+}
+
+/// A request that passed the check.
+pub struct Session {
+    /// The CSRF token forms carry; `None` when no token is set (the action is off).
+    pub csrf: Option<String>,
+}
+
+impl Session {
+    pub fn csrf_matches(&self, given: &str) -> bool {
+        self.csrf.as_deref().is_some_and(|c| equal(c, given))
+    }
+}
+
+/// The session of a request, or the answer that asks for the token.
+#[allow(clippy::result_large_err)]
+pub fn check(ui: &Ui, headers: &HeaderMap) -> Result<Session, Response> {
+    let Some(digest) = &ui.token_sha256 else {
+        return Ok(Session { csrf: None });
+    };
+    let session = Session {
+        csrf: Some(derive(digest, "csrf")),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let by_header = authorization.and_then(|v| {
+        bearer_token(v)
+            .map(str::to_string)
+            .or_else(|| basic_password(v))
+    });
+    if by_header
+        .as_deref()
+        .and_then(token_digest)
+        .is_some_and(|g| bool::from(g.ct_eq(digest)))
+    {
+        return Ok(session);
+    }
+    let expected = derive(digest, "session");
+    let by_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(k, v)| k == COOKIE && equal(v, &expected));
+    if by_cookie {
+        return Ok(session);
+    }
+    let mut r = html(StatusCode::UNAUTHORIZED, pages::login(true, None));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(r#"Basic realm="nightshift", charset="UTF-8""#),
+    );
+    Err(r.into_response())
+}
+
+/// The password of an `Authorization: Basic` value.
+fn basic_password(value: &str) -> Option<String> {
+    let (scheme, encoded) = value.trim_start().split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_string())
+}
+
+/// The `Set-Cookie` value for a correct token from the login form.
+pub fn login(ui: &Ui, token: &str) -> Option<String> {
+    let digest = ui.token_sha256.as_ref()?;
+    let given = token_digest(token)?;
+    bool::from(given.ct_eq(digest)).then(|| {
+        format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            derive(digest, "session")
+        )
+    })
+}
