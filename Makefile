@@ -1,6 +1,6 @@
 # Developer entry points. CI (.ci/run) runs `make lint test`: the linters, then the suite (`make test` runs the linters first too).
 
-.PHONY: demo test build lint fixtures bench bench-kernels clean fuzz soak
+.PHONY: demo test build lint fixtures bench bench-ui bench-kernels clean fuzz soak ui-shots
 
 CARGO ?= cargo
 # `make demo` runs the development build, the one `make test` builds too: a fresh clone compiles
@@ -67,6 +67,13 @@ bench: $(NIGHTSHIFT_RELEASE)
 		python3 -m pip install -q numpy pyarrow scikit-learn joblib duckdb polars pandas boto3 lightgbm==4.7.0 xgboost==3.2.0 onnxruntime==1.32.0 onnxmltools==1.16.0 onnx==1.23.2 skl2onnx==1.20.0
 	@command -v s3s-fs >/dev/null || cargo install s3s-fs@$(S3S_FS_VERSION) --features binary --locked
 	python3 benches/bench.py $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-ui
+
+# The web pages on a year of history: a job page of 365 dates and 50 features against its
+# 300 ms target (benches/ui.py, docs/benchmarks.md). Also run by `make bench`.
+bench-ui: $(NIGHTSHIFT_RELEASE)
+	$(CARGO) build --release --locked --example ui-state
+	python3 benches/ui.py --binary $(NIGHTSHIFT_RELEASE) --state-tool target/release/examples/ui-state
 
 # Criterion micro-benchmarks of the hot kernels (feature matrix, linear scoring, forest,
 # profile update, KS, Wasserstein): benches/kernels. Builds criterion the first time.
@@ -93,6 +100,15 @@ SOAK_MINUTES ?= 30
 soak:
 	$(CARGO) build --locked --bin nightshift
 	python3 tests/soak.py --binary $(NIGHTSHIFT) --minutes $(SOAK_MINUTES)
+
+# Screenshots of the web pages (docs/ui.md) over the fixture state of fixtures/ui-state.rs,
+# taken by headless Chromium: Debian's package, installed here the first time (measured with
+# chromium 148.0.7778.167-1~deb12u1). Writes docs/ui/*.png.
+CHROMIUM ?= chromium
+ui-shots:
+	$(CARGO) build --locked --bin nightshift --example ui-state
+	@command -v $(CHROMIUM) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	python3 tests/ui_shots.py --binary $(NIGHTSHIFT) --state-tool target/debug/examples/ui-state --chromium $(CHROMIUM)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -41,6 +41,7 @@ pub(super) fn execute(args: UiArgs) -> Result<ExitCode> {
         stores: stores.clone(),
         caches: Default::default(),
         token_sha256: Api::token_from_env(TOKEN_VAR),
+        loopback: args.listen.ip().is_loopback(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

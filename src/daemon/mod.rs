@@ -86,8 +86,8 @@ impl Runner for JobRunner {
 }
 
 /// The web pages' view of the daemon: its jobs, their runs and their triggers, from the
-/// scheduler.
-struct SchedulerActivity(Scheduler);
+/// scheduler; dates other runners hold (a backfill, a shard in another pod) from the leases.
+struct SchedulerActivity(Scheduler, Arc<Settings>, Stores);
 
 impl crate::ui::Activity for SchedulerActivity {
     fn jobs(&self) -> Vec<Arc<JobSpec>> {
@@ -95,13 +95,19 @@ impl crate::ui::Activity for SchedulerActivity {
     }
 
     fn active(&self, job: &str) -> std::collections::BTreeSet<NaiveDate> {
-        self.0
+        let mut dates: std::collections::BTreeSet<NaiveDate> = self
+            .0
             .view(job)
             .map(|v| {
                 let running = v.running.iter().map(|a| a.date);
                 running.chain(v.waiting.iter().map(|p| p.date)).collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        match crate::ui::data::leased_dates(&self.1, &self.2, job, chrono::Utc::now()) {
+            Ok(leased) => dates.extend(leased),
+            Err(e) => warn!(job = %job, error = %format!("{e:#}"), "Cannot list the job's leases."),
+        }
+        dates
     }
 
     fn next_run(&self, job: &JobSpec) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -195,11 +201,16 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
         "off"
     };
     let pages = crate::ui::Ui {
-        activity: Arc::new(SchedulerActivity(scheduler.clone())),
+        activity: Arc::new(SchedulerActivity(
+            scheduler.clone(),
+            settings.clone(),
+            stores.clone(),
+        )),
         settings: settings.clone(),
         stores: stores.clone(),
         caches: Default::default(),
         token_sha256: api.token_sha256,
+        loopback: opts.listen.ip().is_loopback(),
     };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

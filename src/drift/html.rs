@@ -90,7 +90,7 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> Markup {
     html! {
         svg xmlns="http://www.w3.org/2000/svg" width=(w) height=(h + 30.0) role="img" {
             @for (i, label) in labels.iter().enumerate() {
-                @for (share, colour, dx) in [(reference[i], REFERENCE_COLOUR, 0.0), (current[i], CURRENT_COLOUR, bw * 0.15)] {
+                @for (share, colour, dx) in [(at(reference, i), REFERENCE_COLOUR, 0.0), (at(current, i), CURRENT_COLOUR, bw * 0.15)] {
                     @let bh = share / max * (h - pad);
                     rect x=(f1(pad + i as f64 * bw + dx)) y=(f1(h - bh)) width=(f1(bw * 0.8)) height=(f1(bh))
                         fill=(colour) fill-opacity="0.6" {
@@ -112,6 +112,12 @@ fn svg(labels: &[String], reference: &[f64], current: &[f64]) -> Markup {
     }
 }
 
+/// A bar's share; none past the end (a current histogram with other edges than the
+/// reference's draws no bar, rather than failing the page).
+fn at(shares: &[f64], i: usize) -> f64 {
+    shares.get(i).copied().unwrap_or(0.0)
+}
+
 fn f1(v: f64) -> String {
     format!("{v:.1}")
 }
@@ -128,15 +134,26 @@ pub fn page(report: &Report, source: &ModelSource, reports: &Location) -> Result
     Ok(render(&title, &report.rows, &reference, &current))
 }
 
-/// [`body`] of one report read back, for the web UI: without the histograms (and saying
-/// why) when the profiles cannot be read.
-pub fn body_of(report: &Report, source: &ModelSource, reports: &Location) -> Markup {
-    match profiles(report, source, reports) {
-        Ok((reference, current)) => body(&report.rows, Some((&reference, &current))),
-        Err(e) => html! {
-            (body(&report.rows, None))
-            p.muted { "No histograms: " (format!("{e:#}")) }
-        },
+/// [`body`] of one report read back, for the web UI, with the reference profile it was
+/// given: without the histograms (and saying why) when either profile cannot be read.
+pub fn body_stored(
+    report: &Report,
+    reference: &Result<DatasetProfile>,
+    reports: &Location,
+) -> Markup {
+    let ctx = &report.context;
+    let loc = profile_location(reports, &ctx.job, ctx.logical_date);
+    let current = loc.store.get(&loc.key).and_then(|b| {
+        serde_json::from_slice::<DatasetProfile>(&b)
+            .with_context(|| format!("reading {}", loc.uri()))
+    });
+    let why = match (reference, &current) {
+        (Ok(reference), Ok(current)) => return body(&report.rows, Some((reference, current))),
+        (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
+    };
+    html! {
+        (body(&report.rows, None))
+        p.muted { "No histograms: " (why) }
     }
 }
 
@@ -218,8 +235,8 @@ pub fn body(rows: &[DriftRow], profiles: Option<(&DatasetProfile, &DatasetProfil
         }
         @if !pairs.is_empty() {
             p.legend {
-                span style={"background:" (REFERENCE_COLOUR)} {} "reference (training data)"
-                span style={"background:" (CURRENT_COLOUR)} {} "current (this run)"
+                span.key style={"background:" (REFERENCE_COLOUR)} {} "reference (training data)"
+                span.key style={"background:" (CURRENT_COLOUR)} {} "current (this run)"
             }
         }
         div.cards {

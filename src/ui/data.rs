@@ -25,11 +25,12 @@ pub struct Caches {
 
 impl Default for Caches {
     fn default() -> Self {
-        // A year of daily history for a hundred jobs is 36,500 of each.
+        // By count: a record is a few KiB parsed, a drift report of fifty features about ten
+        // (a year of daily history of ten jobs stays warm; the jobs page needs one per job).
         Self {
-            records: Versioned::new(50_000),
-            drift: Versioned::new(40_000),
-            performance: Versioned::new(40_000),
+            records: Versioned::new(20_000),
+            drift: Versioned::new(4_000),
+            performance: Versioned::new(4_000),
         }
     }
 }
@@ -67,6 +68,30 @@ impl DateRuns {
     pub fn latest(&self) -> &RunRecord {
         &self.runs[0]
     }
+
+    /// The records of the latest run as a whole: the latest record, or for a sharded run
+    /// every shard's record of it.
+    pub fn latest_run(&self) -> Vec<&RunRecord> {
+        let latest = self.latest();
+        match &latest.shard {
+            None => vec![latest],
+            Some(s) => self
+                .runs
+                .iter()
+                .map(|r| &**r)
+                .filter(|r| r.shard.as_ref().is_some_and(|o| o.run == s.run))
+                .collect(),
+        }
+    }
+
+    /// The latest run's rows: summed over its shards.
+    pub fn counts(&self) -> crate::score::Counts {
+        let mut c = crate::score::Counts::default();
+        for r in self.latest_run() {
+            c.add(&r.counts);
+        }
+        c
+    }
 }
 
 /// Which part of a job's history a page needs.
@@ -75,9 +100,15 @@ pub enum Span {
     /// The last `n` logical dates (the jobs page's strip): their records, and the latest
     /// drift and performance report only.
     Last(usize),
-    /// Every date from the first run to today, with every report (the job page).
+    /// Every date from the first run (at most [`MAX_DAYS`] back) to today, with every report
+    /// (the job page).
     All,
+    /// One date, its records and reports (a date's page).
+    Date(NaiveDate),
 }
+
+/// Days a job page shows at most, back from today.
+pub const MAX_DAYS: i64 = 3 * 366;
 
 /// One job's history as a page shows it.
 pub struct JobHistory {
@@ -101,7 +132,7 @@ impl JobHistory {
             return Some(Status::Running);
         }
         match self.runs.get(&date) {
-            Some(r) => Some(run_status(&self.spec, r.latest())),
+            Some(r) => Some(date_status(&self.spec, r)),
             None if self.expected.contains(&date) => Some(Status::Missing),
             None => None,
         }
@@ -113,6 +144,24 @@ impl JobHistory {
             .map(|r| r.latest())
             .max_by_key(|r| r.started_at)
     }
+}
+
+/// The colour of a date from its runs. A sharded run counts as committed when one of its
+/// shards committed the date, as failed when one failed, and as failed while its shards are
+/// done but none completed the set (the running ones show from their leases).
+pub fn date_status(spec: &JobSpec, runs: &DateRuns) -> Status {
+    let latest = runs.latest();
+    if latest.shard.is_none() {
+        return run_status(spec, latest);
+    }
+    let shards = runs.latest_run();
+    if let Some(c) = shards
+        .iter()
+        .find(|r| r.date_state == Some(crate::record::DateState::Committed))
+    {
+        return run_status(spec, c);
+    }
+    Status::Failed
 }
 
 /// The colour of a finished run.
@@ -153,18 +202,25 @@ pub fn job_history(
     let today = crate::plan::logical_date(&spec, now);
     let history = RunHistory::new(stores.locate(&settings.state)?);
     let keys = history.keys(&spec.name)?;
-    let from = match span {
-        Span::Last(n) => today - chrono::Duration::days(n.saturating_sub(1) as i64),
-        Span::All => keys
-            .iter()
-            .map(|k| k.date)
-            .min()
-            .unwrap_or(today)
-            .min(today - chrono::Duration::days(29)),
+    // Dates past today (a run of a date typed wrong) or years back are not drawn.
+    let floor = today - chrono::Duration::days(MAX_DAYS);
+    let first_run = keys.iter().map(|k| k.date).filter(|d| *d >= floor).min();
+    let (from, to) = match span {
+        Span::Last(n) => (
+            today - chrono::Duration::days(n.saturating_sub(1) as i64),
+            today,
+        ),
+        Span::All => (
+            first_run
+                .unwrap_or(today)
+                .min(today - chrono::Duration::days(29)),
+            today,
+        ),
+        Span::Date(d) => (d, d),
     };
     let mut runs: BTreeMap<NaiveDate, DateRuns> = BTreeMap::new();
     // Keys are newest first, so each date's runs are too.
-    for k in keys.iter().filter(|k| k.date >= from) {
+    for k in keys.iter().filter(|k| k.date >= from && k.date <= to) {
         let record = caches.records.get(&k.key, &k.version, || {
             history
                 .read(k)
@@ -177,10 +233,17 @@ pub fn job_history(
                 .push(r);
         }
     }
-    // Dates after today (a date rule like "today + 1") are shown too.
-    let last = runs.keys().next_back().copied().unwrap_or(today).max(today);
-    let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= last).collect();
-    let expected = expected_dates(&spec, from, now);
+    let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    // A job is expected to have scored the dates from its first run on: before it, the
+    // daemon catches up nothing (timetable::missed_dates), and a job that never ran misses
+    // nothing yet.
+    let expected = match first_run {
+        Some(first) => expected_dates(&spec, from.max(first), now)
+            .into_iter()
+            .filter(|d| *d <= to)
+            .collect(),
+        None => BTreeSet::new(),
+    };
     let (drift, performance) = reports(&spec.name, settings, stores, caches, span)?;
     Ok(JobHistory {
         spec,
@@ -258,9 +321,20 @@ fn reports(
             performance_files.insert(date, entry);
         }
     }
-    if let Span::Last(_) = span {
-        drift_files = drift_files.pop_last().into_iter().collect();
-        performance_files = performance_files.pop_last().into_iter().collect();
+    match span {
+        Span::Last(_) => {
+            drift_files = drift_files.pop_last().into_iter().collect();
+            performance_files = performance_files.pop_last().into_iter().collect();
+        }
+        Span::Date(d) => {
+            drift_files.retain(|date, _| *date == d);
+            performance_files.retain(|date, _| *date == d);
+        }
+        Span::All => {
+            let floor = Utc::now().date_naive() - chrono::Duration::days(MAX_DAYS);
+            drift_files.retain(|date, _| *date >= floor);
+            performance_files.retain(|date, _| *date >= floor);
+        }
     }
     let at = |key: &str| Location {
         key: key.to_string(),

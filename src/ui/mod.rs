@@ -83,6 +83,9 @@ pub struct Ui {
     pub caches: Arc<Caches>,
     /// SHA-256 of the API token: when set, every page needs it.
     pub token_sha256: Option<[u8; 32]>,
+    /// The server listens on a loopback address: requests must name it so (see
+    /// [`auth::host_is_local`]).
+    pub loopback: bool,
 }
 
 /// The pages under `/ui`, and `/` sending a browser there.
@@ -91,13 +94,44 @@ pub fn router(ui: Ui) -> Router {
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui", get(jobs_page))
         .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", get(logout))
         .route("/ui/models", get(models_page))
         .route("/ui/jobs/{name}", get(job_page))
         .route("/ui/jobs/{name}/{date}", get(date_page))
         .route("/ui/jobs/{name}/{date}/drift", get(drift_page))
         .route("/ui/jobs/{name}/{date}/performance", get(performance_page))
         .route("/ui/jobs/{name}/{date}/run", post(run_again))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ui.clone(),
+            local_names_only,
+        ))
         .with_state(ui)
+}
+
+/// On a loopback address, only requests that name it so (no DNS rebinding).
+async fn local_names_only(
+    State(ui): State<Ui>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if ui.loopback && !auth::host_is_local(request.headers()) {
+        return problem(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server listens on a loopback address and answers only to localhost, 127.0.0.1 or [::1]",
+        );
+    }
+    next.run(request).await
+}
+
+async fn logout() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, auth::logout()),
+            (header::LOCATION, "/ui/login".to_string()),
+        ],
+    )
+        .into_response()
 }
 
 /// Why a page is not shown: its status and what to say.

@@ -123,6 +123,16 @@ fn duration(seconds: f64) -> String {
     }
 }
 
+/// Which date a tick scores, in words.
+fn date_rule(offset_days: i64) -> String {
+    match offset_days {
+        0 => "the tick's own date".into(),
+        -1 => "the day before the tick".into(),
+        n if n < 0 => format!("{} days before the tick", -n),
+        n => format!("{n} days after the tick"),
+    }
+}
+
 fn local(spec: &JobSpec, t: DateTime<Utc>) -> String {
     t.with_timezone(&spec.timezone)
         .format("%Y-%m-%d %H:%M %Z")
@@ -313,7 +323,7 @@ pub fn job(ui: &Ui, spec: Arc<JobSpec>, query: &JobQuery, now: DateTime<Utc>) ->
         html! {
             h1 { "Job " (name) }
             p.small.muted {
-                "schedule " code { (spec.schedule.expression) } " (" (spec.timezone.name()) "), scoring the tick's date " (format!("{:+}", spec.date.offset_days)) " days"
+                "schedule " code { (spec.schedule.expression) } " (" (spec.timezone.name()) "), scoring " (date_rule(spec.date.offset_days))
                 ", model " (spec.model)
                 @if let Some(t) = ui.activity.next_run(&spec) { ", next run " (local(&spec, t)) }
             }
@@ -531,20 +541,19 @@ fn volume_section(h: &JobHistory) -> Markup {
     if dates.is_empty() {
         return html! { p.muted { "No runs yet." } };
     }
-    let latest: Vec<&RunRecord> = h.runs.values().map(|r| r.latest()).collect();
-    let scored: Vec<u64> = latest.iter().map(|r| r.counts.rows_scored).collect();
-    let quarantined: Vec<u64> = latest.iter().map(|r| r.counts.rows_quarantined).collect();
-    let other: Vec<u64> = latest
+    let counts: Vec<crate::score::Counts> = h.runs.values().map(|r| r.counts()).collect();
+    let scored: Vec<u64> = counts.iter().map(|c| c.rows_scored).collect();
+    let quarantined: Vec<u64> = counts.iter().map(|c| c.rows_quarantined).collect();
+    let other: Vec<u64> = counts
         .iter()
-        .map(|r| {
-            r.counts
-                .rows_in
-                .saturating_sub(r.counts.rows_scored + r.counts.rows_quarantined)
+        .map(|c| {
+            c.rows_in
+                .saturating_sub(c.rows_scored.saturating_add(c.rows_quarantined))
         })
         .collect();
     html! {
         div.card {
-            p.small.muted { "Rows per date, from each date's latest run: scored, quarantined, and read but neither (skipped)." }
+            p.small.muted { "Rows per date, from each date's latest run (all its shards): scored, quarantined, and read but neither (skipped)." }
             (svg::stacked_bars(&dates, &[
                 ("scored", "#2e9d5b", scored),
                 ("quarantined", "#d64545", quarantined),
@@ -575,7 +584,7 @@ pub fn date(ui: &Ui, session: &Session, spec: Arc<JobSpec>, date: NaiveDate) -> 
         &ui.settings,
         &ui.stores,
         &ui.caches,
-        Span::All,
+        Span::Date(date),
         active,
         Utc::now(),
     )?;
@@ -716,9 +725,7 @@ pub fn drift(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, Refusal
         ),
         _ => super::unavailable(e),
     })?;
-    let source = crate::model::ModelSource::for_job(spec, &ui.settings, &ui.stores)
-        .map_err(super::unavailable)?;
-    let body = crate::drift::html::body_of(&report, &source, &reports);
+    let body = crate::drift::html::body_stored(&report, &reference(ui, spec, &report), &reports);
     Ok(layout(
         &format!("drift {} {date}", spec.name),
         html! {
@@ -727,6 +734,34 @@ pub fn drift(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, Refusal
             (body)
         },
     ))
+}
+
+/// Where a report's reference profile is read from, without loading or profiling anything:
+/// the version's stored profile in nightshift's registry, when the job takes its reference
+/// from there. A job with `[model] reference` or an MLflow registry gets the table alone
+/// (`drift show --html` draws its histograms).
+fn reference(
+    ui: &Ui,
+    spec: &JobSpec,
+    report: &crate::drift::report::Report,
+) -> Result<crate::profile::DatasetProfile> {
+    let registry = match spec.registry(&ui.settings) {
+        ModelRegistry::Store(uri) if spec.reference.is_none() => {
+            crate::model::Registry::new(ui.stores.locate(&uri)?)
+        }
+        _ => anyhow::bail!(
+            "the job's reference is computed, not stored: `nightshift drift show {} --date {} --html FILE` draws them",
+            spec.name,
+            report.context.logical_date
+        ),
+    };
+    let manifest = registry.manifest(&crate::schema::ModelRef {
+        name: report.context.model_name.clone(),
+        version: report.context.model_version,
+    })?;
+    registry
+        .profile(&manifest)?
+        .ok_or_else(|| anyhow::anyhow!("the model version has no reference profile"))
 }
 
 /// A date's performance report and its reliability curve.

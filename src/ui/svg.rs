@@ -64,7 +64,8 @@ pub fn calendar(days: &[Day]) -> Markup {
     let monday = first - chrono::Duration::days(first.weekday().num_days_from_monday() as i64);
     let week = |d: NaiveDate| ((d - monday).num_days() / 7) as f64;
     let weeks = days.last().map_or(1.0, |d| week(d.date) + 1.0);
-    let w = left + weeks * step;
+    // Room on the right for the last month's name.
+    let w = left + weeks * step + 30.0;
     let h = top + 7.0 * step;
     html! {
         svg class="calendar" width=(w) height=(h) viewBox={"0 0 " (w) " " (h)} role="img" {
@@ -74,8 +75,12 @@ pub fn calendar(days: &[Day]) -> Markup {
                 }
             }
             @for d in days {
-                @if d.date.day() == 1 || d.date == first {
-                    text x=(left + week(d.date) * step) y="10" class="axis" { (d.date.format("%b %Y")) }
+                // A month's name over the week of its first day (and over the first date), the
+                // year with January's; none too close to the first date's.
+                @if d.date == first || (d.date.day() == 1 && week(d.date) >= 2.0) {
+                    text x=(left + week(d.date) * step) y="10" class="axis" {
+                        (d.date.format(if d.date.month() == 1 { "%b %Y" } else { "%b" }))
+                    }
                 }
                 (cell(d, left + week(d.date) * step, top + d.date.weekday().num_days_from_monday() as f64 * step, size))
             }
@@ -146,15 +151,22 @@ pub fn heatmap(
             }
             @for (i, r) in rows.iter().enumerate() {
                 a href=(row_href(r)) {
-                    text x=(left - 6.0) y=(top + i as f64 * ch + 10.0) text-anchor="end" class="label" { (short(r, 22)) title { (r) } }
+                    text x=(left - 6.0) y=(top + i as f64 * ch + 10.0) text-anchor="end" class="label" data-column=(r) { (short(r, 22)) title { (r) } }
                 }
                 @for j in 0..columns.len() {
                     @if let Some(c) = cell(i, j) {
-                        rect x=(left + j as f64 * cw) y=(top + i as f64 * ch) width=(cw) height=(ch - 1.0)
-                            fill=(heat_colour(c.ratio))
-                            class=[c.flagged.then_some("flagged")]
-                            data-column=(r) data-date=(columns[j]) {
-                            title { (c.title) }
+                        // Only flagged cells name their column and date as attributes: a year of
+                        // fifty features is 18,250 cells, and the tooltip says it for the rest.
+                        @if c.flagged {
+                            rect x=(left + j as f64 * cw) y=(top + i as f64 * ch) width=(cw) height=(ch - 1.0)
+                                fill=(heat_colour(c.ratio)) class="flagged" data-column=(r) data-date=(columns[j]) {
+                                title { (c.title) }
+                            }
+                        } @else {
+                            rect x=(left + j as f64 * cw) y=(top + i as f64 * ch) width=(cw) height=(ch - 1.0)
+                                fill=(heat_colour(c.ratio)) {
+                                title { (c.title) }
+                            }
                         }
                     }
                 }
@@ -292,7 +304,7 @@ pub fn stacked_bars(dates: &[NaiveDate], parts: &[(&str, &'static str, Vec<u64>)
         .map(|i| parts.iter().map(|p| p.2.get(i).copied().unwrap_or(0)).sum())
         .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let bw = ((w - left) / dates.len().max(1) as f64).max(1.0);
+    let bw = ((w - left - 40.0) / dates.len().max(1) as f64).max(1.0);
     let scale = |v: u64| (h - top - bottom) * v as f64 / max;
     let label_every = (dates.len() / 8).max(1);
     html! {

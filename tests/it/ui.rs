@@ -241,10 +241,10 @@ fn data_cannot_inject_markup_into_any_page() {
     // The hostile column is a heatmap row, as text.
     let job = page(&ui, &format!("/ui/jobs/{JOB}"));
     let labels: Vec<String> = job
-        .select(&sel("svg.heatmap rect.flagged, svg.heatmap rect"))
-        .filter_map(|e| e.value().attr("data-column").map(str::to_string))
+        .select(&sel("svg.heatmap text.label title"))
+        .map(|e| e.text().collect())
         .collect();
-    assert!(labels.iter().any(|l| l == HOSTILE_COLUMN));
+    assert!(labels.iter().any(|l| l == HOSTILE_COLUMN), "{labels:?}");
     // The error holding HTML is shown as text, whole.
     let date = page(&ui, &format!("/ui/jobs/{JOB}/{failed}"));
     let shown: String = date
@@ -326,6 +326,12 @@ fn with_a_token_every_page_needs_it_and_the_one_action_needs_the_csrf_token_too(
         get(&ui, "/ui", &[("Cookie", "nightshift_session=forged")]).0,
         401
     );
+    let (status, head, _) = http_full(ui.addr(), "GET", "/ui/logout", &[], "");
+    assert_eq!(status, 303);
+    assert!(
+        header(&head, "set-cookie")[0].contains("Max-Age=0"),
+        "{head}"
+    );
 
     // "Run this date again": the page's form carries the CSRF token.
     let (_, _, html) = get(&ui, &format!("/ui/jobs/{JOB}/{date}"), &[("Cookie", &pair)]);
@@ -383,4 +389,138 @@ fn without_a_token_the_pages_are_open_and_the_action_is_off() {
     // `/` sends a browser to the pages.
     let (status, head, _) = http_full(ui.addr(), "GET", "/", &[], "");
     assert_eq!(status, 303, "{head}");
+    // On loopback, a page asked for under another name (DNS rebinding) is refused.
+    for host in ["evil.example", "evil.example:9464"] {
+        assert_eq!(get(&ui, "/ui", &[("Host", host)]).0, 421, "{host}");
+    }
+    assert_eq!(get(&ui, "/ui", &[("Host", "localhost:9464")]).0, 200);
+}
+
+/// The same state on S3 (every file copied to a bucket, `nightshift.toml` pointing there)
+/// shows the same pages: `nightshift ui` on production state needs only the job files.
+#[test]
+fn the_pages_read_state_on_s3_as_they_read_it_locally() {
+    use crate::util_s3::{settings, TestBucket};
+    let (dir, made) = made();
+    let bucket = TestBucket::new("ui");
+    let data = dir.path().join("out");
+    for key in crate::util::files_under(&data) {
+        bucket.put(&key, std::fs::read(data.join(&key)).unwrap());
+    }
+    let jobs = dir.path().join("s3-jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let b = &bucket.name;
+    let s3 = settings().s3;
+    std::fs::write(
+        jobs.join("nightshift.toml"),
+        format!(
+            "registry = \"s3://{b}/registry/\"\nstate = \"s3://{b}/state/\"\n\
+             reports = \"s3://{b}/reports/\"\n\n[s3]\nendpoint_url = \"{}\"\n\
+             region = \"{}\"\nforce_path_style = true\n",
+            s3.endpoint_url.unwrap(),
+            s3.region.unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        made.jobs.join(format!("{JOB}.toml")),
+        jobs.join(format!("{JOB}.toml")),
+    )
+    .unwrap();
+    let local = serve(&made, "ui", None);
+    let on_s3 = serve(
+        &Made {
+            jobs,
+            ..Default::default()
+        },
+        "ui",
+        None,
+    );
+    for path in ["/ui".to_string(), format!("/ui/jobs/{JOB}")] {
+        let (a, b) = (page(&local, &path), page(&on_s3, &path));
+        assert_eq!(statuses(&a, "svg"), statuses(&b, "svg"), "{path}");
+        assert!(!statuses(&b, "svg").is_empty());
+        let flagged = |h: &Html| h.select(&sel("rect.flagged")).count();
+        assert_eq!(flagged(&a), flagged(&b), "{path}");
+    }
+    let real = ui_state::REAL_DATES[1];
+    for path in [
+        format!("/ui/jobs/{JOB}/{real}/drift"),
+        format!("/ui/jobs/{JOB}/{real}/performance"),
+        "/ui/models".to_string(),
+    ] {
+        let text: String = page(&on_s3, &path).root_element().text().collect();
+        assert!(!text.contains("cannot read"), "{path}: {text}");
+    }
+}
+
+/// Records the pages must not be misled by: a run of a far-off date (a typo that ran) does
+/// not stretch the calendar to it, and a sharded run whose shards are done but none
+/// committed shows failed; once a shard commits, committed.
+#[test]
+fn a_far_off_date_and_an_unfinished_sharded_run_are_shown_as_they_are() {
+    let (dir, made) = made();
+    let runs = dir.path().join("out/state/runs").join(JOB);
+    let date = *made
+        .dates
+        .iter()
+        .rev()
+        .find(|d| expected(&made, **d) == "committed")
+        .unwrap();
+    let template = std::fs::read_dir(runs.join(date.to_string()))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&template).unwrap()).unwrap();
+    let write = |date: &str, run_id: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut r = base.clone();
+        r["logical_date"] = date.into();
+        r["run_id"] = run_id.into();
+        edit(&mut r);
+        let d = runs.join(date);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{run_id}.json")), r.to_string()).unwrap();
+    };
+    write("9999-12-31", "29991231T000000Z-far", &|r| {
+        r["status"] = "failed".into();
+    });
+    let shard = |i: u32, state: &'static str, status: &'static str| {
+        move |r: &mut serde_json::Value| {
+            r["shard"] = serde_json::json!({"index": i, "count": 2, "run": "k"});
+            r["date_state"] = state.into();
+            r["status"] = status.into();
+        }
+    };
+    let d = date.to_string();
+    write(
+        &d,
+        "29990101T000000Z-shard0",
+        &shard(0, "shard_done", "succeeded"),
+    );
+    write(
+        &d,
+        "29990101T000001Z-shard1",
+        &shard(1, "untouched", "failed"),
+    );
+    let ui = serve(&made, "ui", None);
+    let calendar = statuses(&page(&ui, &format!("/ui/jobs/{JOB}")), "svg.calendar");
+    assert_eq!(calendar.last().unwrap().0, *made.dates.last().unwrap());
+    assert_eq!(calendar.len(), made.dates.len(), "not stretched to 9999");
+    let status_of = |ui: &Daemon| {
+        statuses(&page(ui, "/ui"), "svg")
+            .into_iter()
+            .find(|(x, _)| *x == date)
+            .unwrap()
+            .1
+    };
+    assert_eq!(status_of(&ui), "failed", "one shard failed, none committed");
+    write(
+        &d,
+        "29990101T000002Z-shard1",
+        &shard(1, "committed", "succeeded"),
+    );
+    assert_eq!(status_of(&ui), "committed", "a shard committed the date");
 }
