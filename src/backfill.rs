@@ -235,8 +235,7 @@ fn decide(
         }
         Some(r) => Action::Run(format!(
             "not committed (last run {} {})",
-            r.run_id,
-            format!("{:?}", r.status).to_lowercase()
+            r.run_id, r.status
         )),
     }
 }

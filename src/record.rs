@@ -98,8 +98,9 @@ pub enum RunStatus {
 }
 
 /// What a date's output prefix holds after a run, as far as this run knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DateState {
     /// The run failed before it changed anything: the previous outputs and their `_SUCCESS`
     /// (if any) are exactly as they were.
@@ -582,6 +583,19 @@ mod tests {
     #[test]
     fn a_status_has_one_name() {
         for s in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::Aborted] {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.to_string())
+            );
+        }
+        for s in [
+            DateState::Untouched,
+            DateState::Committed,
+            DateState::Cleared,
+            DateState::Incomplete,
+            DateState::ShardDone,
+            DateState::HandedOver,
+        ] {
             assert_eq!(
                 serde_json::to_value(s).unwrap(),
                 serde_json::Value::String(s.to_string())

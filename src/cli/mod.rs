@@ -189,5 +189,5 @@ fn load_settings(jobs: &Path) -> Result<Settings> {
 
 /// A run's status as users read it.
 fn status_word(r: &crate::record::RunRecord) -> String {
-    format!("{:?}", r.status).to_lowercase()
+    r.status.to_string()
 }

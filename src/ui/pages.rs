@@ -671,7 +671,7 @@ fn record(spec: &JobSpec, r: &RunRecord) -> Markup {
             p {
                 "Run " code { (r.run_id) } " " (badge(Some(data::run_status(spec, r))))
                 " started " (local(spec, r.started_at)) ", took " (duration(r.seconds))
-                @if let Some(s) = &r.date_state { ". The date's outputs: " (format!("{s:?}").to_lowercase()) }
+                @if let Some(s) = &r.date_state { ". The date's outputs: " (s) }
                 "."
             }
             @if let Some(e) = &r.error {
