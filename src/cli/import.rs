@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::model::{metrics_line, registry, RegistryArgs};
+use super::{metrics_line, registry, RegistryArgs};
 use crate::model::formats::Format;
 use crate::model::{self, ImportRequest};
 use crate::storage::Uri;

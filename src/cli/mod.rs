@@ -23,12 +23,14 @@ use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Settings};
+use crate::model::{ModelManifest, Registry};
+use crate::storage::{Stores, Uri};
 
 pub use backfill::{BackfillArgs, ReprocessArg};
 pub use daemon::DaemonArgs;
 pub use drift::DriftCommand;
 pub use import::ImportArgs;
-pub use model::{ModelCommand, RegistryArgs};
+pub use model::ModelCommand;
 pub use performance::{EvaluateArgs, PerformanceCommand};
 pub use run::{print_summary, RunArgs};
 pub use runs::{FormatArg, RunsCommand, StatusArg};
@@ -190,4 +192,35 @@ fn load_settings(jobs: &Path) -> Result<Settings> {
 /// A run's status as users read it.
 fn status_word(r: &crate::record::RunRecord) -> String {
     r.status.to_string()
+}
+
+/// Where `model` commands (list, show, train, import) find the registry.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry location (default: `registry` in JOBS/nightshift.toml, else out/registry/).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Folder of job files whose nightshift.toml names the registry.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+}
+
+/// The registry of `args`, and the stores it opened.
+fn registry(args: &RegistryArgs) -> Result<(Registry, Stores)> {
+    let settings = load_settings(&args.jobs)?;
+    let uri = match &args.registry {
+        Some(r) => Uri::parse(r)?,
+        None => settings.registry.clone(),
+    };
+    let stores = Stores::new(settings.s3.clone());
+    Ok((Registry::new(stores.locate(&uri)?), stores))
+}
+
+/// The holdout metrics on one line, `name=value` each.
+fn metrics_line(m: &ModelManifest) -> String {
+    m.metrics
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

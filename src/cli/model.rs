@@ -1,19 +1,17 @@
 //! `nightshift model list` and `model show`: the versions in the registry. (`model train` is
 //! in train.rs.)
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use super::import::ImportArgs;
-use super::load_settings;
 use super::train::TrainArgs;
+use super::{metrics_line, registry, RegistryArgs};
 use crate::model::formats::InputKind;
-use crate::model::{FeatureTransform, ImportInfo, ModelManifest, Registry};
+use crate::model::{FeatureTransform, ImportInfo, ModelManifest};
 use crate::schema::ModelRef;
-use crate::storage::{Stores, Uri};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -36,16 +34,6 @@ pub enum ModelCommand {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct RegistryArgs {
-    /// Registry location (default: `registry` in JOBS/nightshift.toml, else out/registry/).
-    #[arg(long)]
-    pub registry: Option<String>,
-    /// Folder of job files whose nightshift.toml names the registry.
-    #[arg(long, default_value = "jobs")]
-    pub jobs: PathBuf,
-}
-
 pub(super) fn execute(command: ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::Train(args) => super::train::execute(&args),
@@ -57,25 +45,6 @@ pub(super) fn execute(command: ModelCommand) -> Result<ExitCode> {
 
 /// The registry a model command works on, and the stores to reach it (and the data) with.
 /// Only the shared settings are read: a model can be trained before any job file exists.
-pub(super) fn registry(args: &RegistryArgs) -> Result<(Registry, Stores)> {
-    let settings = load_settings(&args.jobs)?;
-    let uri = match &args.registry {
-        Some(r) => Uri::parse(r)?,
-        None => settings.registry.clone(),
-    };
-    let stores = Stores::new(settings.s3.clone());
-    Ok((Registry::new(stores.locate(&uri)?), stores))
-}
-
-/// The holdout metrics on one line, `name=value` each.
-pub(super) fn metrics_line(m: &ModelManifest) -> String {
-    m.metrics
-        .iter()
-        .map(|(k, v)| format!("{k}={v:.4}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn list(name: Option<&str>, args: &RegistryArgs) -> Result<ExitCode> {
     let (registry, _) = registry(args)?;
     let names = match name {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::model::{metrics_line, registry, RegistryArgs};
+use super::{metrics_line, registry, RegistryArgs};
 use crate::model::{self, Algorithm, Hyperparameters, TrainRequest};
 use crate::storage::Uri;
 

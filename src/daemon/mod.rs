@@ -8,8 +8,8 @@
 //! - [`reload`]: following the jobs folder.
 //! - [`http`], [`predict`], [`metrics`]: the HTTP API.
 //!
-//! The timer is two tokio intervals: once a second one calls [`Scheduler::tick`], the other
-//! looks at the jobs folder. The cron instants themselves come from [`timetable`], with the
+//! The timer is two tokio tasks: one calls [`Scheduler::tick`] when a tick is due (at least
+//! once a second), the other looks at the jobs folder. The cron instants themselves come from [`timetable`], with the
 //! job's own parsed schedule and IANA time zone (croner), and from an injected clock that
 //! tests move. docs/daemon.md says why tokio-cron-scheduler no longer does this.
 
@@ -300,13 +300,20 @@ fn every_second() -> tokio::time::Interval {
     t
 }
 
-/// Ticks the scheduler every second (it computes cron instants itself, with croner, in each
-/// job's time zone).
+/// Ticks the scheduler when its next tick or retry is due, and at least every second (it
+/// computes cron instants itself, with croner, in each job's time zone).
 fn spawn_heartbeat(scheduler: Scheduler) -> tokio::task::JoinHandle<()> {
-    let mut timer = every_second();
     tokio::spawn(async move {
         loop {
-            timer.tick().await;
+            // At the next due instant (a few milliseconds after it), not on the next whole
+            // second after it: a tick fires when it is due, not up to a second late. At least
+            // once a second all the same, for runs waiting on a free slot.
+            let wait = scheduler
+                .next_due()
+                .and_then(|t| (t - scheduler.now()).to_std().ok())
+                .map_or(Duration::from_secs(1), |d| d + Duration::from_millis(2))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
             // A panic in one tick must not stop every later one (the loop is one task for
             // the daemon's life): it is logged, and the next second ticks again.
             let tick = std::panic::AssertUnwindSafe(|| scheduler.tick());

@@ -308,6 +308,19 @@ impl Scheduler {
         inner.dispatch(&mut st);
     }
 
+    /// The earliest instant something is due: a job's next tick or a waiting retry.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        let st = self.inner.lock();
+        st.jobs
+            .values()
+            .flat_map(|js| {
+                js.next_tick
+                    .into_iter()
+                    .chain(js.waiting.iter().map(|p| p.not_before))
+            })
+            .min()
+    }
+
     /// Fires the ticks that are due and starts what can start.
     pub fn tick(&self) {
         let inner = &self.inner;

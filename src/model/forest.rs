@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::estimator::Prediction;
+use super::prediction::Prediction;
 
 /// What `Estimator::RandomForest` holds: our forest, or a forest trained by linfa-ensemble
 /// before nightshift had its own (kept so those artifacts still load and score by vote share).

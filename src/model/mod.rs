@@ -6,6 +6,7 @@ pub mod formats;
 mod import;
 mod kernel;
 mod mlflow;
+mod prediction;
 mod preprocess;
 mod registry;
 mod source;

@@ -4,13 +4,12 @@
 //! derived from the token's digest, so neither gives the token away, and changing the token
 //! ends every session. Without a token the pages are open, and the one action is off.
 
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{html, pages, Ui};
+use super::Ui;
 
 pub const COOKIE: &str = "nightshift_session";
 /// How long a login lasts.
@@ -59,9 +58,12 @@ impl Session {
     }
 }
 
-/// The session of a request, or the answer that asks for the token.
-#[allow(clippy::result_large_err)]
-pub fn check(ui: &Ui, headers: &HeaderMap) -> Result<Session, Response> {
+/// A request without the token: the server asks for it (see `super::ask_for_token`).
+#[derive(Debug)]
+pub struct Unauthorized;
+
+/// The session of a request, or [`Unauthorized`].
+pub fn check(ui: &Ui, headers: &HeaderMap) -> Result<Session, Unauthorized> {
     let Some(digest) = &ui.token_sha256 else {
         return Ok(Session { csrf: None });
     };
@@ -94,12 +96,7 @@ pub fn check(ui: &Ui, headers: &HeaderMap) -> Result<Session, Response> {
     if by_cookie {
         return Ok(session);
     }
-    let mut r = html(StatusCode::UNAUTHORIZED, pages::login(true, None));
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static(r#"Basic realm="nightshift", charset="UTF-8""#),
-    );
-    Err(r.into_response())
+    Err(Unauthorized)
 }
 
 /// The password of an `Authorization: Basic` value.

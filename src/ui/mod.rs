@@ -165,6 +165,16 @@ fn html(status: StatusCode, page: Markup) -> Response {
         .into_response()
 }
 
+/// 401 with the login form, and HTTP Basic offered.
+fn ask_for_token() -> Response {
+    let mut r = html(StatusCode::UNAUTHORIZED, pages::login(true, None));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(r#"Basic realm="nightshift", charset="UTF-8""#),
+    );
+    r
+}
+
 fn problem(status: StatusCode, message: &str) -> Response {
     html(status, pages::problem(status, message))
 }
@@ -177,7 +187,7 @@ async fn render(
 ) -> Response {
     let session = match auth::check(ui, headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(auth::Unauthorized) => return ask_for_token(),
     };
     let ui = ui.clone();
     match tokio::task::spawn_blocking(move || f(&ui, &session)).await {
@@ -329,7 +339,7 @@ async fn run_again(
     }
     let session = match auth::check(&ui, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(auth::Unauthorized) => return ask_for_token(),
     };
     if !session.csrf_matches(&form.csrf) {
         return problem(
