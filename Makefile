@@ -92,14 +92,15 @@ fuzz:
 			|| status=1; \
 	done; exit $$status
 
-# The daemon for SOAK_MINUTES (default 30) at real speed with 100 every-minute jobs, while a
+# The daemon (the release build, as production runs it; SOAK_BINARY=... for another) for
+# SOAK_MINUTES (default 30) at real speed with 100 every-minute jobs, while a
 # script edits job files, triggers runs over HTTP and scrapes /metrics; checks RSS, fds and
 # threads growth, fire delay, committed runs, leftovers and /jobs latency (tests/soak.py,
 # docs/reliability.md). Its figures land in target/soak/figures.json.
 SOAK_MINUTES ?= 30
-soak:
-	$(CARGO) build --locked --bin nightshift
-	python3 tests/soak.py --binary $(NIGHTSHIFT) --minutes $(SOAK_MINUTES)
+SOAK_BINARY ?= $(NIGHTSHIFT_RELEASE)
+soak: $(NIGHTSHIFT_RELEASE)
+	python3 tests/soak.py --binary $(SOAK_BINARY) --minutes $(SOAK_MINUTES)
 
 # Screenshots of the web pages (docs/ui.md) over the fixture state of fixtures/ui-state.rs,
 # taken by headless Chromium: Debian's package, installed here the first time (measured with

@@ -1149,6 +1149,17 @@ impl Run<'_> {
         profile_loc
             .store
             .put(&profile_loc.key, Bytes::from(serde_json::to_vec(&current)?))?;
+        // And the reference it was compared with, for the web page (without its samples).
+        let mut reference = reference.clone();
+        for c in reference.columns.iter_mut().chain(reference.score.as_mut()) {
+            c.sample = Vec::new();
+        }
+        let reference_loc =
+            report::reference_profile_location(&self.reports, &ctx.job, ctx.logical_date);
+        reference_loc.store.put(
+            &reference_loc.key,
+            Bytes::from(serde_json::to_vec(&reference)?),
+        )?;
         info!(
             report = %loc.uri(),
             drift_detected = summary.drift_detected,

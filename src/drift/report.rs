@@ -23,6 +23,7 @@ use crate::write::ParquetOutput;
 
 pub const REPORT_FILE: &str = "drift.parquet";
 pub const PROFILE_FILE: &str = "current_profile.json";
+pub const REFERENCE_PROFILE_FILE: &str = "reference_profile.json";
 
 /// Which run a report belongs to.
 #[derive(Debug, Clone)]
@@ -49,6 +50,15 @@ pub fn profile_location(reports: &Location, job: &str, date: NaiveDate) -> Locat
         .join(&format!("job={job}"))
         .join(&format!("dt={date}"))
         .join(PROFILE_FILE)
+}
+
+/// Where the reference the run compared with is kept beside the report (for the web page:
+/// the histograms of a date as its run drew them, whatever the reference is today).
+pub fn reference_profile_location(reports: &Location, job: &str, date: NaiveDate) -> Location {
+    reports
+        .join(&format!("job={job}"))
+        .join(&format!("dt={date}"))
+        .join(REFERENCE_PROFILE_FILE)
 }
 
 /// The report's schema, documented in docs/drift.md.

@@ -736,28 +736,41 @@ pub fn drift(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, Refusal
     ))
 }
 
-/// Where a report's reference profile is read from, without loading or profiling anything:
-/// the version's stored profile in nightshift's registry, when the job takes its reference
-/// from there. A job with `[model] reference` or an MLflow registry gets the table alone
-/// (`drift show --html` draws its histograms).
+/// The reference a report was compared with, without loading or profiling anything: as the
+/// run kept it beside the report, or (reports of older versions) the version's stored profile
+/// in nightshift's registry. Reports of older versions whose reference was computed (`[model]
+/// reference`, MLflow) get the table alone; `drift show --html` draws them.
 fn reference(
     ui: &Ui,
     spec: &JobSpec,
     report: &crate::drift::report::Report,
 ) -> Result<crate::profile::DatasetProfile> {
+    let ctx = &report.context;
+    let reports = ui.stores.locate(&ui.settings.reports)?;
+    let kept =
+        crate::drift::report::reference_profile_location(&reports, &ctx.job, ctx.logical_date);
+    match kept.store.get(&kept.key) {
+        Ok(bytes) => {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", kept.uri()))
+        }
+        Err(e) if ErrorKind::of(&e) == Some(ErrorKind::NotFound) => {}
+        Err(e) => return Err(e),
+    }
     let registry = match spec.registry(&ui.settings) {
         ModelRegistry::Store(uri) if spec.reference.is_none() => {
             crate::model::Registry::new(ui.stores.locate(&uri)?)
         }
         _ => anyhow::bail!(
-            "the job's reference is computed, not stored: `nightshift drift show {} --date {} --html FILE` draws them",
+            "this report's run kept no reference beside it and the job's reference is computed: \
+             `nightshift drift show {} --date {} --html FILE` draws them",
             spec.name,
-            report.context.logical_date
+            ctx.logical_date
         ),
     };
     let manifest = registry.manifest(&crate::schema::ModelRef {
-        name: report.context.model_name.clone(),
-        version: report.context.model_version,
+        name: ctx.model_name.clone(),
+        version: ctx.model_version,
     })?;
     registry
         .profile(&manifest)?

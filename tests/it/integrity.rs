@@ -931,7 +931,14 @@ fn two_runners_race(site: &Site, scenario: &str) {
         let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
         let context = format!("{scenario} round {i}");
         let ok = outs.iter().filter(|o| o.status.success()).count();
-        assert!(ok >= 1, "{context}: neither runner committed");
+        assert!(
+            ok >= 1,
+            "{context}: neither runner committed:\n{}",
+            outs.iter()
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
         for o in outs.iter().filter(|o| !o.status.success()) {
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(err.contains("is already being run by"), "{context}: {err}");
