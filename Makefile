@@ -71,9 +71,12 @@ bench: $(NIGHTSHIFT_RELEASE)
 
 # The web pages on a year of history: a job page of 365 dates and 50 features against its
 # 300 ms target (benches/ui.py, docs/benchmarks.md). Also run by `make bench`.
+# The state is written by the development build of fixtures/ui-state.rs (the one the tests
+# build: a release build of an example would compile the dependencies again with the test
+# features); the pages are served by the release build.
 bench-ui: $(NIGHTSHIFT_RELEASE)
-	$(CARGO) build --release --locked --example ui-state
-	python3 benches/ui.py --binary $(NIGHTSHIFT_RELEASE) --state-tool target/release/examples/ui-state
+	$(CARGO) build --locked --example ui-state
+	python3 benches/ui.py --binary $(NIGHTSHIFT_RELEASE) --state-tool target/debug/examples/ui-state
 
 # Criterion micro-benchmarks of the hot kernels (feature matrix, linear scoring, forest,
 # profile update, KS, Wasserstein): benches/kernels. Builds criterion the first time.

@@ -2,13 +2,13 @@
 """The web pages on a year of history (issue 23): a job page with 365 logical dates and 50
 features must render in under 300 ms on this machine, with the reports on local storage.
 
-Writes the state with fixtures/ui-state.rs (365 dates, 50 features, release build), serves
+Writes the state with fixtures/ui-state.rs (365 dates, 50 features), serves
 it with `nightshift ui` (release), and times each page over HTTP: the first request (every
 report read and parsed) and then ROUNDS more (from the cache, as a person reloading the page
 gets it). Prints medians and writes target/bench/ui.json.
 
     python3 benches/ui.py --binary target/release/nightshift \
-        --state-tool target/release/examples/ui-state [--rounds 20]
+        --state-tool target/debug/examples/ui-state [--rounds 20]
 """
 import argparse
 import json
