@@ -54,7 +54,8 @@ pub(super) fn execute(args: UiArgs) -> Result<ExitCode> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
         tracing::info!(addr = %addr, "Serving the pages read-only: http://{addr}/ui");
-        axum::serve(listener, ui::router(pages))
+        let loopback = pages.loopback;
+        axum::serve(listener, ui::local_names_only(ui::router(pages), loopback))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

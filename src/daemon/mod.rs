@@ -214,7 +214,9 @@ async fn serve(cfg: Config, opts: DaemonOptions, stores: Stores) -> Result<()> {
     };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(api).merge(crate::ui::router(pages)))
+        let loopback = pages.loopback;
+        let routes = http::router(api).merge(crate::ui::router(pages));
+        axum::serve(listener, crate::ui::local_names_only(routes, loopback))
             .with_graceful_shutdown(async {
                 let _ = http_stopped.await;
             })
@@ -308,8 +310,12 @@ fn spawn_heartbeat(scheduler: Scheduler) -> tokio::task::JoinHandle<()> {
             // At the next due instant (a few milliseconds after it), not on the next whole
             // second after it: a tick fires when it is due, not up to a second late. At least
             // once a second all the same, for runs waiting on a free slot.
-            let wait = scheduler
-                .next_due()
+            // (A panic under the scheduler's lock poisons it: the tick below logs that.)
+            let due =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scheduler.next_due()))
+                    .ok()
+                    .flatten();
+            let wait = due
                 .and_then(|t| (t - scheduler.now()).to_std().ok())
                 .map_or(Duration::from_secs(1), |d| d + Duration::from_millis(2))
                 .min(Duration::from_secs(1));

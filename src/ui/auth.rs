@@ -127,7 +127,10 @@ fn session_valid(digest: &[u8; 32], value: &str, now: i64) -> bool {
     else {
         return false;
     };
-    let fresh = issued <= now + 60 && now - issued < SESSION_SECONDS;
+    let fresh = issued <= now.saturating_add(60)
+        && now
+            .checked_sub(issued)
+            .is_some_and(|age| age < SESSION_SECONDS);
     fresh && equal(value, &session_value(digest, issued))
 }
 

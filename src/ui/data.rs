@@ -244,7 +244,7 @@ pub fn job_history(
             .collect(),
         None => BTreeSet::new(),
     };
-    let (drift, performance) = reports(&spec.name, settings, stores, caches, span)?;
+    let (drift, performance) = reports(&spec.name, settings, stores, caches, span, today)?;
     Ok(JobHistory {
         spec,
         today,
@@ -298,6 +298,7 @@ fn reports(
     stores: &Stores,
     caches: &Caches,
     span: Span,
+    today: NaiveDate,
 ) -> Result<Reports> {
     let root = stores.locate(&settings.reports)?;
     let dir = root.join(&format!("job={job}"));
@@ -314,6 +315,10 @@ fn reports(
         else {
             continue;
         };
+        // As the records: nothing past today or more than MAX_DAYS back.
+        if date > today || date < today - chrono::Duration::days(MAX_DAYS) {
+            continue;
+        }
         let entry = (o.key.clone(), Version::of(&o));
         if file == drift_report::REPORT_FILE {
             drift_files.insert(date, entry);
@@ -330,11 +335,7 @@ fn reports(
             drift_files.retain(|date, _| *date == d);
             performance_files.retain(|date, _| *date == d);
         }
-        Span::All => {
-            let floor = Utc::now().date_naive() - chrono::Duration::days(MAX_DAYS);
-            drift_files.retain(|date, _| *date >= floor);
-            performance_files.retain(|date, _| *date >= floor);
-        }
+        Span::All => {}
     }
     let at = |key: &str| Location {
         key: key.to_string(),

@@ -101,26 +101,24 @@ pub fn router(ui: Ui) -> Router {
         .route("/ui/jobs/{name}/{date}/drift", get(drift_page))
         .route("/ui/jobs/{name}/{date}/performance", get(performance_page))
         .route("/ui/jobs/{name}/{date}/run", post(run_again))
-        .route_layer(axum::middleware::from_fn_with_state(
-            ui.clone(),
-            local_names_only,
-        ))
         .with_state(ui)
 }
 
-/// On a loopback address, only requests that name it so (no DNS rebinding).
-async fn local_names_only(
-    State(ui): State<Ui>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if ui.loopback && !auth::host_is_local(request.headers()) {
-        return problem(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this server listens on a loopback address and answers only to localhost, 127.0.0.1 or [::1]",
-        );
-    }
-    next.run(request).await
+/// `router` answering, on a loopback address, only requests that name it so: a web page
+/// elsewhere whose DNS name is pointed at 127.0.0.1 (DNS rebinding) reads nothing, neither
+/// the pages nor the daemon's JSON API served beside them.
+pub fn local_names_only(router: Router, loopback: bool) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if loopback && !auth::host_is_local(request.headers()) {
+                return problem(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this server listens on a loopback address and answers only to localhost, 127.0.0.1 or [::1]",
+                );
+            }
+            next.run(request).await
+        },
+    ))
 }
 
 async fn logout() -> Response {

@@ -326,6 +326,10 @@ fn with_a_token_every_page_needs_it_and_the_one_action_needs_the_csrf_token_too(
         get(&ui, "/ui", &[("Cookie", "nightshift_session=forged")]).0,
         401
     );
+    // The daemon's JSON API beside the pages is not readable under another name either.
+    for path in ["/jobs", "/metrics", "/ui"] {
+        assert_eq!(get(&ui, path, &[("Host", "evil.example")]).0, 421, "{path}");
+    }
     let (status, head, _) = http_full(ui.addr(), "GET", "/ui/logout", &[], "");
     assert_eq!(status, 303);
     assert!(
