@@ -341,35 +341,37 @@ fn reports(
         key: key.to_string(),
         ..dir.clone()
     };
-    let mut drift = BTreeMap::new();
-    for (date, (key, version)) in drift_files {
-        match caches
-            .drift
-            .get(&key, &version, || drift_report::read(&at(&key)))
-        {
-            Ok(r) => {
-                drift.insert(date, r);
-            }
-            Err(e) => {
-                tracing::warn!(report = %at(&key).uri(), error = %format!("{e:#}"), "Skipping a drift report that cannot be read.")
-            }
-        }
-    }
-    let mut performance = BTreeMap::new();
-    for (date, (key, version)) in performance_files {
-        match caches
-            .performance
-            .get(&key, &version, || performance_report::read(&at(&key)))
-        {
-            Ok(e) => {
-                performance.insert(date, e);
-            }
-            Err(e) => {
-                tracing::warn!(report = %at(&key).uri(), error = %format!("{e:#}"), "Skipping a performance report that cannot be read.")
-            }
-        }
-    }
+    let drift = load(drift_files, &caches.drift, &at, drift_report::read, "drift");
+    let performance = load(
+        performance_files,
+        &caches.performance,
+        &at,
+        performance_report::read,
+        "performance",
+    );
     Ok((drift, performance))
+}
+
+/// Each listed report through `cache`; one that cannot be read is skipped with a warning.
+fn load<T>(
+    files: BTreeMap<NaiveDate, (String, Version)>,
+    cache: &Versioned<T>,
+    at: &dyn Fn(&str) -> Location,
+    read: fn(&Location) -> Result<T>,
+    what: &str,
+) -> BTreeMap<NaiveDate, Arc<T>> {
+    let mut out = BTreeMap::new();
+    for (date, (key, version)) in files {
+        match cache.get(&key, &version, || read(&at(&key))) {
+            Ok(r) => {
+                out.insert(date, r);
+            }
+            Err(e) => {
+                tracing::warn!(report = %at(&key).uri(), error = %format!("{e:#}"), "Skipping a {what} report that cannot be read.")
+            }
+        }
+    }
+    out
 }
 
 /// The dates of `job` whose lease is live now, for a server that runs nothing itself

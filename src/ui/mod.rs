@@ -257,17 +257,28 @@ async fn date_page(
     .await
 }
 
+/// A date's report page (drift or performance), by `page`.
+async fn report_page(
+    ui: Ui,
+    name: String,
+    date: String,
+    headers: HeaderMap,
+    page: fn(&Ui, &JobSpec, NaiveDate) -> Page,
+) -> Response {
+    render(&ui, &headers, move |ui, _| {
+        let spec = spec(ui, &name)?;
+        let date = parse_date(&date)?;
+        page(ui, &spec, date)
+    })
+    .await
+}
+
 async fn drift_page(
     State(ui): State<Ui>,
     Path((name, date)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    render(&ui, &headers, move |ui, _| {
-        let spec = spec(ui, &name)?;
-        let date = parse_date(&date)?;
-        pages::drift(ui, &spec, date)
-    })
-    .await
+    report_page(ui, name, date, headers, pages::drift).await
 }
 
 async fn performance_page(
@@ -275,12 +286,7 @@ async fn performance_page(
     Path((name, date)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    render(&ui, &headers, move |ui, _| {
-        let spec = spec(ui, &name)?;
-        let date = parse_date(&date)?;
-        pages::performance(ui, &spec, date)
-    })
-    .await
+    report_page(ui, name, date, headers, pages::performance).await
 }
 
 async fn models_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {

@@ -711,6 +711,21 @@ fn record(spec: &JobSpec, r: &RunRecord) -> Markup {
     }
 }
 
+/// How a report that cannot be read is answered: 404 when it is not there, 503 otherwise.
+fn not_there<'a>(
+    what: &'a str,
+    spec: &'a JobSpec,
+    date: NaiveDate,
+) -> impl Fn(anyhow::Error) -> Refusal + 'a {
+    move |e| match ErrorKind::of(&e) {
+        Some(ErrorKind::NotFound) => Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no {what} report for {} on {date}", spec.name),
+        ),
+        _ => super::unavailable(e),
+    }
+}
+
 /// A date's drift report: the verdicts and each column's histograms against the reference.
 pub fn drift(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, Refusal> {
     let reports = ui
@@ -718,14 +733,9 @@ pub fn drift(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, Refusal
         .locate(&ui.settings.reports)
         .map_err(super::unavailable)?;
     let loc = crate::drift::report::report_location(&reports, &spec.name, date);
-    let report = crate::drift::report::read(&loc).map_err(|e| match ErrorKind::of(&e) {
-        Some(ErrorKind::NotFound) => Refusal(
-            StatusCode::NOT_FOUND,
-            format!("no drift report for {} on {date}", spec.name),
-        ),
-        _ => super::unavailable(e),
-    })?;
-    let body = crate::drift::html::body_stored(&report, &reference(ui, spec, &report), &reports);
+    let report = crate::drift::report::read(&loc).map_err(not_there("drift", spec, date))?;
+    let reference = reference(ui, spec, &report, &reports);
+    let body = crate::drift::html::body_stored(&report, &reference, &reports);
     Ok(layout(
         &format!("drift {} {date}", spec.name),
         html! {
@@ -744,11 +754,11 @@ fn reference(
     ui: &Ui,
     spec: &JobSpec,
     report: &crate::drift::report::Report,
+    reports: &crate::storage::Location,
 ) -> Result<crate::profile::DatasetProfile> {
     let ctx = &report.context;
-    let reports = ui.stores.locate(&ui.settings.reports)?;
     let kept =
-        crate::drift::report::reference_profile_location(&reports, &ctx.job, ctx.logical_date);
+        crate::drift::report::reference_profile_location(reports, &ctx.job, ctx.logical_date);
     match kept.store.get(&kept.key) {
         Ok(bytes) => {
             return serde_json::from_slice(&bytes)
@@ -784,13 +794,7 @@ pub fn performance(ui: &Ui, spec: &JobSpec, date: NaiveDate) -> Result<Markup, R
         .locate(&ui.settings.reports)
         .map_err(super::unavailable)?;
     let loc = crate::performance::report::report_location(&reports, &spec.name, date);
-    let e = crate::performance::report::read(&loc).map_err(|e| match ErrorKind::of(&e) {
-        Some(ErrorKind::NotFound) => Refusal(
-            StatusCode::NOT_FOUND,
-            format!("no performance report for {} on {date}", spec.name),
-        ),
-        _ => super::unavailable(e),
-    })?;
+    let e = crate::performance::report::read(&loc).map_err(not_there("performance", spec, date))?;
     Ok(layout(
         &format!("performance {} {date}", spec.name),
         html! {
